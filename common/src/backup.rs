@@ -1,0 +1,409 @@
+//! The `backup` command: a snapshot of the matched topics up to the high watermark seen at
+//! start. Records are read `read_committed` (librdkafka drops control records and aborted
+//! data), cut into segments by size and count, and uploaded as they fill. Committed offsets
+//! of consumer groups are snapshotted so a restore can translate them. The manifest is
+//! written last: a backup that crashed half-way has no manifest and never looks complete.
+
+use crate::filters::{FilterError, TopicPattern};
+use crate::kafka::client_config;
+use crate::manifest::{
+    manifest_key, segment_key, GroupOffset, Manifest, PartitionManifest, SegmentMeta,
+    TopicManifest,
+};
+use crate::segment::{build_segment, encode_record, Compression, SegmentHeader};
+use crate::storage::{BackupStore, StorageError};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::runtime::Handle;
+
+#[derive(Debug, Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error("invalid backup id {0:?}: use letters, digits, '.', '_' and '-' only")]
+    BadBackupId(String),
+    #[error("cluster {bootstrap} unreachable or refused {what}: {source}; check --bootstrap-servers and the security settings")]
+    Kafka {
+        bootstrap: String,
+        what: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("no topic in cluster {bootstrap} matches {patterns:?}; topics there: {available:?}")]
+    NoTopics {
+        bootstrap: String,
+        patterns: Vec<String>,
+        available: Vec<String>,
+    },
+    #[error("zstd compression failed: {0}")]
+    Compress(std::io::Error),
+    #[error("backup thread ended abnormally: {0}")]
+    Internal(String),
+    #[error("backup stalled: no record arrived for {secs}s while partitions {pending:?} were below their high watermark; check broker health and retry")]
+    Stalled { secs: u64, pending: Vec<String> },
+}
+
+/// What to back up and how to cut segments.
+#[derive(Debug, Clone)]
+pub struct BackupRequest {
+    pub backup_id: String,
+    pub bootstrap_servers: String,
+    pub kafka_properties: BTreeMap<String, String>,
+    pub topics: Vec<String>,
+    /// Groups whose offsets to snapshot; empty = every group the cluster lists.
+    pub consumer_groups: Vec<String>,
+    pub segment_max_bytes: u64,
+    pub segment_max_records: u64,
+    pub zstd_level: i32,
+}
+
+const META_TIMEOUT: Duration = Duration::from_secs(10);
+const STALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs a snapshot backup and returns the manifest it wrote.
+pub async fn run_backup(store: &BackupStore, req: &BackupRequest) -> Result<Manifest, BackupError> {
+    let id_ok = !req.backup_id.is_empty()
+        && req
+            .backup_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !id_ok {
+        return Err(BackupError::BadBackupId(req.backup_id.clone()));
+    }
+    let patterns = req
+        .topics
+        .iter()
+        .map(|t| TopicPattern::parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    if store.exists(&manifest_key(&req.backup_id)).await? {
+        return Err(StorageError::BackupExists {
+            backup_id: req.backup_id.clone(),
+            location: store.location().to_string(),
+        }
+        .into());
+    }
+    let store = store.clone();
+    let req = req.clone();
+    let handle = Handle::current();
+    tokio::task::spawn_blocking(move || backup_blocking(&handle, &store, &req, &patterns))
+        .await
+        .unwrap_or_else(|e| Err(BackupError::Internal(e.to_string())))
+}
+
+fn backup_blocking(
+    handle: &Handle,
+    store: &BackupStore,
+    req: &BackupRequest,
+    patterns: &[TopicPattern],
+) -> Result<Manifest, BackupError> {
+    let kafka = |what: &str| {
+        let bootstrap = req.bootstrap_servers.clone();
+        let what = what.to_string();
+        move |source| BackupError::Kafka {
+            bootstrap,
+            what,
+            source,
+        }
+    };
+    let consumer: BaseConsumer = client_config(&req.bootstrap_servers, &req.kafka_properties)
+        .set("group.id", format!("kafka-backup-{}", req.backup_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(kafka("the consumer configuration"))?;
+    let metadata = consumer
+        .fetch_metadata(None, META_TIMEOUT)
+        .map_err(kafka("a metadata request"))?;
+    let mut topics: BTreeMap<String, i32> = BTreeMap::new();
+    for t in metadata.topics() {
+        let internal = t.name().starts_with("__");
+        let selected = patterns
+            .iter()
+            .any(|p| p.matches(t.name()) && (!internal || p.raw == t.name()));
+        if selected {
+            topics.insert(t.name().to_string(), t.partitions().len() as i32);
+        }
+    }
+    if topics.is_empty() {
+        return Err(BackupError::NoTopics {
+            bootstrap: req.bootstrap_servers.clone(),
+            patterns: req.topics.clone(),
+            available: metadata.topics().iter().map(|t| t.name().to_string()).collect(),
+        });
+    }
+
+    let mut tpl = TopicPartitionList::new();
+    let mut writers: HashMap<(String, i32), PartitionWriter> = HashMap::new();
+    for (topic, count) in &topics {
+        for p in 0..*count {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, META_TIMEOUT)
+                .map_err(kafka("a watermark request"))?;
+            let mut w = PartitionWriter::new(req, topic, p, high);
+            if high > low {
+                tpl.add_partition_offset(topic, p, Offset::Offset(low))
+                    .map_err(kafka("the partition assignment"))?;
+            } else {
+                w.done = true;
+            }
+            writers.insert((topic.clone(), p), w);
+        }
+    }
+    consumer.assign(&tpl).map_err(kafka("the partition assignment"))?;
+    tracing::info!(partitions = writers.len(), "backup started");
+
+    let mut last_progress = Instant::now();
+    let mut last_position_check = Instant::now();
+    while writers.values().any(|w| !w.done) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(msg)) => {
+                last_progress = Instant::now();
+                let Some(w) = writers.get_mut(&(msg.topic().to_string(), msg.partition())) else {
+                    continue;
+                };
+                if w.done || msg.offset() >= w.high {
+                    w.done = true;
+                    continue;
+                }
+                let headers: Vec<(&str, Option<&[u8]>)> = msg
+                    .headers()
+                    .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
+                    .unwrap_or_default();
+                w.push(
+                    msg.offset(),
+                    msg.timestamp().to_millis().unwrap_or(-1),
+                    msg.key(),
+                    msg.payload(),
+                    &headers,
+                );
+                if msg.offset() >= w.high - 1 {
+                    w.done = true;
+                }
+                if w.full(req) || w.done {
+                    w.flush(handle, store, req)?;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer error during backup; retrying"),
+        }
+        // Partitions whose tail is control records or aborted data never deliver offset
+        // high-1; the consumer position tells when they are past the snapshot point.
+        if last_position_check.elapsed() > Duration::from_millis(500) {
+            last_position_check = Instant::now();
+            if let Ok(pos) = consumer.position() {
+                for e in pos.elements() {
+                    if let (Offset::Offset(o), Some(w)) = (
+                        e.offset(),
+                        writers.get_mut(&(e.topic().to_string(), e.partition())),
+                    ) {
+                        if o >= w.high && !w.done {
+                            w.done = true;
+                            w.flush(handle, store, req)?;
+                            last_progress = Instant::now();
+                        }
+                    }
+                }
+            }
+        }
+        if last_progress.elapsed() > STALL_LIMIT {
+            return Err(BackupError::Stalled {
+                secs: STALL_LIMIT.as_secs(),
+                pending: writers
+                    .iter()
+                    .filter(|(_, w)| !w.done)
+                    .map(|((t, p), _)| format!("{t}/{p}"))
+                    .collect(),
+            });
+        }
+    }
+    for w in writers.values_mut() {
+        w.flush(handle, store, req)?;
+    }
+
+    let group_offsets = snapshot_group_offsets(req, &topics);
+    let mut topic_manifests = Vec::new();
+    for (topic, count) in &topics {
+        let mut partitions = Vec::new();
+        for p in 0..*count {
+            if let Some(w) = writers.remove(&(topic.clone(), p)) {
+                partitions.push(PartitionManifest {
+                    partition_id: p,
+                    segments: w.segments,
+                    gaps: vec![],
+                });
+            }
+        }
+        topic_manifests.push(TopicManifest {
+            name: topic.clone(),
+            original_partition_count: Some(*count),
+            partitions,
+        });
+    }
+    let manifest = Manifest {
+        backup_id: req.backup_id.clone(),
+        created_at: chrono::Utc::now().timestamp_millis(),
+        source_cluster_id: None,
+        source_brokers: Some(serde_json::Value::Array(
+            crate::filters::split_list(&req.bootstrap_servers)
+                .into_iter()
+                .map(serde_json::Value::String)
+                .collect(),
+        )),
+        compression: Some("zstd".into()),
+        topics: topic_manifests,
+        consumer_group_offsets: group_offsets,
+    };
+    handle.block_on(store.write_manifest(&manifest))?;
+    tracing::info!(records = manifest.total_records(), "backup complete");
+    Ok(manifest)
+}
+
+/// Committed offsets of consumer groups on the backed-up topics. A group that cannot be read
+/// is logged and skipped: group offsets are advisory, the records are the backup.
+fn snapshot_group_offsets(req: &BackupRequest, topics: &BTreeMap<String, i32>) -> Vec<GroupOffset> {
+    let mut groups = req.consumer_groups.clone();
+    if groups.is_empty() {
+        let lister: Result<BaseConsumer, _> =
+            client_config(&req.bootstrap_servers, &req.kafka_properties).create();
+        match lister.and_then(|c| c.fetch_group_list(None, META_TIMEOUT)) {
+            Ok(list) => groups = list.groups().iter().map(|g| g.name().to_string()).collect(),
+            Err(e) => tracing::warn!(error = %e, "cannot list consumer groups; no group offsets saved (name them with --consumer-groups)"),
+        }
+    }
+    let own = format!("kafka-backup-{}", req.backup_id);
+    let mut out = Vec::new();
+    for group in groups.into_iter().filter(|g| *g != own) {
+        let mut tpl = TopicPartitionList::new();
+        for (t, n) in topics {
+            for p in 0..*n {
+                tpl.add_partition(t, p);
+            }
+        }
+        let consumer: Result<BaseConsumer, _> =
+            client_config(&req.bootstrap_servers, &req.kafka_properties)
+                .set("group.id", &group)
+                .set("enable.auto.commit", "false")
+                .create();
+        match consumer.and_then(|c| c.committed_offsets(tpl, META_TIMEOUT)) {
+            Ok(committed) => {
+                for e in committed.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        out.push(GroupOffset {
+                            group: group.clone(),
+                            topic: e.topic().to_string(),
+                            partition: e.partition(),
+                            offset: o,
+                        });
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(%group, error = %e, "cannot read committed offsets of group"),
+        }
+    }
+    out
+}
+
+/// Accumulates one partition's records into segments.
+struct PartitionWriter {
+    topic: String,
+    partition: i32,
+    high: i64,
+    done: bool,
+    region: Vec<u8>,
+    count: u64,
+    start_offset: i64,
+    end_offset: i64,
+    first_ts: i64,
+    last_ts: i64,
+    min_ts: i64,
+    max_ts: i64,
+    segments: Vec<SegmentMeta>,
+}
+
+impl PartitionWriter {
+    fn new(req: &BackupRequest, topic: &str, partition: i32, high: i64) -> Self {
+        Self {
+            topic: topic.to_string(),
+            partition,
+            high,
+            done: false,
+            region: Vec::with_capacity((req.segment_max_bytes as usize).min(1 << 20)),
+            count: 0,
+            start_offset: 0,
+            end_offset: 0,
+            first_ts: 0,
+            last_ts: 0,
+            min_ts: i64::MAX,
+            max_ts: i64::MIN,
+            segments: vec![],
+        }
+    }
+
+    fn push(
+        &mut self,
+        offset: i64,
+        ts: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+    ) {
+        if self.count == 0 {
+            self.start_offset = offset;
+            self.first_ts = ts;
+        }
+        self.count += 1;
+        self.end_offset = offset;
+        self.last_ts = ts;
+        self.min_ts = self.min_ts.min(ts);
+        self.max_ts = self.max_ts.max(ts);
+        encode_record(&mut self.region, offset, ts, key, value, headers.iter().copied());
+    }
+
+    fn full(&self, req: &BackupRequest) -> bool {
+        self.region.len() as u64 >= req.segment_max_bytes || self.count >= req.segment_max_records
+    }
+
+    fn flush(&mut self, handle: &Handle, store: &BackupStore, req: &BackupRequest) -> Result<(), BackupError> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        let header = SegmentHeader {
+            compression: Compression::Zstd as u8,
+            record_count: self.count,
+            start_offset: self.start_offset,
+            end_offset: self.end_offset,
+        };
+        let bytes = build_segment(&self.region, header, req.zstd_level).map_err(BackupError::Compress)?;
+        let key = segment_key(&req.backup_id, &self.topic, self.partition, self.start_offset);
+        let meta = SegmentMeta {
+            key: key.clone(),
+            start_offset: self.start_offset,
+            end_offset: self.end_offset,
+            start_timestamp: self.first_ts,
+            end_timestamp: self.last_ts,
+            record_count: self.count,
+            uncompressed_size: self.region.len() as u64,
+            compressed_size: bytes.len() as u64,
+            min_timestamp: Some(self.min_ts),
+            max_timestamp: Some(self.max_ts),
+        };
+        handle.block_on(store.put(&key, bytes))?;
+        tracing::debug!(%key, records = self.count, "segment written");
+        self.segments.push(meta);
+        self.region.clear();
+        self.count = 0;
+        self.min_ts = i64::MAX;
+        self.max_ts = i64::MIN;
+        Ok(())
+    }
+}

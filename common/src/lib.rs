@@ -1,0 +1,12 @@
+//! Everything the kafka-backup binary, coordinator and workers agree on: the on-disk backup
+//! format (segments and manifest, byte-compatible with OSO kafka-backup v1), access to the
+//! object store holding backups, configuration files, restore filters and Kafka client
+//! settings. Nothing here talks to the restore ledger; that belongs to the coordinator.
+pub mod backup;
+pub mod config;
+pub mod filters;
+pub mod kafka;
+pub mod manifest;
+pub mod segment;
+pub mod storage;
+pub mod timestamp;

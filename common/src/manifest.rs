@@ -1,0 +1,149 @@
+//! `manifest.json`: the index of one backup. Field names follow OSO kafka-backup v1 so either
+//! tool reads the other's backups; unknown fields are ignored on read. Our extensions
+//! (true min/max timestamps per segment, group offset snapshot) are optional fields, absent
+//! in foreign backups, and code must treat their absence conservatively.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub backup_id: String,
+    /// Creation time, epoch milliseconds.
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_cluster_id: Option<String>,
+    /// Kept as raw JSON: OSO writes a list, other writers a string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_brokers: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    #[serde(default)]
+    pub topics: Vec<TopicManifest>,
+    /// Extension: committed consumer-group offsets at backup time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumer_group_offsets: Vec<GroupOffset>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TopicManifest {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_partition_count: Option<i32>,
+    #[serde(default)]
+    pub partitions: Vec<PartitionManifest>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PartitionManifest {
+    pub partition_id: i32,
+    #[serde(default)]
+    pub segments: Vec<SegmentMeta>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<OffsetGap>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SegmentMeta {
+    pub key: String,
+    pub start_offset: i64,
+    /// Inclusive.
+    pub end_offset: i64,
+    /// Timestamp of the first record (not the minimum: timestamps are not monotonic).
+    pub start_timestamp: i64,
+    /// Timestamp of the last record.
+    pub end_timestamp: i64,
+    pub record_count: u64,
+    #[serde(default)]
+    pub uncompressed_size: u64,
+    #[serde(default)]
+    pub compressed_size: u64,
+    /// Extension: smallest record timestamp in the segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_timestamp: Option<i64>,
+    /// Extension: largest record timestamp in the segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_timestamp: Option<i64>,
+}
+
+impl SegmentMeta {
+    /// True min/max timestamps when our backup recorded them; `None` for foreign backups,
+    /// whose first/last timestamps say nothing about the records in between.
+    pub fn timestamp_bounds(&self) -> Option<(i64, i64)> {
+        Some((self.min_timestamp?, self.max_timestamp?))
+    }
+
+    /// Whether the segment may hold a record in the inclusive window. Unknown bounds are
+    /// assumed to overlap (correctness over speed).
+    pub fn may_overlap(&self, from: Option<i64>, to: Option<i64>) -> bool {
+        match self.timestamp_bounds() {
+            None => true,
+            Some((min, max)) => min <= to.unwrap_or(i64::MAX) && max >= from.unwrap_or(i64::MIN),
+        }
+    }
+
+    /// Whether every record of the segment is inside the inclusive window.
+    pub fn inside(&self, from: Option<i64>, to: Option<i64>) -> bool {
+        match self.timestamp_bounds() {
+            None => from.is_none() && to.is_none(),
+            Some((min, max)) => min >= from.unwrap_or(i64::MIN) && max <= to.unwrap_or(i64::MAX),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OffsetGap {
+    pub start_offset: i64,
+    pub end_offset: i64,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub detected_at: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupOffset {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    /// The committed offset: the next record the group would read.
+    pub offset: i64,
+}
+
+impl Manifest {
+    pub fn topic(&self, name: &str) -> Option<&TopicManifest> {
+        self.topics.iter().find(|t| t.name == name)
+    }
+
+    pub fn total_records(&self) -> u64 {
+        self.segments().map(|s| s.record_count).sum()
+    }
+
+    pub fn segments(&self) -> impl Iterator<Item = &SegmentMeta> {
+        self.topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .flat_map(|p| p.segments.iter())
+    }
+}
+
+impl TopicManifest {
+    /// Partition count of the source topic: recorded, or inferred from the partitions seen.
+    pub fn partition_count(&self) -> i32 {
+        let seen = self
+            .partitions
+            .iter()
+            .map(|p| p.partition_id + 1)
+            .max()
+            .unwrap_or(0);
+        self.original_partition_count.unwrap_or(0).max(seen)
+    }
+}
+
+/// The object key of a segment, relative to the storage prefix.
+pub fn segment_key(backup_id: &str, topic: &str, partition: i32, start_offset: i64) -> String {
+    format!("{backup_id}/topics/{topic}/partition={partition}/segment-{start_offset:020}.bin.zst")
+}
+
+pub fn manifest_key(backup_id: &str) -> String {
+    format!("{backup_id}/manifest.json")
+}

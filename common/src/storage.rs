@@ -1,0 +1,249 @@
+//! Access to the object store that holds backups. A backup location is a plain path,
+//! `file://`, `s3://bucket/prefix`, `gs://bucket/prefix` or `az://container/prefix`; all keys
+//! of the backup format are relative to that prefix. S3 reads the usual `AWS_*` environment
+//! variables and accepts `endpoint`, `region`, `access_key_id`, `secret_access_key` and
+//! `allow_http` options; requests are path-style so S3-compatible servers work.
+
+use crate::manifest::{manifest_key, Manifest};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload};
+use std::collections::HashMap;
+use std::sync::Arc;
+use thiserror::Error;
+use url::Url;
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("invalid storage location {url:?}: {reason}; use a path, file:///dir, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix")]
+    BadUrl { url: String, reason: String },
+    #[error("backup {backup_id:?} not found in {location}: no {key}; run `kafka-backup list-backups --storage {location}` to see the backups there")]
+    BackupNotFound {
+        backup_id: String,
+        location: String,
+        key: String,
+    },
+    #[error("segment {key} not found in {location}; the backup is incomplete or was partly deleted. Restore a time window or partitions that exclude it, or re-run the backup")]
+    SegmentNotFound { key: String, location: String },
+    #[error("manifest {key} in {location} does not parse: {reason}; the backup is damaged or was not written by kafka-backup")]
+    BadManifest {
+        key: String,
+        location: String,
+        reason: String,
+    },
+    #[error("backup {backup_id:?} already exists in {location}; choose another --backup-id")]
+    BackupExists { backup_id: String, location: String },
+    #[error("storage {location} failed on {key}: {source}; check that the store is reachable and the credentials are valid")]
+    Io {
+        location: String,
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+/// A backup location: an object store plus the prefix all backup keys live under.
+#[derive(Clone, Debug)]
+pub struct BackupStore {
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    location: String,
+}
+
+impl BackupStore {
+    /// Opens a location. `create` makes a missing local directory (backup); restores refuse
+    /// a missing one so a typo is not mistaken for an empty store.
+    pub fn open(
+        location: &str,
+        options: &HashMap<String, String>,
+        create: bool,
+    ) -> Result<Self, StorageError> {
+        let bad = |reason: String| StorageError::BadUrl {
+            url: location.to_string(),
+            reason,
+        };
+        if location.trim().is_empty() {
+            return Err(bad("it is empty".into()));
+        }
+        let is_url = location.contains("://");
+        if !is_url || location.starts_with("file://") {
+            let path = if is_url {
+                Url::parse(location)
+                    .map_err(|e| bad(e.to_string()))?
+                    .to_file_path()
+                    .map_err(|_| bad("not a local file path".into()))?
+            } else {
+                std::path::PathBuf::from(location)
+            };
+            if create {
+                std::fs::create_dir_all(&path)
+                    .map_err(|e| bad(format!("cannot create directory: {e}")))?;
+            } else if !path.is_dir() {
+                return Err(bad(format!("directory {} does not exist", path.display())));
+            }
+            let fs = LocalFileSystem::new_with_prefix(&path).map_err(|e| bad(e.to_string()))?;
+            return Ok(Self {
+                store: Arc::new(fs),
+                prefix: ObjectPath::default(),
+                location: location.to_string(),
+            });
+        }
+        let url = Url::parse(location).map_err(|e| bad(e.to_string()))?;
+        let prefix = ObjectPath::from(url.path().trim_start_matches('/'));
+        let store: Arc<dyn ObjectStore> = match url.scheme() {
+            "s3" | "s3a" => {
+                let mut b = AmazonS3Builder::from_env()
+                    .with_bucket_name(url.host_str().unwrap_or_default())
+                    .with_virtual_hosted_style_request(false);
+                for (k, v) in options {
+                    let key = k.parse().map_err(|_| bad(format!("unknown S3 option {k:?}")))?;
+                    b = b.with_config(key, v);
+                }
+                let endpoint_is_http = options
+                    .get("endpoint")
+                    .cloned()
+                    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+                    .or_else(|| std::env::var("AWS_ENDPOINT").ok())
+                    .is_some_and(|e| e.starts_with("http://"));
+                if endpoint_is_http {
+                    b = b.with_allow_http(true);
+                }
+                Arc::new(b.build().map_err(|e| bad(e.to_string()))?)
+            }
+            "gs" | "az" | "azure" | "abfs" | "abfss" => {
+                let (s, _) = object_store::parse_url_opts(&url, options.iter())
+                    .map_err(|e| bad(e.to_string()))?;
+                Arc::from(s)
+            }
+            other => return Err(bad(format!("unsupported scheme {other:?}"))),
+        };
+        Ok(Self {
+            store,
+            prefix,
+            location: location.to_string(),
+        })
+    }
+
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn path(&self, key: &str) -> ObjectPath {
+        let mut p = self.prefix.clone();
+        for part in key.split('/').filter(|s| !s.is_empty()) {
+            p = p.child(part);
+        }
+        p
+    }
+
+    fn io(&self, key: &str, source: object_store::Error) -> StorageError {
+        StorageError::Io {
+            location: self.location.clone(),
+            key: key.to_string(),
+            source,
+        }
+    }
+
+    /// Reads a segment object; a missing one is `SegmentNotFound`.
+    pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        let res = self.store.get(&self.path(key)).await;
+        match res {
+            Ok(r) => r.bytes().await.map_err(|e| self.io(key, e)),
+            Err(object_store::Error::NotFound { .. }) => Err(StorageError::SegmentNotFound {
+                key: key.to_string(),
+                location: self.location.clone(),
+            }),
+            Err(e) => Err(self.io(key, e)),
+        }
+    }
+
+    /// Writes an object; object stores make a single put atomic (local: temp file + rename).
+    pub async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), StorageError> {
+        self.store
+            .put(&self.path(key), PutPayload::from(data))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.io(key, e))
+    }
+
+    pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        match self.store.head(&self.path(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.io(key, e)),
+        }
+    }
+
+    pub async fn read_manifest(&self, backup_id: &str) -> Result<Manifest, StorageError> {
+        let key = manifest_key(backup_id);
+        let bytes = match self.get(&key).await {
+            Err(StorageError::SegmentNotFound { .. }) => {
+                return Err(StorageError::BackupNotFound {
+                    backup_id: backup_id.to_string(),
+                    location: self.location.clone(),
+                    key,
+                })
+            }
+            other => other?,
+        };
+        serde_json::from_slice(&bytes).map_err(|e| StorageError::BadManifest {
+            key,
+            location: self.location.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Writes the manifest last in a backup: its presence is what makes a backup complete.
+    pub async fn write_manifest(&self, manifest: &Manifest) -> Result<(), StorageError> {
+        let key = manifest_key(&manifest.backup_id);
+        let json = serde_json::to_vec_pretty(manifest).map_err(|e| StorageError::BadManifest {
+            key: key.clone(),
+            location: self.location.clone(),
+            reason: e.to_string(),
+        })?;
+        self.put(&key, json).await
+    }
+
+    /// Ids of the complete backups (those with a manifest) at this location, sorted.
+    pub async fn list_backups(&self) -> Result<Vec<String>, StorageError> {
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&self.prefix))
+            .await
+            .map_err(|e| self.io("", e))?;
+        let mut ids = Vec::new();
+        for dir in listing.common_prefixes {
+            if let Some(id) = dir.filename() {
+                if self.exists(&manifest_key(id)).await? {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Keys under a backup, for tests and diagnostics.
+    pub async fn list_keys(&self, backup_id: &str) -> Result<Vec<String>, StorageError> {
+        let base = self.path(backup_id);
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&base))
+            .try_collect()
+            .await
+            .map_err(|e| self.io(backup_id, e))?;
+        let prefix_len = self.prefix.as_ref().len();
+        let mut keys: Vec<String> = metas
+            .into_iter()
+            .map(|m| {
+                let s = m.location.as_ref().to_string();
+                s[prefix_len..].trim_start_matches('/').to_string()
+            })
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+}

@@ -1,0 +1,284 @@
+//! The operator-facing gRPC service: submit (or dry-run) a plan, read and watch its status,
+//! cancel and resume it, list plans. Submission validates everything — spec, backup,
+//! target cluster — before the first write; a refused plan leaves no trace anywhere.
+
+use crate::ledger::{LedgerError, PlanRecord, SegmentEntry, TaskRecord, TaskState};
+use crate::planner::{plan, PlanError};
+use crate::report::{task_report, ReportError};
+use crate::status::{plan_status, TERMINAL_STATES};
+use crate::target::{TargetCluster, TargetError};
+use crate::worker_service::ledger_status;
+use crate::{now_ms, Coordinator};
+use kafka_backup_common::storage::{BackupStore, StorageError};
+use kafka_backup_proto::restore_plans_server::RestorePlans;
+use kafka_backup_proto::*;
+use prost::Message;
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+pub struct PlanService {
+    coord: Arc<Coordinator>,
+}
+
+impl PlanService {
+    pub fn new(coord: Arc<Coordinator>) -> Self {
+        Self { coord }
+    }
+
+    fn status_of(&self, plan_id: &str) -> Result<PlanStatus, Status> {
+        let ledger = &self.coord.ledger;
+        let plan = ledger.plan(plan_id).map_err(ledger_status)?;
+        let tasks = ledger.tasks(plan_id).map_err(ledger_status)?;
+        Ok(plan_status(&plan, &tasks))
+    }
+}
+
+fn storage_status(e: StorageError) -> Status {
+    match e {
+        StorageError::BackupNotFound { .. } | StorageError::SegmentNotFound { .. } => Status::not_found(e.to_string()),
+        StorageError::BadUrl { .. } => Status::invalid_argument(e.to_string()),
+        StorageError::Io { .. } => Status::unavailable(e.to_string()),
+        other => Status::failed_precondition(other.to_string()),
+    }
+}
+
+fn target_status(e: TargetError) -> Status {
+    match e {
+        TargetError::Unreachable { .. } => Status::unavailable(e.to_string()),
+        other => Status::failed_precondition(other.to_string()),
+    }
+}
+
+fn plan_error_status(e: PlanError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+/// A stable FNV-1a fingerprint of a spec, so resubmitting the same restore resumes it.
+fn fingerprint(spec: &RestoreSpec) -> String {
+    let mut s = spec.clone();
+    s.checkpoint_interval_ms = 0;
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in s.encode_to_vec() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("planner thread failed: {e}")))
+}
+
+#[tonic::async_trait]
+impl RestorePlans for PlanService {
+    async fn submit_plan(&self, req: Request<SubmitPlanRequest>) -> Result<Response<SubmitPlanResponse>, Status> {
+        let r = req.into_inner();
+        let spec = r.spec.ok_or_else(|| Status::invalid_argument("spec is required"))?;
+        if spec.backup_id.trim().is_empty() {
+            return Err(Status::invalid_argument("backup_id is required: give --backup-id or restore.backup_id"));
+        }
+        if spec.bootstrap_servers.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "target cluster is required: give --bootstrap-servers/--target-cluster or restore.target.bootstrap_servers",
+            ));
+        }
+        let options: HashMap<String, String> = spec.storage_options.clone().into_iter().collect();
+        let store = BackupStore::open(&spec.storage_url, &options, false).map_err(storage_status)?;
+        let manifest = store.read_manifest(&spec.backup_id).await.map_err(storage_status)?;
+        let tasks = plan(&manifest, &spec).map_err(plan_error_status)?;
+
+        let target = Arc::new(TargetCluster::new(&spec.bootstrap_servers, &spec.kafka_properties));
+        let view = {
+            let (target, tasks) = (target.clone(), tasks.clone());
+            blocking(move || target.inspect(&tasks)).await?.map_err(target_status)?
+        };
+        if !view.missing.is_empty() && !spec.create_topics {
+            return Err(target_status(TargetError::MissingTopics {
+                bootstrap: spec.bootstrap_servers.clone(),
+                topics: view.missing.keys().cloned().collect(),
+            }));
+        }
+
+        let (from, to) = (spec.from_timestamp_ms, spec.to_timestamp_ms);
+        let mut report = PlanReport {
+            backup_id: spec.backup_id.clone(),
+            topics_to_create: view.missing.keys().cloned().collect(),
+            ..Default::default()
+        };
+        for task in &tasks {
+            let (mut tr, range) = task_report(&store, task, from, to).await.map_err(|e| match e {
+                ReportError::Storage(s) => storage_status(s),
+                ReportError::Segment(s) => Status::data_loss(s.to_string()),
+            })?;
+            if !view.missing.contains_key(&task.target_topic) {
+                let (target, topic, p) = (target.clone(), task.target_topic.clone(), task.target_partition);
+                tr.target_start_offset = blocking(move || target.end_offset(&topic, p)).await?.map_err(target_status)?;
+            } else {
+                tr.target_start_offset = 0;
+            }
+            report.segments += tr.segments;
+            report.records += tr.records;
+            report.bytes += tr.bytes;
+            if let Some((a, b)) = range {
+                report.min_timestamp_ms = Some(report.min_timestamp_ms.map_or(a, |m| m.min(a)));
+                report.max_timestamp_ms = Some(report.max_timestamp_ms.map_or(b, |m| m.max(b)));
+            }
+            report.tasks.push(tr);
+        }
+        if report.records == 0 {
+            report.warnings.push(if from.is_some() || to.is_some() {
+                "the time window selects no records of this backup: 0 records will be restored".to_string()
+            } else {
+                "the selection holds no records: 0 records will be restored".to_string()
+            });
+        }
+        if r.dry_run {
+            return Ok(Response::new(SubmitPlanResponse {
+                plan_id: String::new(),
+                resumed: false,
+                report: Some(report),
+            }));
+        }
+
+        let ledger = &self.coord.ledger;
+        let fp = fingerprint(&spec);
+        if let Some(existing) = ledger.plan_for_fingerprint(&fp).map_err(ledger_status)? {
+            let state = self.status_of(&existing.plan_id)?.state;
+            if !r.new_run || !TERMINAL_STATES.contains(&state.as_str()) || state == "cancelled" {
+                tracing::info!(plan = %existing.plan_id, %state, "resubmitted plan resumes from the ledger");
+                return Ok(Response::new(SubmitPlanResponse {
+                    plan_id: existing.plan_id,
+                    resumed: true,
+                    report: Some(report),
+                }));
+            }
+        }
+
+        let target_for_create = target.clone();
+        let missing = view.missing.clone();
+        target_for_create.create_topics(&missing).await.map_err(target_status)?;
+
+        let created = now_ms();
+        let plan_id = format!("{}-{}-{}", spec.backup_id, &fp[..8], created);
+        let by_label: BTreeMap<(String, i32), &TaskReport> = report
+            .tasks
+            .iter()
+            .map(|t| ((t.source_topic.clone(), t.source_partition), t))
+            .collect();
+        let records: Vec<TaskRecord> = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let tr = by_label.get(&(t.source_topic.clone(), t.source_partition));
+                TaskRecord {
+                    task_id: i as u32,
+                    source_topic: t.source_topic.clone(),
+                    source_partition: t.source_partition,
+                    target_topic: t.target_topic.clone(),
+                    target_partition: t.target_partition,
+                    segments: t
+                        .segments
+                        .iter()
+                        .map(|s| SegmentEntry {
+                            key: s.key.clone(),
+                            start_offset: s.start_offset,
+                            end_offset: s.end_offset,
+                            record_count: s.record_count,
+                            compressed_size: s.compressed_size,
+                        })
+                        .collect(),
+                    records_total: tr.map_or(0, |r| r.records),
+                    bytes_total: tr.map_or(0, |r| r.bytes),
+                    state: TaskState::Pending,
+                    epoch: 0,
+                    lease: None,
+                    checkpoint: None,
+                    attempts: 0,
+                    error: String::new(),
+                    not_before_ms: 0,
+                    started_at_ms: 0,
+                }
+            })
+            .collect();
+        let record = PlanRecord {
+            plan_id: plan_id.clone(),
+            backup_id: spec.backup_id.clone(),
+            fingerprint: fp,
+            created_at_ms: created,
+            cancelled: false,
+            task_count: records.len() as u32,
+            spec: spec.encode_to_vec(),
+        };
+        ledger.create_plan(&record, &records).map_err(ledger_status)?;
+        tracing::info!(plan = %plan_id, tasks = records.len(), records = report.records, "plan accepted");
+        Ok(Response::new(SubmitPlanResponse {
+            plan_id,
+            resumed: false,
+            report: Some(report),
+        }))
+    }
+
+    async fn get_plan_status(&self, req: Request<PlanRef>) -> Result<Response<PlanStatus>, Status> {
+        self.status_of(&req.into_inner().plan_id).map(Response::new)
+    }
+
+    type WatchPlanStream = Pin<Box<dyn Stream<Item = Result<PlanStatus, Status>> + Send>>;
+
+    async fn watch_plan(&self, req: Request<WatchPlanRequest>) -> Result<Response<Self::WatchPlanStream>, Status> {
+        let r = req.into_inner();
+        let first = self.status_of(&r.plan_id)?;
+        let coord = self.coord.clone();
+        let interval = Duration::from_millis(u64::from(r.interval_ms.clamp(100, 60_000)));
+        let stream = futures::stream::unfold(Some(first), move |state| {
+            let coord = coord.clone();
+            async move {
+                let current = state?;
+                let terminal = TERMINAL_STATES.contains(&current.state.as_str());
+                let next = if terminal {
+                    None
+                } else {
+                    tokio::time::sleep(interval).await;
+                    let svc = PlanService { coord };
+                    match svc.status_of(&current.plan_id) {
+                        Ok(s) => Some(s),
+                        Err(_) => None,
+                    }
+                };
+                Some((Ok(current), next))
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn cancel_plan(&self, req: Request<PlanRef>) -> Result<Response<PlanStatus>, Status> {
+        let id = req.into_inner().plan_id;
+        self.coord.ledger.set_cancelled(&id, true).map_err(ledger_status)?;
+        tracing::warn!(plan = %id, "plan cancelled");
+        self.status_of(&id).map(Response::new)
+    }
+
+    async fn resume_plan(&self, req: Request<PlanRef>) -> Result<Response<PlanStatus>, Status> {
+        let id = req.into_inner().plan_id;
+        self.coord.ledger.set_cancelled(&id, false).map_err(ledger_status)?;
+        tracing::info!(plan = %id, "plan resumed");
+        self.status_of(&id).map(Response::new)
+    }
+
+    async fn list_plans(&self, _req: Request<ListPlansRequest>) -> Result<Response<ListPlansResponse>, Status> {
+        let ledger = &self.coord.ledger;
+        let mut plans = ledger.plans().map_err(ledger_status)?;
+        plans.sort_by_key(|p| std::cmp::Reverse(p.created_at_ms));
+        let statuses = plans
+            .iter()
+            .map(|p| ledger.tasks(&p.plan_id).map(|t| plan_status(p, &t)))
+            .collect::<Result<Vec<_>, LedgerError>>()
+            .map_err(ledger_status)?;
+        Ok(Response::new(ListPlansResponse { plans: statuses }))
+    }
+}

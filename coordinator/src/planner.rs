@@ -1,0 +1,297 @@
+//! The planner: manifest + selection rules → one task per source partition, each with its
+//! ordered segment list and target (topic, partition). Pure and synchronous so that every
+//! validation error of PRD §9.2 is raised before any connection or write, and so it can be
+//! tested and benchmarked without a cluster.
+
+use kafka_backup_common::filters::{
+    validate_topic_name, FilterError, PartitionMapping, TopicPattern, TopicRewrite,
+};
+use kafka_backup_common::manifest::{Manifest, SegmentMeta};
+use kafka_backup_proto::RestoreSpec;
+use std::collections::{BTreeMap, BTreeSet};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error("invalid time window: from_timestamp ({from}) is after to_timestamp ({to}); swap them or fix one")]
+    InvalidWindow { from: i64, to: i64 },
+    #[error("source topic {pattern:?} is not in backup {backup_id}; topics in the backup: {available:?}")]
+    TopicNotInBackup {
+        pattern: String,
+        backup_id: String,
+        available: Vec<String>,
+    },
+    #[error("{targets} target topics given for {sources} source topics; give one target per source topic (same order) or use --target-topics-rewrite")]
+    TargetCountMismatch { sources: usize, targets: usize },
+    #[error("target topic {target:?} was given for source pattern {pattern:?}, which matches {matched:?}; several topics cannot be restored into one, use --target-topics-rewrite")]
+    TargetForManyTopics {
+        target: String,
+        pattern: String,
+        matched: Vec<String>,
+    },
+    #[error("source partition {partition} of topic {topic:?} is not in the backup (it has partitions {available:?}); fix --source-partitions or the partition mapping")]
+    PartitionNotInBackup {
+        topic: String,
+        partition: i32,
+        available: Vec<i32>,
+    },
+    #[error("{first} and {second} would both be restored into {target}; two source partitions into one target partition would interleave ordered logs (N:1 is refused)")]
+    ManyToOne {
+        first: String,
+        second: String,
+        target: String,
+    },
+    #[error("{0}")]
+    BadTargetName(String),
+    #[error("no source topics selected: give --source-topic(s) or restore.source.topics")]
+    NoTopics,
+}
+
+/// One partition task: a source partition restored, in order, into one target partition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedTask {
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub target_topic: String,
+    pub target_partition: i32,
+    pub segments: Vec<SegmentMeta>,
+    /// Partition count of the source topic, used when creating the target.
+    pub source_partition_count: i32,
+}
+
+impl PlannedTask {
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.source_topic, self.source_partition)
+    }
+}
+
+/// Builds the tasks for a spec. Segments that cannot hold a record of the time window are
+/// dropped here; records are filtered exactly by the workers.
+pub fn plan(manifest: &Manifest, spec: &RestoreSpec) -> Result<Vec<PlannedTask>, PlanError> {
+    if let (Some(from), Some(to)) = (spec.from_timestamp_ms, spec.to_timestamp_ms) {
+        if from > to {
+            return Err(PlanError::InvalidWindow { from, to });
+        }
+    }
+    if spec.source_topics.is_empty() {
+        return Err(PlanError::NoTopics);
+    }
+    if !spec.target_topics.is_empty() && spec.target_topics.len() != spec.source_topics.len() {
+        return Err(PlanError::TargetCountMismatch {
+            sources: spec.source_topics.len(),
+            targets: spec.target_topics.len(),
+        });
+    }
+    let rewrite = match spec.target_topics_rewrite.trim() {
+        "" => None,
+        r => Some(TopicRewrite::parse(r)?),
+    };
+    let default_mapping = PartitionMapping::parse(&spec.partition_mapping)?;
+    let mut topic_mappings = BTreeMap::new();
+    for (topic, m) in &spec.topic_partition_mappings {
+        topic_mappings.insert(topic.clone(), PartitionMapping::parse(m)?);
+    }
+    for p in &spec.source_partitions {
+        if *p < 0 {
+            return Err(FilterError::BadPartition {
+                what: "source partitions".into(),
+                input: p.to_string(),
+            }
+            .into());
+        }
+    }
+    let available: Vec<String> = manifest.topics.iter().map(|t| t.name.clone()).collect();
+
+    // Source topic → target topic.
+    let mut selected: BTreeMap<String, String> = BTreeMap::new();
+    for (i, raw) in spec.source_topics.iter().enumerate() {
+        let pattern = TopicPattern::parse(raw)?;
+        let matched: Vec<String> = available.iter().filter(|t| pattern.matches(t)).cloned().collect();
+        if matched.is_empty() {
+            return Err(PlanError::TopicNotInBackup {
+                pattern: raw.clone(),
+                backup_id: manifest.backup_id.clone(),
+                available: available.clone(),
+            });
+        }
+        let explicit = spec.target_topics.get(i).filter(|t| !t.trim().is_empty());
+        if let Some(target) = explicit {
+            if matched.len() > 1 {
+                return Err(PlanError::TargetForManyTopics {
+                    target: target.clone(),
+                    pattern: raw.clone(),
+                    matched,
+                });
+            }
+        }
+        for topic in matched {
+            let target = match (explicit, &rewrite) {
+                (Some(t), _) => t.trim().to_string(),
+                (None, Some(rw)) => rw.apply(&topic),
+                (None, None) => topic.clone(),
+            };
+            validate_topic_name(&target).map_err(PlanError::BadTargetName)?;
+            selected.insert(topic, target);
+        }
+    }
+
+    let wanted: BTreeSet<i32> = spec.source_partitions.iter().copied().collect();
+    let mut tasks = Vec::new();
+    let mut claimed: BTreeMap<(String, i32), String> = BTreeMap::new();
+    for (source, target) in &selected {
+        let Some(topic) = manifest.topic(source) else {
+            continue;
+        };
+        let present: Vec<i32> = topic.partitions.iter().map(|p| p.partition_id).collect();
+        let mapping = topic_mappings.get(source).unwrap_or(&default_mapping);
+        for p in wanted.iter().chain(mapping.0.keys()) {
+            // Filters name partitions of every selected topic; only check what this topic lacks
+            // when it is the only topic, otherwise a partition filter applies where it exists.
+            if !present.contains(p) && selected.len() == 1 {
+                return Err(PlanError::PartitionNotInBackup {
+                    topic: source.clone(),
+                    partition: *p,
+                    available: present.clone(),
+                });
+            }
+        }
+        for part in &topic.partitions {
+            if !wanted.is_empty() && !wanted.contains(&part.partition_id) {
+                continue;
+            }
+            let target_partition = mapping.target_of(part.partition_id);
+            let label = format!("{source}/{}", part.partition_id);
+            if let Some(first) = claimed.insert((target.clone(), target_partition), label.clone()) {
+                return Err(PlanError::ManyToOne {
+                    first,
+                    second: label,
+                    target: format!("{target}/{target_partition}"),
+                });
+            }
+            let mut segments: Vec<SegmentMeta> = part
+                .segments
+                .iter()
+                .filter(|s| s.may_overlap(spec.from_timestamp_ms, spec.to_timestamp_ms))
+                .cloned()
+                .collect();
+            segments.sort_by_key(|s| s.start_offset);
+            tasks.push(PlannedTask {
+                source_topic: source.clone(),
+                source_partition: part.partition_id,
+                target_topic: target.clone(),
+                target_partition,
+                segments,
+                source_partition_count: topic.partition_count(),
+            });
+        }
+    }
+    Ok(tasks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_backup_common::manifest::{PartitionManifest, TopicManifest};
+
+    fn seg(start: i64, min: i64, max: i64) -> SegmentMeta {
+        SegmentMeta {
+            key: format!("b/topics/t/partition=0/segment-{start:020}.bin.zst"),
+            start_offset: start,
+            end_offset: start + 9,
+            start_timestamp: min,
+            end_timestamp: max,
+            record_count: 10,
+            uncompressed_size: 100,
+            compressed_size: 50,
+            min_timestamp: Some(min),
+            max_timestamp: Some(max),
+        }
+    }
+
+    fn manifest() -> Manifest {
+        let parts = |n: i32| {
+            (0..n)
+                .map(|p| PartitionManifest {
+                    partition_id: p,
+                    segments: vec![seg(0, 100, 200), seg(10, 201, 300)],
+                    gaps: vec![],
+                })
+                .collect()
+        };
+        Manifest {
+            backup_id: "b".into(),
+            created_at: 0,
+            source_cluster_id: None,
+            source_brokers: None,
+            compression: None,
+            topics: vec![
+                TopicManifest {
+                    name: "orders".into(),
+                    original_partition_count: Some(3),
+                    partitions: parts(3),
+                },
+                TopicManifest {
+                    name: "payments".into(),
+                    original_partition_count: Some(2),
+                    partitions: parts(2),
+                },
+            ],
+            consumer_group_offsets: vec![],
+        }
+    }
+
+    fn spec(topics: &[&str]) -> RestoreSpec {
+        RestoreSpec {
+            backup_id: "b".into(),
+            source_topics: topics.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn regex_rewrite_and_window_pruning() {
+        let mut s = spec(&[".*"]);
+        s.target_topics_rewrite = "s/^/prod-/".into();
+        s.from_timestamp_ms = Some(250);
+        let tasks = plan(&manifest(), &s).unwrap();
+        assert_eq!(tasks.len(), 5);
+        assert!(tasks.iter().all(|t| t.target_topic.starts_with("prod-")));
+        assert!(tasks.iter().all(|t| t.segments.len() == 1));
+    }
+
+    #[test]
+    fn refusals() {
+        let mut s = spec(&["orders"]);
+        s.partition_mapping = "0:1,1:1".into();
+        assert!(plan(&manifest(), &s).is_err());
+        let mut s = spec(&["orders"]);
+        s.from_timestamp_ms = Some(2);
+        s.to_timestamp_ms = Some(1);
+        assert!(matches!(plan(&manifest(), &s), Err(PlanError::InvalidWindow { .. })));
+        assert!(matches!(
+            plan(&manifest(), &spec(&["nope"])),
+            Err(PlanError::TopicNotInBackup { .. })
+        ));
+        let mut s = spec(&[".*"]);
+        s.target_topics = vec!["x".into()];
+        assert!(matches!(plan(&manifest(), &s), Err(PlanError::TargetForManyTopics { .. })));
+        let mut s = spec(&["orders", "payments"]);
+        s.target_topics = vec!["same".into(), "same".into()];
+        assert!(matches!(plan(&manifest(), &s), Err(PlanError::ManyToOne { .. })));
+        let mut s = spec(&["orders"]);
+        s.source_partitions = vec![7];
+        assert!(matches!(plan(&manifest(), &s), Err(PlanError::PartitionNotInBackup { .. })));
+    }
+
+    #[test]
+    fn mapping_and_partition_filter() {
+        let mut s = spec(&["orders"]);
+        s.source_partitions = vec![0, 1];
+        s.partition_mapping = "0:2,1:0".into();
+        let tasks = plan(&manifest(), &s).unwrap();
+        let pairs: Vec<_> = tasks.iter().map(|t| (t.source_partition, t.target_partition)).collect();
+        assert_eq!(pairs, vec![(0, 2), (1, 0)]);
+    }
+}

@@ -1,0 +1,170 @@
+//! What the coordinator needs to know about the target cluster before a plan is accepted:
+//! that it answers, which target topics exist with how many partitions, and where each
+//! target partition ends now. Topic creation (opt-in) lives here too. Everything is checked
+//! before the first write, so a bad restore is refused whole instead of failing half-way.
+
+use crate::planner::PlannedTask;
+use kafka_backup_common::kafka::client_config;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use thiserror::Error;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Error)]
+pub enum TargetError {
+    #[error("target cluster {bootstrap} is unreachable: {source}; check connectivity, --bootstrap-servers/--target-cluster and the security settings, then retry")]
+    Unreachable {
+        bootstrap: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("target topics {topics:?} do not exist on {bootstrap}; create them, or pass --create-topics to create them with the source partition count")]
+    MissingTopics { bootstrap: String, topics: Vec<String> },
+    #[error("partition count mismatch: target topic {topic:?} has {actual} partitions but the restore writes to partition {needed}; delete and recreate the topic with at least {} partitions, or use --partition-mapping", needed + 1)]
+    PartitionCountMismatch {
+        topic: String,
+        actual: i32,
+        needed: i32,
+    },
+    #[error("cannot create target topic {topic:?}: {reason}")]
+    CreateFailed { topic: String, reason: String },
+}
+
+/// Target topic layout as seen now.
+#[derive(Debug, Default, Clone)]
+pub struct TargetView {
+    /// Topic → partition count, for topics that exist.
+    pub partitions: BTreeMap<String, i32>,
+    /// Topics the plan needs that do not exist, with the partition count to create.
+    pub missing: BTreeMap<String, i32>,
+}
+
+pub struct TargetCluster {
+    bootstrap: String,
+    properties: BTreeMap<String, String>,
+}
+
+impl TargetCluster {
+    pub fn new(bootstrap: &str, properties: &BTreeMap<String, String>) -> Self {
+        Self {
+            bootstrap: bootstrap.to_string(),
+            properties: properties.clone(),
+        }
+    }
+
+    fn unreachable(&self) -> impl Fn(KafkaError) -> TargetError + '_ {
+        |source| TargetError::Unreachable {
+            bootstrap: self.bootstrap.clone(),
+            source,
+        }
+    }
+
+    fn consumer(&self) -> Result<BaseConsumer, TargetError> {
+        client_config(&self.bootstrap, &self.properties)
+            .set("group.id", "kafka-backup-planner")
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(self.unreachable())
+    }
+
+    /// Reads metadata and checks every task's target against it.
+    pub fn inspect(&self, tasks: &[PlannedTask]) -> Result<TargetView, TargetError> {
+        let consumer = self.consumer()?;
+        let md = consumer
+            .fetch_metadata(None, TIMEOUT)
+            .map_err(self.unreachable())?;
+        if md.brokers().is_empty() {
+            return Err(TargetError::Unreachable {
+                bootstrap: self.bootstrap.clone(),
+                source: KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure),
+            });
+        }
+        let existing: BTreeMap<String, i32> = md
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+            .collect();
+        let mut view = TargetView::default();
+        for task in tasks {
+            let needed = task.target_partition;
+            match existing.get(&task.target_topic) {
+                Some(actual) => {
+                    if needed >= *actual {
+                        return Err(TargetError::PartitionCountMismatch {
+                            topic: task.target_topic.clone(),
+                            actual: *actual,
+                            needed,
+                        });
+                    }
+                    view.partitions.insert(task.target_topic.clone(), *actual);
+                }
+                None => {
+                    let count = view.missing.entry(task.target_topic.clone()).or_insert(0);
+                    *count = (*count).max(task.source_partition_count).max(needed + 1);
+                }
+            }
+        }
+        Ok(view)
+    }
+
+    /// The current end offset (high watermark) of a target partition.
+    pub fn end_offset(&self, topic: &str, partition: i32) -> Result<i64, TargetError> {
+        let consumer = self.consumer()?;
+        consumer
+            .fetch_watermarks(topic, partition, TIMEOUT)
+            .map(|(_, high)| high)
+            .map_err(self.unreachable())
+    }
+
+    /// Creates the missing topics and waits until their metadata is visible.
+    pub async fn create_topics(&self, missing: &BTreeMap<String, i32>) -> Result<(), TargetError> {
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let admin: AdminClient<DefaultClientContext> = client_config(&self.bootstrap, &self.properties)
+            .create()
+            .map_err(self.unreachable())?;
+        let new: Vec<NewTopic> = missing
+            .iter()
+            .map(|(t, n)| NewTopic::new(t, *n, TopicReplication::Fixed(-1)))
+            .collect();
+        let results = admin
+            .create_topics(&new, &AdminOptions::new().operation_timeout(Some(TIMEOUT)))
+            .await
+            .map_err(self.unreachable())?;
+        for r in results {
+            if let Err((topic, code)) = r {
+                if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                    return Err(TargetError::CreateFailed {
+                        topic,
+                        reason: code.to_string(),
+                    });
+                }
+            }
+        }
+        // Wait for the new topics to show up with all partitions.
+        for _ in 0..50 {
+            let consumer = self.consumer()?;
+            let md = consumer.fetch_metadata(None, TIMEOUT).map_err(self.unreachable())?;
+            let ready = missing.iter().all(|(t, n)| {
+                md.topics()
+                    .iter()
+                    .any(|m| m.name() == t && m.partitions().len() as i32 >= *n)
+            });
+            if ready {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(TargetError::CreateFailed {
+            topic: missing.keys().cloned().collect::<Vec<_>>().join(","),
+            reason: "the topics did not appear in metadata within 10s".into(),
+        })
+    }
+}

@@ -1,0 +1,196 @@
+//! The worker-facing gRPC service. Every call after AcquireLease names (plan, task, epoch,
+//! worker) and is checked against the ledger: a stale epoch, a cancelled plan or an expired
+//! lease answers FAILED_PRECONDITION, which tells the worker to stop that task now.
+
+use crate::ledger::{Checkpoint, LedgerError, OffsetRunRecord, TaskRecord};
+use crate::status::{plan_state, TERMINAL_STATES};
+use crate::{now_ms, Coordinator};
+use kafka_backup_proto::restore_workers_server::RestoreWorkers;
+use kafka_backup_proto::*;
+use prost::Message;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct WorkerService {
+    coord: Arc<Coordinator>,
+}
+
+impl WorkerService {
+    pub fn new(coord: Arc<Coordinator>) -> Self {
+        Self { coord }
+    }
+}
+
+pub fn ledger_status(e: LedgerError) -> Status {
+    match e {
+        LedgerError::Fenced { .. } => Status::failed_precondition(e.to_string()),
+        LedgerError::UnknownPlan(_) | LedgerError::UnknownTask { .. } => Status::not_found(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn lease_ref(l: Option<LeaseRef>) -> Result<LeaseRef, Status> {
+    l.ok_or_else(|| Status::invalid_argument("lease is required"))
+}
+
+fn build_lease(spec: &RestoreSpec, task: &TaskRecord, plan_id: &str, ttl_ms: u64) -> TaskLease {
+    let cp = task.checkpoint.clone();
+    TaskLease {
+        plan_id: plan_id.to_string(),
+        task_id: task.task_id,
+        epoch: task.epoch,
+        ttl_ms,
+        backup_id: spec.backup_id.clone(),
+        storage_url: spec.storage_url.clone(),
+        storage_options: spec.storage_options.clone(),
+        bootstrap_servers: spec.bootstrap_servers.clone(),
+        kafka_properties: spec.kafka_properties.clone(),
+        source_topic: task.source_topic.clone(),
+        source_partition: task.source_partition,
+        target_topic: task.target_topic.clone(),
+        target_partition: task.target_partition,
+        segments: task
+            .segments
+            .iter()
+            .map(|s| SegmentRef {
+                key: s.key.clone(),
+                start_offset: s.start_offset,
+                end_offset: s.end_offset,
+                record_count: s.record_count,
+                compressed_size: s.compressed_size,
+            })
+            .collect(),
+        from_timestamp_ms: spec.from_timestamp_ms,
+        to_timestamp_ms: spec.to_timestamp_ms,
+        checkpoint_interval_ms: spec.checkpoint_interval_ms,
+        add_original_offset_headers: spec.add_original_offset_headers,
+        has_checkpoint: cp.is_some(),
+        source_next_offset: cp.as_ref().map_or(-1, |c| c.source_next_offset),
+        target_next_offset: cp.as_ref().map_or(-1, |c| c.target_next_offset),
+        records_done: cp.as_ref().map_or(0, |c| c.records_done),
+        bytes_done: cp.as_ref().map_or(0, |c| c.bytes_done),
+    }
+}
+
+#[tonic::async_trait]
+impl RestoreWorkers for WorkerService {
+    async fn register(&self, req: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+        let r = req.into_inner();
+        tracing::info!(worker = %r.worker_id, host = %r.hostname, "worker registered");
+        let ttl = self.coord.settings.lease_ttl_ms;
+        Ok(Response::new(RegisterResponse {
+            lease_ttl_ms: ttl,
+            heartbeat_interval_ms: (ttl / 4).max(100),
+        }))
+    }
+
+    async fn acquire_lease(&self, req: Request<AcquireLeaseRequest>) -> Result<Response<AcquireLeaseResponse>, Status> {
+        let r = req.into_inner();
+        let ledger = &self.coord.ledger;
+        let s = &self.coord.settings;
+        let plan_ids: Vec<String> = if r.plan_id.is_empty() {
+            let mut plans = ledger.plans().map_err(ledger_status)?;
+            plans.retain(|p| !p.cancelled);
+            plans.sort_by_key(|p| p.created_at_ms);
+            plans.into_iter().map(|p| p.plan_id).collect()
+        } else {
+            vec![r.plan_id.clone()]
+        };
+        let granted = ledger
+            .grant(&plan_ids, &r.worker_id, now_ms(), s.lease_ttl_ms, s.grace_ms)
+            .map_err(ledger_status)?;
+        if let Some((plan, task)) = granted {
+            let spec = RestoreSpec::decode(plan.spec.as_slice())
+                .map_err(|e| Status::internal(format!("stored spec of {} unreadable: {e}", plan.plan_id)))?;
+            tracing::info!(plan = %plan.plan_id, task = task.task_id, epoch = task.epoch, worker = %r.worker_id, "lease granted");
+            return Ok(Response::new(AcquireLeaseResponse {
+                lease: Some(build_lease(&spec, &task, &plan.plan_id, s.lease_ttl_ms)),
+                retry_after_ms: 0,
+                plan_finished: false,
+            }));
+        }
+        let plan_finished = if r.plan_id.is_empty() {
+            false
+        } else {
+            let plan = ledger.plan(&r.plan_id).map_err(ledger_status)?;
+            let tasks = ledger.tasks(&r.plan_id).map_err(ledger_status)?;
+            TERMINAL_STATES.contains(&plan_state(&plan, &tasks))
+        };
+        Ok(Response::new(AcquireLeaseResponse {
+            lease: None,
+            retry_after_ms: 500,
+            plan_finished,
+        }))
+    }
+
+    async fn heartbeat(&self, req: Request<LeaseRef>) -> Result<Response<HeartbeatResponse>, Status> {
+        let l = req.into_inner();
+        let ttl = self.coord.settings.lease_ttl_ms;
+        self.coord
+            .ledger
+            .renew(&l.plan_id, l.task_id, &l.worker_id, l.epoch, now_ms(), ttl)
+            .map_err(ledger_status)?;
+        Ok(Response::new(HeartbeatResponse { ttl_ms: ttl }))
+    }
+
+    async fn report_checkpoint(&self, req: Request<CheckpointRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        self.store_checkpoint(req.into_inner(), false)?;
+        Ok(Response::new(HeartbeatResponse {
+            ttl_ms: self.coord.settings.lease_ttl_ms,
+        }))
+    }
+
+    async fn complete_task(&self, req: Request<CheckpointRequest>) -> Result<Response<CompleteTaskResponse>, Status> {
+        self.store_checkpoint(req.into_inner(), true)?;
+        Ok(Response::new(CompleteTaskResponse {}))
+    }
+
+    async fn fail_task(&self, req: Request<FailTaskRequest>) -> Result<Response<FailTaskResponse>, Status> {
+        let r = req.into_inner();
+        let l = lease_ref(r.lease)?;
+        tracing::warn!(plan = %l.plan_id, task = l.task_id, retryable = r.retryable, error = %r.error, "task failed");
+        self.coord
+            .ledger
+            .fail(
+                &l.plan_id,
+                l.task_id,
+                &l.worker_id,
+                l.epoch,
+                &r.error,
+                r.retryable,
+                now_ms(),
+                self.coord.settings.max_attempts,
+            )
+            .map_err(ledger_status)?;
+        Ok(Response::new(FailTaskResponse {}))
+    }
+}
+
+impl WorkerService {
+    fn store_checkpoint(&self, r: CheckpointRequest, complete: bool) -> Result<(), Status> {
+        let l = lease_ref(r.lease)?;
+        let cp = Checkpoint {
+            source_next_offset: r.source_next_offset,
+            target_next_offset: r.target_next_offset,
+            records_done: r.records_done,
+            bytes_done: r.bytes_done,
+        };
+        let runs: Vec<OffsetRunRecord> = r
+            .offset_runs
+            .iter()
+            .map(|o| OffsetRunRecord {
+                source_start: o.source_start,
+                target_start: o.target_start,
+                length: o.length,
+            })
+            .collect();
+        self.coord
+            .ledger
+            .checkpoint(&l.plan_id, l.task_id, &l.worker_id, l.epoch, &cp, &runs, complete)
+            .map_err(ledger_status)?;
+        if complete {
+            tracing::info!(plan = %l.plan_id, task = l.task_id, records = r.records_done, "task completed");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: starts the loopback test servers (installing tansu and moto if missing),
+# runs the whole test suite against them, and stops them again.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+scripts/test-env.sh start
+trap 'scripts/test-env.sh stop' EXIT
+eval "$(scripts/test-env.sh env)"
+cargo test --workspace -- --test-threads=2 "$@"

@@ -1,0 +1,254 @@
+//! `backup`, `list-backups`, `describe` and `show-manifest`.
+
+use crate::cli_output::{print_json, Format};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kafka_backup_common::backup::{run_backup, BackupRequest};
+use kafka_backup_common::config;
+use kafka_backup_common::filters::split_list;
+use kafka_backup_common::storage::BackupStore;
+use kafka_backup_common::timestamp::format_ms;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Clone)]
+pub struct StorageArgs {
+    /// Backup location: a path, file://, s3://bucket/prefix, gs://, az://.
+    #[arg(long, env = "KAFKA_BACKUP_STORAGE")]
+    pub storage: Option<String>,
+    /// YAML config file (storage.url and storage.options are read from it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Args, Clone)]
+pub struct BackupRefArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[arg(long)]
+    pub backup_id: String,
+}
+
+#[derive(Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[arg(long)]
+    pub backup_id: Option<String>,
+    /// Source cluster bootstrap servers.
+    #[arg(long)]
+    pub bootstrap_servers: Option<String>,
+    /// Topic names or regular expressions, comma separated.
+    #[arg(long)]
+    pub topics: Option<String>,
+    /// Consumer groups whose offsets to snapshot (default: all groups the cluster lists).
+    #[arg(long)]
+    pub consumer_groups: Option<String>,
+    /// Close a segment after this many uncompressed bytes.
+    #[arg(long)]
+    pub segment_max_bytes: Option<u64>,
+    /// Close a segment after this many records.
+    #[arg(long)]
+    pub segment_max_records: Option<u64>,
+    /// zstd level (1-22).
+    #[arg(long)]
+    pub zstd_level: Option<i32>,
+}
+
+/// Opens the store named by flag, env or config file.
+pub fn open_store(args: &StorageArgs, create: bool) -> Result<BackupStore> {
+    let file = match &args.config {
+        Some(p) => config::load(p)?,
+        None => Default::default(),
+    };
+    let section = file.storage.unwrap_or_default();
+    let url = args
+        .storage
+        .clone()
+        .or(section.url)
+        .context("no storage location: give --storage, KAFKA_BACKUP_STORAGE or storage.url in --config")?;
+    Ok(BackupStore::open(&url, &section.options, create)?)
+}
+
+pub async fn backup(a: BackupArgs) -> Result<ExitCode> {
+    let file = match &a.storage.config {
+        Some(p) => config::load(p)?,
+        None => Default::default(),
+    };
+    let b = file.backup.unwrap_or_default();
+    let backup_id = a.backup_id.or(b.backup_id).context("--backup-id is required")?;
+    let bootstrap = a
+        .bootstrap_servers
+        .or_else(|| b.bootstrap_servers.map(|s| s.to_vec().join(",")))
+        .context("--bootstrap-servers is required")?;
+    let topics = a
+        .topics
+        .map(|t| split_list(&t))
+        .or_else(|| b.topics.map(|t| t.to_vec()))
+        .unwrap_or_default();
+    if topics.is_empty() {
+        bail!("--topics is required: topic names or regular expressions, comma separated");
+    }
+    let zstd_level = a.zstd_level.or(b.zstd_level).unwrap_or(3);
+    if !(1..=22).contains(&zstd_level) {
+        bail!("invalid --zstd-level {zstd_level}: use 1 to 22");
+    }
+    let segment_max_bytes = a.segment_max_bytes.or(b.segment_max_bytes).unwrap_or(16 << 20);
+    let segment_max_records = a.segment_max_records.or(b.segment_max_records).unwrap_or(1_000_000);
+    if segment_max_bytes == 0 || segment_max_records == 0 {
+        bail!("segment limits must be > 0");
+    }
+    let req = BackupRequest {
+        backup_id,
+        bootstrap_servers: bootstrap,
+        kafka_properties: b.security.to_properties(),
+        topics,
+        consumer_groups: a
+            .consumer_groups
+            .map(|g| split_list(&g))
+            .or_else(|| b.consumer_groups.map(|g| g.to_vec()))
+            .unwrap_or_default(),
+        segment_max_bytes,
+        segment_max_records,
+        zstd_level,
+    };
+    let store = open_store(&a.storage, true)?;
+    let manifest = run_backup(&store, &req).await?;
+    match a.storage.format {
+        Format::Json => print_json(&manifest)?,
+        Format::Table => {
+            let segments = manifest.segments().count();
+            println!(
+                "backup {} complete: {} topics, {} segments, {} records, {} group offsets",
+                manifest.backup_id,
+                manifest.topics.len(),
+                segments,
+                manifest.total_records(),
+                manifest.consumer_group_offsets.len()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn list_backups(a: StorageArgs) -> Result<ExitCode> {
+    let store = open_store(&a, false)?;
+    let ids = store.list_backups().await?;
+    let mut rows = Vec::new();
+    for id in &ids {
+        let m = store.read_manifest(id).await?;
+        rows.push(serde_json::json!({
+            "backup_id": id,
+            "created_at": m.created_at,
+            "topics": m.topics.len(),
+            "records": m.total_records(),
+        }));
+    }
+    match a.format {
+        Format::Json => print_json(&rows)?,
+        Format::Table => {
+            println!("{:<40} {:<27} {:>7} {:>12}", "BACKUP ID", "CREATED", "TOPICS", "RECORDS");
+            for r in &rows {
+                println!(
+                    "{:<40} {:<27} {:>7} {:>12}",
+                    r["backup_id"].as_str().unwrap_or_default(),
+                    format_ms(r["created_at"].as_i64().unwrap_or_default()),
+                    r["topics"],
+                    r["records"]
+                );
+            }
+            if rows.is_empty() {
+                println!("(no backups in {})", store.location());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn describe(a: BackupRefArgs) -> Result<ExitCode> {
+    let store = open_store(&a.storage, false)?;
+    let m = store.read_manifest(&a.backup_id).await?;
+    let mut topics = Vec::new();
+    for t in &m.topics {
+        let mut parts = Vec::new();
+        for p in &t.partitions {
+            let records: u64 = p.segments.iter().map(|s| s.record_count).sum();
+            let bytes: u64 = p.segments.iter().map(|s| s.compressed_size).sum();
+            let min_ts = p.segments.iter().filter_map(|s| s.min_timestamp).min();
+            let max_ts = p.segments.iter().filter_map(|s| s.max_timestamp).max();
+            parts.push(serde_json::json!({
+                "partition": p.partition_id,
+                "segments": p.segments.len(),
+                "records": records,
+                "bytes": bytes,
+                "first_offset": p.segments.first().map(|s| s.start_offset),
+                "last_offset": p.segments.last().map(|s| s.end_offset),
+                "min_timestamp": min_ts,
+                "max_timestamp": max_ts,
+            }));
+        }
+        topics.push(serde_json::json!({"topic": t.name, "partition_count": t.partition_count(), "partitions": parts}));
+    }
+    let groups: HashMap<&str, usize> = m.consumer_group_offsets.iter().fold(HashMap::new(), |mut acc, g| {
+        *acc.entry(g.group.as_str()).or_default() += 1;
+        acc
+    });
+    let summary = serde_json::json!({
+        "backup_id": m.backup_id,
+        "created_at": m.created_at,
+        "records": m.total_records(),
+        "topics": topics,
+        "consumer_groups": groups,
+    });
+    match a.storage.format {
+        Format::Json => print_json(&summary)?,
+        Format::Table => {
+            println!("Backup {} (created {})", m.backup_id, format_ms(m.created_at));
+            println!("{:<30} {:>5} {:>8} {:>12} {:>12} {:>12}  TIME RANGE", "TOPIC", "PART", "SEGMENTS", "RECORDS", "FIRST OFF", "LAST OFF");
+            for t in &topics {
+                for p in t["partitions"].as_array().into_iter().flatten() {
+                    let range = match (p["min_timestamp"].as_i64(), p["max_timestamp"].as_i64()) {
+                        (Some(a), Some(b)) => format!("{} .. {}", format_ms(a), format_ms(b)),
+                        _ => "-".into(),
+                    };
+                    println!(
+                        "{:<30} {:>5} {:>8} {:>12} {:>12} {:>12}  {}",
+                        t["topic"].as_str().unwrap_or_default(),
+                        p["partition"],
+                        p["segments"],
+                        p["records"],
+                        p["first_offset"],
+                        p["last_offset"],
+                        range
+                    );
+                }
+            }
+            for (g, n) in &groups {
+                println!("consumer group {g}: {n} committed partition offsets");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn show_manifest(a: BackupRefArgs) -> Result<ExitCode> {
+    let store = open_store(&a.storage, false)?;
+    let m = store.read_manifest(&a.backup_id).await?;
+    match a.storage.format {
+        Format::Json => print_json(&m)?,
+        Format::Table => {
+            println!("backup_id: {}\ncreated_at: {} ({})", m.backup_id, m.created_at, format_ms(m.created_at));
+            println!("{:<70} {:>12} {:>12} {:>9} {:>10}", "SEGMENT KEY", "START", "END", "RECORDS", "BYTES");
+            for s in m.segments() {
+                println!(
+                    "{:<70} {:>12} {:>12} {:>9} {:>10}",
+                    s.key, s.start_offset, s.end_offset, s.record_count, s.compressed_size
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

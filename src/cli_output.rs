@@ -1,0 +1,155 @@
+//! Human and JSON renderings of plan reports and statuses.
+
+use kafka_backup_common::timestamp::format_ms;
+use kafka_backup_proto::{PlanReport, PlanStatus};
+use serde_json::{json, Value};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    #[value(alias = "text")]
+    Table,
+    Json,
+}
+
+pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub fn report_json(r: &PlanReport) -> Value {
+    json!({
+        "backup_id": r.backup_id,
+        "segments": r.segments,
+        "records": r.records,
+        "bytes": r.bytes,
+        "min_timestamp": r.min_timestamp_ms,
+        "max_timestamp": r.max_timestamp_ms,
+        "topics_to_create": r.topics_to_create,
+        "warnings": r.warnings,
+        "tasks": r.tasks.iter().map(|t| json!({
+            "source_topic": t.source_topic,
+            "source_partition": t.source_partition,
+            "target_topic": t.target_topic,
+            "target_partition": t.target_partition,
+            "segments": t.segments,
+            "records": t.records,
+            "bytes": t.bytes,
+            "first_offset": t.first_offset,
+            "last_offset": t.last_offset,
+            "target_start_offset": t.target_start_offset,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn print_report(r: &PlanReport, dry_run: bool) {
+    println!(
+        "{} backup: {}",
+        if dry_run { "Dry run of restore from" } else { "Restoring" },
+        r.backup_id
+    );
+    println!("├─ Segments selected: {}", r.segments);
+    println!("├─ Total records: {}", r.records);
+    match (r.min_timestamp_ms, r.max_timestamp_ms) {
+        (Some(a), Some(b)) => println!("├─ Time range: {} to {}", format_ms(a), format_ms(b)),
+        _ => println!("├─ Time range: (no records)"),
+    }
+    for t in &r.topics_to_create {
+        println!("├─ Will create topic: {t}");
+    }
+    for t in &r.tasks {
+        let offsets = if t.records > 0 {
+            format!("source offsets {}..={}", t.first_offset, t.last_offset)
+        } else {
+            "nothing to restore".into()
+        };
+        println!(
+            "├─ {}/{} → {}/{}: {} records in {} segments, {}, target starts at offset {}",
+            t.source_topic, t.source_partition, t.target_topic, t.target_partition, t.records, t.segments, offsets, t.target_start_offset
+        );
+    }
+    for w in &r.warnings {
+        println!("├─ Warning: {w}");
+    }
+    println!("└─ {}", if dry_run { "Nothing was written." } else { "Plan accepted." });
+}
+
+pub fn status_json(s: &PlanStatus) -> Value {
+    json!({
+        "plan_id": s.plan_id,
+        "backup_id": s.backup_id,
+        "state": s.state,
+        "created_at": s.created_at_ms,
+        "records_total": s.records_total,
+        "records_done": s.records_done,
+        "bytes_total": s.bytes_total,
+        "bytes_done": s.bytes_done,
+        "tasks": s.tasks.iter().map(|t| json!({
+            "task_id": t.task_id,
+            "source": format!("{}/{}", t.source_topic, t.source_partition),
+            "target": format!("{}/{}", t.target_topic, t.target_partition),
+            "state": t.state,
+            "worker_id": t.worker_id,
+            "epoch": t.epoch,
+            "attempts": t.attempts,
+            "records_total": t.records_total,
+            "records_done": t.records_done,
+            "bytes_total": t.bytes_total,
+            "bytes_done": t.bytes_done,
+            "source_next_offset": t.source_next_offset,
+            "target_next_offset": t.target_next_offset,
+            "error": t.error,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn pct(done: u64, total: u64) -> u64 {
+    if total == 0 {
+        100
+    } else {
+        (done * 100 / total).min(100)
+    }
+}
+
+pub fn print_status(s: &PlanStatus) {
+    println!("Plan {} (backup {}): {}", s.plan_id, s.backup_id, s.state);
+    for t in &s.tasks {
+        let err = if t.error.is_empty() { String::new() } else { format!(" — {}", t.error) };
+        println!(
+            "├─ {}/{} → {}/{}: {} {}% ({} / {} records){}",
+            t.source_topic,
+            t.source_partition,
+            t.target_topic,
+            t.target_partition,
+            t.state,
+            pct(t.records_done, t.records_total),
+            t.records_done,
+            t.records_total,
+            err
+        );
+    }
+    println!(
+        "└─ Overall: {}% ({} / {} records, {} / {} bytes)",
+        pct(s.records_done, s.records_total),
+        s.records_done,
+        s.records_total,
+        s.bytes_done,
+        s.bytes_total
+    );
+}
+
+/// One progress line for non-interactive output.
+pub fn progress_line(s: &PlanStatus, elapsed_secs: f64) -> String {
+    let mbps = s.bytes_done as f64 / 1e6 / elapsed_secs.max(0.001);
+    format!(
+        "[{:>6.1}s] {} {}% records {}/{} bytes {}/{} ({:.1} MB/s)",
+        elapsed_secs,
+        s.state,
+        pct(s.records_done, s.records_total),
+        s.records_done,
+        s.records_total,
+        s.bytes_done,
+        s.bytes_total,
+        mbps
+    )
+}

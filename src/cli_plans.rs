@@ -1,0 +1,162 @@
+//! `coordinator`, `worker`, `restore-status`, `restore-cancel`, `restore-resume` and
+//! `list-plans`: the distributed mode's processes and its gRPC clients.
+
+use crate::cli_output::{print_json, print_status, status_json, Format};
+use crate::cli_restore::parse_duration;
+use crate::embedded::{connect_plans, exit_code, follow, rpc_error};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kafka_backup_coordinator::ledger::Ledger;
+use kafka_backup_coordinator::{Coordinator, CoordinatorSettings};
+use kafka_backup_proto::{ListPlansRequest, PlanRef};
+use kafka_backup_worker::{default_worker_id, run_worker, WorkerConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct CoordinatorArgs {
+    /// Address to listen on, e.g. 0.0.0.0:50051.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub listen: String,
+    /// Directory of the sled ledger.
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    /// Lease time-to-live, e.g. "10s".
+    #[arg(long, default_value = "10s")]
+    pub lease_ttl: String,
+    /// Wait after a lease expires before re-granting it, e.g. "3s".
+    #[arg(long, default_value = "3s")]
+    pub lease_grace: String,
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// Coordinator URL, e.g. http://coordinator:50051.
+    #[arg(long, env = "KAFKA_BACKUP_COORDINATOR")]
+    pub coordinator: String,
+    /// Worker id (default: host name plus a random suffix).
+    #[arg(long)]
+    pub worker_id: Option<String>,
+}
+
+#[derive(Args)]
+pub struct PlanSelectArgs {
+    #[arg(long, env = "KAFKA_BACKUP_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    pub coordinator: String,
+    /// The plan; or give --backup-id for its most recent plan.
+    #[arg(long)]
+    pub plan_id: Option<String>,
+    #[arg(long)]
+    pub backup_id: Option<String>,
+    /// Keep following until the plan ends.
+    #[arg(long)]
+    pub follow: bool,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Args)]
+pub struct ListPlansArgs {
+    #[arg(long, env = "KAFKA_BACKUP_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    pub coordinator: String,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+pub async fn coordinator(a: CoordinatorArgs) -> Result<ExitCode> {
+    let settings = CoordinatorSettings {
+        lease_ttl_ms: parse_duration("--lease-ttl", &a.lease_ttl)?.as_millis() as u64,
+        grace_ms: parse_duration("--lease-grace", &a.lease_grace)?.as_millis() as u64,
+        ..Default::default()
+    };
+    std::fs::create_dir_all(&a.state_dir).with_context(|| format!("cannot create --state-dir {}", a.state_dir.display()))?;
+    let ledger = Ledger::open(&a.state_dir)?;
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", a.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, state_dir = %a.state_dir.display(), "coordinator ready");
+    let coord = Coordinator::new(ledger, settings);
+    coord
+        .serve(listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn worker(a: WorkerArgs) -> Result<ExitCode> {
+    let cfg = WorkerConfig {
+        coordinator_url: a.coordinator,
+        worker_id: a.worker_id.unwrap_or_else(default_worker_id),
+        plan_id: None,
+    };
+    tracing::info!(worker = %cfg.worker_id, coordinator = %cfg.coordinator_url, "worker started");
+    tokio::select! {
+        r = run_worker(cfg) => r?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn pick_plan(a: &PlanSelectArgs) -> Result<String> {
+    if let Some(p) = &a.plan_id {
+        return Ok(p.clone());
+    }
+    let Some(backup) = &a.backup_id else {
+        bail!("give --plan-id or --backup-id");
+    };
+    let mut client = connect_plans(&a.coordinator).await?;
+    let plans = client.list_plans(ListPlansRequest {}).await.map_err(rpc_error)?.into_inner().plans;
+    plans
+        .into_iter()
+        .find(|p| &p.backup_id == backup)
+        .map(|p| p.plan_id)
+        .with_context(|| format!("no restore plan for backup {backup:?} on {}", a.coordinator))
+}
+
+pub async fn status(a: PlanSelectArgs) -> Result<ExitCode> {
+    let plan_id = pick_plan(&a).await?;
+    let mut client = connect_plans(&a.coordinator).await?;
+    let s = if a.follow {
+        follow(&mut client, &plan_id, true).await?
+    } else {
+        client.get_plan_status(PlanRef { plan_id }).await.map_err(rpc_error)?.into_inner()
+    };
+    match a.format {
+        Format::Json => print_json(&status_json(&s))?,
+        Format::Table => print_status(&s),
+    }
+    Ok(if a.follow { exit_code(&s) } else { ExitCode::SUCCESS })
+}
+
+pub async fn cancel(a: PlanSelectArgs, cancel: bool) -> Result<ExitCode> {
+    let plan_id = pick_plan(&a).await?;
+    let mut client = connect_plans(&a.coordinator).await?;
+    let s = if cancel {
+        client.cancel_plan(PlanRef { plan_id }).await
+    } else {
+        client.resume_plan(PlanRef { plan_id }).await
+    }
+    .map_err(rpc_error)?
+    .into_inner();
+    match a.format {
+        Format::Json => print_json(&status_json(&s))?,
+        Format::Table => print_status(&s),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn list(a: ListPlansArgs) -> Result<ExitCode> {
+    let mut client = connect_plans(&a.coordinator).await?;
+    let plans = client.list_plans(ListPlansRequest {}).await.map_err(rpc_error)?.into_inner().plans;
+    match a.format {
+        Format::Json => print_json(&plans.iter().map(status_json).collect::<Vec<_>>())?,
+        Format::Table => {
+            println!("{:<60} {:<30} {:<10} {:>10}", "PLAN", "BACKUP", "STATE", "RECORDS");
+            for p in &plans {
+                println!("{:<60} {:<30} {:<10} {:>10}", p.plan_id, p.backup_id, p.state, format!("{}/{}", p.records_done, p.records_total));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,272 @@
+//! `restore` and `validate-restore`: turns flags and the YAML of PRD §10.1 into a
+//! `RestoreSpec` (flags override the file), refusing malformed input before anything
+//! connects, then runs it embedded or submits it to a coordinator.
+
+use crate::cli_output::Format;
+use crate::embedded;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kafka_backup_common::config::{self, MappingConfig, RestoreSection, StorageSection};
+use kafka_backup_common::filters::{parse_partition_list, split_list, PartitionMapping, TopicPattern, TopicRewrite};
+use kafka_backup_common::timestamp::parse_timestamp_ms;
+use kafka_backup_proto::RestoreSpec;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Args, Clone)]
+pub struct RestoreArgs {
+    /// YAML config (PRD §10.1); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub backup_id: Option<String>,
+    /// Backup location: a path, file://, s3://bucket/prefix, gs://, az://.
+    #[arg(long, env = "KAFKA_BACKUP_STORAGE")]
+    pub storage: Option<String>,
+    /// Source topic names or regexes, comma separated (repeatable).
+    #[arg(long = "source-topics", visible_alias = "source-topic")]
+    pub source_topics: Vec<String>,
+    /// Target topic names, one per source topic, comma separated (repeatable).
+    #[arg(long = "target-topics", visible_alias = "target-topic")]
+    pub target_topics: Vec<String>,
+    /// sed-style rewrite of target topic names, e.g. 's/^/prod-/'.
+    #[arg(long)]
+    pub target_topics_rewrite: Option<String>,
+    /// Target cluster bootstrap servers.
+    #[arg(long = "bootstrap-servers", visible_alias = "target-cluster")]
+    pub bootstrap_servers: Option<String>,
+    /// Source partitions to restore, e.g. "0,1,2".
+    #[arg(long)]
+    pub source_partitions: Option<String>,
+    /// Partition mapping "src:dst,...", e.g. "0:0,1:2".
+    #[arg(long)]
+    pub partition_mapping: Option<String>,
+    /// Inclusive start of the time window (RFC 3339 or epoch ms).
+    #[arg(long)]
+    pub from_timestamp: Option<String>,
+    /// Inclusive end of the time window (RFC 3339 or epoch ms).
+    #[arg(long)]
+    pub to_timestamp: Option<String>,
+    /// Validate and report; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Directory of the restore ledger (embedded mode); rerunning with the same directory resumes.
+    #[arg(long, visible_alias = "state-dir")]
+    pub checkpoint_state: Option<PathBuf>,
+    /// How often workers checkpoint, e.g. "5s", "500ms", "1m".
+    #[arg(long)]
+    pub checkpoint_interval: Option<String>,
+    /// Show live progress.
+    #[arg(long)]
+    pub progress: bool,
+    /// In-process workers in embedded mode (default: max_concurrent_partitions, else 4).
+    #[arg(long)]
+    pub workers: Option<u32>,
+    /// Create missing target topics with the source partition count.
+    #[arg(long)]
+    pub create_topics: bool,
+    /// Consumer offset strategy: skip (default) or header-based (adds x-original-offset and
+    /// x-original-timestamp headers).
+    #[arg(long)]
+    pub consumer_group_strategy: Option<String>,
+    /// Add x-original-offset / x-original-timestamp headers to restored records.
+    #[arg(long)]
+    pub add_original_offset_headers: bool,
+    /// Submit to a running coordinator instead of running embedded.
+    #[arg(long)]
+    pub coordinator: Option<String>,
+    /// With --coordinator: submit and return without following progress.
+    #[arg(long)]
+    pub detach: bool,
+    /// Start a new run even if the same restore already completed.
+    #[arg(long)]
+    pub new_run: bool,
+    /// Lease TTL of the embedded coordinator, e.g. "10s".
+    #[arg(long, hide = true)]
+    pub lease_ttl: Option<String>,
+}
+
+/// Parses "500ms", "5s", "2m" or a bare number of seconds.
+pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().with_context(|| format!("invalid {what} {s:?}: use e.g. 500ms, 5s or 1m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => bail!("invalid {what} {s:?}: use e.g. 500ms, 5s or 1m"),
+    };
+    if d.is_zero() {
+        bail!("invalid {what} {s:?}: must be > 0");
+    }
+    Ok(d)
+}
+
+fn yaml_timestamp(what: &str, v: &serde_yaml::Value) -> Result<i64> {
+    Ok(match v {
+        serde_yaml::Value::Number(n) => n.as_i64().with_context(|| format!("invalid {what} {n}: use epoch milliseconds"))?,
+        serde_yaml::Value::String(s) => parse_timestamp_ms(what, s)?,
+        other => bail!("invalid {what} {other:?}: use RFC 3339 or epoch milliseconds"),
+    })
+}
+
+/// The validated spec plus run options that are not part of the plan.
+pub struct Resolved {
+    pub spec: RestoreSpec,
+    pub workers: u32,
+    pub state_dir: PathBuf,
+}
+
+pub fn resolve(a: &RestoreArgs) -> Result<Resolved> {
+    let file = match &a.config {
+        Some(p) => config::load(p)?,
+        None => Default::default(),
+    };
+    let r: RestoreSection = file.restore.unwrap_or_default();
+    let storage: StorageSection = file.storage.unwrap_or_default();
+    let list = |flags: &[String]| flags.iter().flat_map(|f| split_list(f)).collect::<Vec<_>>();
+
+    let backup_id = a.backup_id.clone().or(r.backup_id.clone()).context("--backup-id is required")?;
+    let storage_url = a
+        .storage
+        .clone()
+        .or(storage.url.clone())
+        .context("no backup location: give --storage, KAFKA_BACKUP_STORAGE or storage.url in --config")?;
+    let mut source_topics = list(&a.source_topics);
+    if source_topics.is_empty() {
+        source_topics = r.source.topics.as_ref().map(|t| t.to_vec()).unwrap_or_default();
+    }
+    if source_topics.is_empty() {
+        bail!("no source topics: give --source-topics (names or regexes, e.g. \"orders,payments-.*\") or restore.source.topics");
+    }
+    for t in &source_topics {
+        TopicPattern::parse(t)?;
+    }
+    let mut target_topics = list(&a.target_topics);
+    if target_topics.is_empty() {
+        target_topics = r.target.topics.as_ref().map(|t| t.to_vec()).unwrap_or_default();
+    }
+    let rewrite = a.target_topics_rewrite.clone().or(r.target.topics_rewrite.clone()).unwrap_or_default();
+    if !rewrite.is_empty() {
+        TopicRewrite::parse(&rewrite)?;
+    }
+    let source_partitions = match &a.source_partitions {
+        Some(s) => parse_partition_list("--source-partitions", s)?,
+        None => r
+            .source
+            .partitions
+            .iter()
+            .flatten()
+            .map(|p| i32::try_from(*p).ok().filter(|p| *p >= 0).with_context(|| format!("invalid partition {p} in restore.source.partitions: partitions are integers >= 0")))
+            .collect::<Result<_>>()?,
+    };
+    let mut partition_mapping = String::new();
+    let mut topic_partition_mappings = std::collections::BTreeMap::new();
+    match (&a.partition_mapping, &r.target.partition_mapping) {
+        (Some(m), _) => partition_mapping = m.clone(),
+        (None, Some(MappingConfig::All(m))) => partition_mapping = m.clone(),
+        (None, Some(MappingConfig::PerTopic(map))) => topic_partition_mappings = map.clone(),
+        (None, None) => {}
+    }
+    PartitionMapping::parse(&partition_mapping)?;
+    for m in topic_partition_mappings.values() {
+        PartitionMapping::parse(m)?;
+    }
+    let from = match (&a.from_timestamp, &r.source.from_timestamp) {
+        (Some(s), _) => Some(parse_timestamp_ms("--from-timestamp", s)?),
+        (None, Some(v)) => Some(yaml_timestamp("restore.source.from_timestamp", v)?),
+        _ => None,
+    };
+    let to = match (&a.to_timestamp, &r.source.to_timestamp) {
+        (Some(s), _) => Some(parse_timestamp_ms("--to-timestamp", s)?),
+        (None, Some(v)) => Some(yaml_timestamp("restore.source.to_timestamp", v)?),
+        _ => None,
+    };
+    if let (Some(f), Some(t)) = (from, to) {
+        if f > t {
+            bail!("invalid time window: --from-timestamp ({f}) is after --to-timestamp ({t}); swap them or fix one");
+        }
+    }
+    let bootstrap = a
+        .bootstrap_servers
+        .clone()
+        .or_else(|| r.target.bootstrap_servers.as_ref().map(|b| b.to_vec().join(",")))
+        .context("no target cluster: give --bootstrap-servers/--target-cluster or restore.target.bootstrap_servers")?;
+    let strategy = a
+        .consumer_group_strategy
+        .clone()
+        .or(r.restore_strategy.consumer_group_strategy.clone())
+        .unwrap_or_else(|| "skip".into());
+    let header_based = match strategy.as_str() {
+        "skip" => false,
+        "header-based" => true,
+        "timestamp-based" | "cluster-scan" | "manual" => bail!(
+            "--consumer-group-strategy {strategy} is not available in this build yet; use skip or header-based"
+        ),
+        other => bail!("invalid --consumer-group-strategy {other:?}: use skip, header-based, timestamp-based, cluster-scan or manual"),
+    };
+    if r.restore_strategy.reset_consumer_offsets == Some(true) {
+        bail!("restore.restore_strategy.reset_consumer_offsets is not available in this build yet; remove it (offsets are never written)");
+    }
+    let interval = match (&a.checkpoint_interval, r.performance.checkpoint_interval_secs) {
+        (Some(s), _) => parse_duration("--checkpoint-interval", s)?,
+        (None, Some(secs)) if secs > 0 => Duration::from_secs(secs),
+        (None, Some(_)) => bail!("restore.performance.checkpoint_interval_secs must be > 0"),
+        (None, None) => Duration::from_secs(5),
+    };
+    let workers = a.workers.or(r.performance.max_concurrent_partitions).unwrap_or(4);
+    if workers == 0 || workers > 256 {
+        bail!("invalid --workers {workers}: use 1 to 256");
+    }
+    let spec = RestoreSpec {
+        backup_id,
+        storage_url,
+        storage_options: storage.options.clone().into_iter().collect(),
+        source_topics,
+        target_topics,
+        target_topics_rewrite: rewrite,
+        source_partitions,
+        partition_mapping,
+        topic_partition_mappings,
+        from_timestamp_ms: from,
+        to_timestamp_ms: to,
+        bootstrap_servers: bootstrap,
+        kafka_properties: r.target.security.to_properties(),
+        create_topics: a.create_topics || r.target.create_topics.unwrap_or(false),
+        checkpoint_interval_ms: interval.as_millis() as u64,
+        add_original_offset_headers: a.add_original_offset_headers
+            || header_based
+            || r.restore_strategy.add_original_offset_headers.unwrap_or(false),
+        consumer_group_strategy: strategy,
+    };
+    let state_dir = a
+        .checkpoint_state
+        .clone()
+        .or(r.checkpoint_state.as_ref().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("kafka-backup-state"));
+    Ok(Resolved { spec, workers, state_dir })
+}
+
+pub async fn restore(mut a: RestoreArgs, validate_only: bool) -> Result<ExitCode> {
+    if validate_only {
+        a.dry_run = true;
+    }
+    let resolved = resolve(&a)?;
+    let dry_run = a.dry_run
+        || a
+            .config
+            .as_ref()
+            .and_then(|p| config::load(p).ok())
+            .and_then(|f| f.restore)
+            .and_then(|r| r.restore_strategy.dry_run)
+            .unwrap_or(false);
+    let lease_ttl = a.lease_ttl.as_deref().map(|s| parse_duration("--lease-ttl", s)).transpose()?;
+    match &a.coordinator {
+        Some(url) => embedded::submit_remote(url, resolved, dry_run, &a).await,
+        None => embedded::run_embedded(resolved, dry_run, &a, lease_ttl).await,
+    }
+}

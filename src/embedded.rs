@@ -1,0 +1,149 @@
+//! Running a restore: embedded (a coordinator with its sled ledger and N workers in this
+//! process, talking over loopback gRPC — the same code as the distributed mode) or by
+//! submitting to a remote coordinator. Both then follow the plan to its end.
+
+use crate::cli_output::{print_json, print_report, print_status, progress_line, report_json, status_json, Format};
+use crate::cli_restore::{Resolved, RestoreArgs};
+use anyhow::{Context, Result};
+use kafka_backup_coordinator::ledger::Ledger;
+use kafka_backup_coordinator::{Coordinator, CoordinatorSettings};
+use kafka_backup_proto::restore_plans_client::RestorePlansClient;
+use kafka_backup_proto::{PlanStatus, SubmitPlanRequest, WatchPlanRequest};
+use kafka_backup_worker::{default_worker_id, run_worker, WorkerConfig};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+pub async fn connect_plans(url: &str) -> Result<RestorePlansClient<Channel>> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .with_context(|| format!("invalid coordinator URL {url:?}: use http://HOST:PORT"))?
+        .connect_timeout(Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("coordinator {url} is unreachable; check that it runs and the address is right"))?;
+    Ok(RestorePlansClient::new(channel))
+}
+
+/// Turns a gRPC error into the coordinator's own message.
+pub fn rpc_error(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", s.message())
+}
+
+pub async fn run_embedded(r: Resolved, dry_run: bool, a: &RestoreArgs, lease_ttl: Option<Duration>) -> Result<ExitCode> {
+    let ledger = if dry_run {
+        Ledger::temporary()?
+    } else {
+        std::fs::create_dir_all(&r.state_dir)
+            .with_context(|| format!("cannot create state dir {}", r.state_dir.display()))?;
+        Ledger::open(&r.state_dir)?
+    };
+    let mut settings = CoordinatorSettings::default();
+    if let Some(ttl) = lease_ttl {
+        settings.lease_ttl_ms = ttl.as_millis() as u64;
+        settings.grace_ms = (settings.lease_ttl_ms / 3).max(200);
+    }
+    let coord = Coordinator::new(ledger, settings);
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(coord.serve(listener, async {
+        let _ = stop_rx.await;
+    }));
+    let result = submit_and_follow(&url, r, dry_run, a, true).await;
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    result
+}
+
+pub async fn submit_remote(url: &str, r: Resolved, dry_run: bool, a: &RestoreArgs) -> Result<ExitCode> {
+    submit_and_follow(url, r, dry_run, a, false).await
+}
+
+async fn submit_and_follow(url: &str, r: Resolved, dry_run: bool, a: &RestoreArgs, embedded: bool) -> Result<ExitCode> {
+    let mut client = connect_plans(url).await?;
+    let resp = client
+        .submit_plan(SubmitPlanRequest {
+            spec: Some(r.spec.clone()),
+            dry_run,
+            new_run: a.new_run,
+        })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    let report = resp.report.unwrap_or_default();
+    if dry_run {
+        match a.format {
+            Format::Json => print_json(&report_json(&report))?,
+            Format::Table => print_report(&report, true),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let plan_id = resp.plan_id;
+    if a.format == Format::Table {
+        print_report(&report, false);
+        if resp.resumed {
+            println!("Resuming plan {plan_id} from its checkpoints.");
+        } else {
+            println!("Plan {plan_id} created.");
+        }
+    }
+    if a.detach && !embedded {
+        if a.format == Format::Json {
+            print_json(&serde_json::json!({"plan_id": plan_id, "resumed": resp.resumed}))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut workers = Vec::new();
+    if embedded {
+        for _ in 0..r.workers {
+            let cfg = WorkerConfig {
+                coordinator_url: url.to_string(),
+                worker_id: default_worker_id(),
+                plan_id: Some(plan_id.clone()),
+            };
+            workers.push(tokio::spawn(run_worker(cfg)));
+        }
+    }
+    let last = follow(&mut client, &plan_id, a.progress).await?;
+    for w in workers {
+        w.abort();
+    }
+    match a.format {
+        Format::Json => print_json(&status_json(&last))?,
+        Format::Table => print_status(&last),
+    }
+    Ok(exit_code(&last))
+}
+
+pub fn exit_code(s: &PlanStatus) -> ExitCode {
+    match s.state.as_str() {
+        "completed" => ExitCode::SUCCESS,
+        "cancelled" => ExitCode::from(3),
+        _ => ExitCode::from(1),
+    }
+}
+
+/// Streams status until the plan ends, printing progress lines when asked.
+pub async fn follow(client: &mut RestorePlansClient<Channel>, plan_id: &str, progress: bool) -> Result<PlanStatus> {
+    let started = Instant::now();
+    let mut stream = client
+        .watch_plan(WatchPlanRequest {
+            plan_id: plan_id.to_string(),
+            interval_ms: 500,
+        })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    let mut last = None;
+    let mut last_print = Instant::now() - Duration::from_secs(10);
+    while let Some(s) = stream.message().await.map_err(rpc_error)? {
+        if progress && last_print.elapsed() >= Duration::from_secs(1) {
+            last_print = Instant::now();
+            eprintln!("{}", progress_line(&s, started.elapsed().as_secs_f64()));
+        }
+        last = Some(s);
+    }
+    last.context("the coordinator ended the status stream without a status")
+}

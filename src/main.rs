@@ -1,0 +1,83 @@
+//! The `kafka-backup` command line: argument parsing and dispatch only. The work lives in
+//! the library crates (common: backup format and backup command; coordinator; worker).
+
+mod cli_backup;
+mod cli_output;
+mod cli_plans;
+mod cli_restore;
+mod embedded;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "kafka-backup", version, about = "Backup and distributed restore for Apache Kafka")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Back up topics to object storage (a snapshot up to the current high watermarks).
+    Backup(cli_backup::BackupArgs),
+    /// List the complete backups at a storage location.
+    ListBackups(cli_backup::StorageArgs),
+    /// Summarise one backup: topics, partitions, records, time range.
+    Describe(cli_backup::BackupRefArgs),
+    /// Print one backup's manifest.
+    ShowManifest(cli_backup::BackupRefArgs),
+    /// Restore a backup (embedded coordinator and workers, or submit to --coordinator).
+    Restore(Box<cli_restore::RestoreArgs>),
+    /// Validate a restore configuration against the backup and the target; writes nothing.
+    ValidateRestore(Box<cli_restore::RestoreArgs>),
+    /// Run a long-lived restore coordinator.
+    Coordinator(cli_plans::CoordinatorArgs),
+    /// Run a stateless restore worker.
+    Worker(cli_plans::WorkerArgs),
+    /// Show the status of a restore plan on a coordinator.
+    RestoreStatus(cli_plans::PlanSelectArgs),
+    /// Cancel a restore plan on a coordinator.
+    RestoreCancel(cli_plans::PlanSelectArgs),
+    /// Resume a cancelled or failed restore plan on a coordinator.
+    RestoreResume(cli_plans::PlanSelectArgs),
+    /// List the restore plans a coordinator holds.
+    ListPlans(cli_plans::ListPlansArgs),
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let daemon = matches!(cli.command, Command::Coordinator(_) | Command::Worker(_) | Command::Backup(_));
+    init_logging(if daemon { "info" } else { "warn" });
+    let result = match cli.command {
+        Command::Backup(a) => cli_backup::backup(a).await,
+        Command::ListBackups(a) => cli_backup::list_backups(a).await,
+        Command::Describe(a) => cli_backup::describe(a).await,
+        Command::ShowManifest(a) => cli_backup::show_manifest(a).await,
+        Command::Restore(a) => cli_restore::restore(*a, false).await,
+        Command::ValidateRestore(a) => cli_restore::restore(*a, true).await,
+        Command::Coordinator(a) => cli_plans::coordinator(a).await,
+        Command::Worker(a) => cli_plans::worker(a).await,
+        Command::RestoreStatus(a) => cli_plans::status(a).await,
+        Command::RestoreCancel(a) => cli_plans::cancel(a, true).await,
+        Command::RestoreResume(a) => cli_plans::cancel(a, false).await,
+        Command::ListPlans(a) => cli_plans::list(a).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

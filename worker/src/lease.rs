@@ -1,0 +1,87 @@
+//! The lease keeper: renews a task lease by heartbeat and tells the produce loop, by the
+//! worker's own monotonic clock, whether it may still write.
+//!
+//! Lease-bounded writes are half of the exactly-once argument (see `task.rs`): a record is
+//! only handed to the producer while `now + message_timeout < deadline`, where the deadline
+//! is computed from when the renewing request was *sent*, so this worker's writes all end
+//! before the coordinator can consider the lease expired and re-grant it (after TTL + grace).
+
+use kafka_backup_proto::restore_workers_client::RestoreWorkersClient;
+use kafka_backup_proto::LeaseRef;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic::Code;
+
+/// Shared lease state between the heartbeat task and the produce loop.
+pub struct LeaseState {
+    base: Instant,
+    deadline_ns: AtomicU64,
+    fenced: AtomicBool,
+}
+
+impl LeaseState {
+    /// `granted_at` is when the AcquireLease request was sent.
+    pub fn new(granted_at: Instant, ttl: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            base: granted_at,
+            deadline_ns: AtomicU64::new(ttl.as_nanos() as u64),
+            fenced: AtomicBool::new(false),
+        })
+    }
+
+    fn extend(&self, sent_at: Instant, ttl: Duration) {
+        let d = (sent_at.saturating_duration_since(self.base) + ttl).as_nanos() as u64;
+        self.deadline_ns.fetch_max(d, Ordering::SeqCst);
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.base + Duration::from_nanos(self.deadline_ns.load(Ordering::SeqCst))
+    }
+
+    /// The coordinator rejected this lease (superseded epoch, cancelled plan).
+    pub fn fence(&self) {
+        self.fenced.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::SeqCst)
+    }
+
+    /// Whether a write that may take up to `within` would still end inside the lease.
+    pub fn may_write(&self, within: Duration) -> bool {
+        !self.is_fenced() && Instant::now() + within < self.deadline()
+    }
+
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.deadline()
+    }
+}
+
+/// Spawns the heartbeat loop; it ends when fenced or aborted.
+pub fn spawn_heartbeats(
+    mut client: RestoreWorkersClient<Channel>,
+    lease: LeaseRef,
+    state: Arc<LeaseState>,
+    interval: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            let sent = Instant::now();
+            match client.heartbeat(lease.clone()).await {
+                Ok(resp) => state.extend(sent, Duration::from_millis(resp.into_inner().ttl_ms)),
+                Err(s) if matches!(s.code(), Code::FailedPrecondition | Code::NotFound) => {
+                    tracing::warn!(task = lease.task_id, epoch = lease.epoch, reason = %s.message(), "lease rejected; stopping task");
+                    state.fence();
+                    return;
+                }
+                // Coordinator away: the deadline is not extended and the produce loop stops
+                // by itself when it passes.
+                Err(s) => tracing::warn!(task = lease.task_id, error = %s.message(), "heartbeat failed; will retry"),
+            }
+        }
+    })
+}

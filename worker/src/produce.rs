@@ -1,0 +1,245 @@
+//! Produce stage: writes filtered, remapped records to the target partition with an
+//! idempotent producer (acks=all) and tracks, strictly in order, which of them the broker
+//! acknowledged and at which target offset. Only acknowledged records ever reach a
+//! checkpoint, and their source→target offsets are kept as compact runs for the exact
+//! consumer-offset translation.
+
+use kafka_backup_common::kafka::client_config;
+use kafka_backup_common::segment::RecordRef;
+use kafka_backup_proto::OffsetRun;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
+use rdkafka::types::RDKafkaErrorCode;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+/// Header names added when original offsets are requested (PRD §8.2).
+pub const ORIGINAL_OFFSET_HEADER: &str = "x-original-offset";
+pub const ORIGINAL_TIMESTAMP_HEADER: &str = "x-original-timestamp";
+
+/// Most records awaiting acknowledgement before the loop waits for the oldest.
+const MAX_IN_FLIGHT: usize = 20_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error("cannot create producer for {bootstrap}: {source}")]
+    Create {
+        bootstrap: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("produce to {topic}/{partition} failed at source offset {source_offset}: {error}; if this is a timeout the target cluster may be overloaded (reduce --workers) or unreachable")]
+    Delivery {
+        topic: String,
+        partition: i32,
+        source_offset: i64,
+        error: KafkaError,
+    },
+}
+
+/// What the broker has acknowledged so far, in source order.
+#[derive(Debug, Clone, Default)]
+pub struct Acked {
+    pub source_next: i64,
+    pub target_next: i64,
+    pub records: u64,
+    pub bytes: u64,
+    /// Runs not yet reported to the coordinator.
+    pub runs: Vec<OffsetRun>,
+}
+
+impl Acked {
+    pub fn record(&mut self, source: i64, target: i64, bytes: u64) {
+        self.source_next = source + 1;
+        self.target_next = target + 1;
+        self.records += 1;
+        self.bytes += bytes;
+        if let Some(last) = self.runs.last_mut() {
+            let len = last.length as i64;
+            if last.source_start + len == source && last.target_start + len == target {
+                last.length += 1;
+                return;
+            }
+        }
+        self.runs.push(OffsetRun {
+            source_start: source,
+            target_start: target,
+            length: 1,
+        });
+    }
+}
+
+/// Producer settings: idempotent, acks=all, bounded message lifetime (see `lease.rs`).
+pub fn create_producer(
+    bootstrap: &str,
+    properties: &BTreeMap<String, String>,
+    message_timeout: Duration,
+) -> Result<FutureProducer, ProduceError> {
+    let timeout_ms = message_timeout.as_millis().max(1000).to_string();
+    client_config(bootstrap, properties)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "5")
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "100000")
+        .set("queue.buffering.max.kbytes", "65536")
+        .set("message.timeout.ms", &timeout_ms)
+        .set("request.timeout.ms", &timeout_ms)
+        .create()
+        .map_err(|source| ProduceError::Create {
+            bootstrap: bootstrap.to_string(),
+            source,
+        })
+}
+
+/// One target partition's in-order produce pipeline.
+pub struct PartitionProducer {
+    producer: FutureProducer,
+    topic: String,
+    partition: i32,
+    add_offset_headers: bool,
+    in_flight: VecDeque<(i64, u64, DeliveryFuture)>,
+    pub acked: Acked,
+}
+
+impl PartitionProducer {
+    pub fn new(producer: FutureProducer, topic: &str, partition: i32, add_offset_headers: bool, acked: Acked) -> Self {
+        Self {
+            producer,
+            topic: topic.to_string(),
+            partition,
+            add_offset_headers,
+            in_flight: VecDeque::new(),
+            acked,
+        }
+    }
+
+    /// The headers a record is produced with (shared with reconciliation, which must
+    /// recognise exactly what this producer wrote).
+    pub fn headers_for(rec: &RecordRef<'_>, add_offset_headers: bool) -> Option<OwnedHeaders> {
+        if rec.headers.is_empty() && !add_offset_headers {
+            return None;
+        }
+        let mut h = OwnedHeaders::new_with_capacity(rec.headers.len() + 2);
+        for (key, value) in &rec.headers {
+            h = h.insert(Header { key, value: *value });
+        }
+        if add_offset_headers {
+            let off = rec.offset.to_string();
+            let ts = rec.timestamp.to_string();
+            h = h.insert(Header {
+                key: ORIGINAL_OFFSET_HEADER,
+                value: Some(off.as_bytes()),
+            });
+            h = h.insert(Header {
+                key: ORIGINAL_TIMESTAMP_HEADER,
+                value: Some(ts.as_bytes()),
+            });
+        }
+        Some(h)
+    }
+
+    /// Hands one record to the producer, waiting for acknowledgements when the queue is full.
+    pub async fn send(&mut self, rec: &RecordRef<'_>) -> Result<(), ProduceError> {
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.await_oldest().await?;
+        }
+        let headers = Self::headers_for(rec, self.add_offset_headers);
+        loop {
+            let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).partition(self.partition);
+            if rec.timestamp >= 0 {
+                fr = fr.timestamp(rec.timestamp);
+            }
+            if let Some(k) = rec.key {
+                fr = fr.key(k);
+            }
+            if let Some(v) = rec.value {
+                fr = fr.payload(v);
+            }
+            if let Some(h) = &headers {
+                fr = fr.headers(h.clone());
+            }
+            match self.producer.send_result(fr) {
+                Ok(fut) => {
+                    self.in_flight.push_back((rec.offset, rec.encoded_len as u64, fut));
+                    self.collect_ready()?;
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    if self.in_flight.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    } else {
+                        self.await_oldest().await?;
+                    }
+                }
+                Err((error, _)) => {
+                    return Err(self.delivery_error(rec.offset, error));
+                }
+            }
+        }
+    }
+
+    fn delivery_error(&self, source_offset: i64, error: KafkaError) -> ProduceError {
+        ProduceError::Delivery {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            source_offset,
+            error,
+        }
+    }
+
+    fn on_delivery(
+        &mut self,
+        source: i64,
+        bytes: u64,
+        res: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
+    ) -> Result<(), ProduceError> {
+        match res {
+            Ok(Ok(d)) => {
+                self.acked.record(source, d.offset, bytes);
+                Ok(())
+            }
+            Ok(Err((e, _))) => Err(self.delivery_error(source, e)),
+            Err(_) => Err(self.delivery_error(source, KafkaError::Canceled)),
+        }
+    }
+
+    /// Moves already-acknowledged records (in order) into `acked` without waiting.
+    pub fn collect_ready(&mut self) -> Result<(), ProduceError> {
+        use futures::FutureExt;
+        while let Some((_, _, fut)) = self.in_flight.front_mut() {
+            let Some(res) = fut.now_or_never() else {
+                break;
+            };
+            if let Some((src, bytes, _)) = self.in_flight.pop_front() {
+                self.on_delivery(src, bytes, res)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn await_oldest(&mut self) -> Result<(), ProduceError> {
+        if let Some((src, bytes, fut)) = self.in_flight.pop_front() {
+            let res = fut.await;
+            self.on_delivery(src, bytes, res)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every record handed over is acknowledged.
+    pub async fn drain(&mut self) -> Result<(), ProduceError> {
+        while !self.in_flight.is_empty() {
+            self.await_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Drops everything not yet sent: used when the lease is lost, so nothing more is written.
+    pub fn purge(&mut self) {
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        self.in_flight.clear();
+    }
+}

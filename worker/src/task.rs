@@ -1,0 +1,228 @@
+//! One leased partition task, start to finish: resume point → fetch/decode → filter/remap →
+//! produce → checkpoint.
+//!
+//! Why no record is lost or duplicated across worker crashes, without Kafka transactions:
+//! 1. Only records the broker acknowledged enter a checkpoint, together with the target
+//!    offset it assigned, so a checkpoint never claims more than is in the target.
+//! 2. Lease-bounded writes (`lease.rs`): this worker hands a record to the producer only while
+//!    the write would finish before its lease deadline, measured on its own monotonic clock
+//!    from when the renewal was sent; after the deadline it purges its queue. The coordinator
+//!    re-grants only after TTL + grace, so two holders never write at once.
+//! 3. The next holder reconciles (`reconcile.rs`): whatever the previous holder wrote after its
+//!    last checkpoint is found in the target tail and skipped, so it is not written twice.
+//! Together: each source record is in the target exactly once, in source order.
+
+use crate::lease::{spawn_heartbeats, LeaseState};
+use crate::produce::{create_producer, Acked, PartitionProducer, ProduceError};
+use crate::reconcile::{reconcile, ReconcileError, TargetPartition};
+use crate::source::{prefetch, RecordFilter, SourceError};
+use kafka_backup_common::storage::{BackupStore, StorageError};
+use kafka_backup_proto::restore_workers_client::RestoreWorkersClient;
+use kafka_backup_proto::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use tonic::Code;
+use tracing::Instrument;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Produce(#[from] ProduceError),
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+    #[error("lease was rejected by the coordinator (superseded or plan cancelled)")]
+    Fenced,
+    #[error("lease deadline passed without renewal (coordinator unreachable); stopped writing")]
+    LeaseLost,
+    #[error("coordinator refused a report: {0}")]
+    Coordinator(String),
+}
+
+impl TaskError {
+    fn retryable(&self) -> bool {
+        match self {
+            TaskError::Storage(e) => matches!(e, StorageError::Io { .. }),
+            TaskError::Source(e) => e.retryable(),
+            TaskError::Reconcile(ReconcileError::Source(e)) => e.retryable(),
+            _ => true,
+        }
+    }
+}
+
+/// Runs one lease to its end and reports the outcome to the coordinator.
+pub async fn run_task(
+    client: RestoreWorkersClient<Channel>,
+    worker_id: &str,
+    lease: TaskLease,
+    granted_at: Instant,
+    heartbeat_interval: Duration,
+) {
+    let lease_ref = LeaseRef {
+        plan_id: lease.plan_id.clone(),
+        task_id: lease.task_id,
+        epoch: lease.epoch,
+        worker_id: worker_id.to_string(),
+    };
+    let label = format!("{}/{}", lease.source_topic, lease.source_partition);
+    let state = LeaseState::new(granted_at, Duration::from_millis(lease.ttl_ms));
+    let heartbeats = spawn_heartbeats(client.clone(), lease_ref.clone(), state.clone(), heartbeat_interval);
+    let span = tracing::info_span!("task", plan = %lease.plan_id, task = lease.task_id, epoch = lease.epoch, source = %label);
+    let result = execute(client.clone(), &lease_ref, &lease, &state)
+        .instrument(span)
+        .await;
+    heartbeats.abort();
+    let mut client = client;
+    match result {
+        Ok(records) => tracing::info!(task = %label, records, "task completed"),
+        Err(TaskError::Fenced) => tracing::warn!(task = %label, "task fenced; dropped it"),
+        Err(e) => {
+            let retryable = e.retryable();
+            tracing::error!(task = %label, error = %e, retryable, "task failed");
+            let req = FailTaskRequest {
+                lease: Some(lease_ref),
+                error: e.to_string(),
+                retryable,
+            };
+            if let Err(s) = client.fail_task(req).await {
+                tracing::warn!(task = %label, error = %s.message(), "could not report failure; the lease will expire");
+            }
+        }
+    }
+}
+
+fn report_error(s: tonic::Status) -> TaskError {
+    if matches!(s.code(), Code::FailedPrecondition | Code::NotFound) {
+        TaskError::Fenced
+    } else {
+        TaskError::Coordinator(s.message().to_string())
+    }
+}
+
+fn checkpoint_request(lease: &LeaseRef, acked: &mut Acked) -> CheckpointRequest {
+    CheckpointRequest {
+        lease: Some(lease.clone()),
+        source_next_offset: acked.source_next,
+        target_next_offset: acked.target_next,
+        records_done: acked.records,
+        bytes_done: acked.bytes,
+        offset_runs: std::mem::take(&mut acked.runs),
+    }
+}
+
+async fn execute(
+    mut client: RestoreWorkersClient<Channel>,
+    lease_ref: &LeaseRef,
+    lease: &TaskLease,
+    state: &Arc<LeaseState>,
+) -> Result<u64, TaskError> {
+    let options: HashMap<String, String> = lease.storage_options.clone().into_iter().collect();
+    let store = BackupStore::open(&lease.storage_url, &options, false)?;
+    let target = TargetPartition {
+        bootstrap: &lease.bootstrap_servers,
+        properties: &lease.kafka_properties,
+        topic: &lease.target_topic,
+        partition: lease.target_partition,
+    };
+    let first_offset = lease.segments.first().map_or(0, |s| s.start_offset);
+    let filter = RecordFilter {
+        from_offset: first_offset,
+        from_ts: lease.from_timestamp_ms,
+        to_ts: lease.to_timestamp_ms,
+    };
+
+    // Resume point.
+    let mut acked = if lease.has_checkpoint {
+        let cp = Acked {
+            source_next: lease.source_next_offset,
+            target_next: lease.target_next_offset,
+            records: lease.records_done,
+            bytes: lease.bytes_done,
+            runs: vec![],
+        };
+        reconcile(&target, &store, &lease.segments, filter, lease.add_original_offset_headers, cp).await?
+    } else {
+        Acked {
+            source_next: first_offset,
+            target_next: target.end_offset().await?,
+            ..Default::default()
+        }
+    };
+    // Record the resume point before writing anything new.
+    client
+        .report_checkpoint(checkpoint_request(lease_ref, &mut acked))
+        .await
+        .map_err(report_error)?;
+
+    let ttl = Duration::from_millis(lease.ttl_ms);
+    let message_timeout = (ttl * 2 / 5).max(Duration::from_secs(1));
+    let write_window = message_timeout + Duration::from_millis(500);
+    let producer = create_producer(&lease.bootstrap_servers, &lease.kafka_properties, message_timeout)?;
+    let mut out = PartitionProducer::new(
+        producer,
+        &lease.target_topic,
+        lease.target_partition,
+        lease.add_original_offset_headers,
+        acked,
+    );
+    let filter = RecordFilter {
+        from_offset: out.acked.source_next,
+        ..filter
+    };
+    let interval = Duration::from_millis(lease.checkpoint_interval_ms.max(200));
+    let mut last_checkpoint = Instant::now();
+    let mut segments = prefetch(store.clone(), lease.segments.clone(), filter.from_offset);
+    while let Some(seg) = segments.recv().await {
+        let seg = seg?;
+        for rec in seg.records() {
+            let rec = rec.map_err(SourceError::from)?;
+            if !filter.keeps(&rec) {
+                continue;
+            }
+            wait_for_lease(state, write_window, &mut out).await?;
+            out.send(&rec).await?;
+            if last_checkpoint.elapsed() >= interval {
+                last_checkpoint = Instant::now();
+                out.collect_ready()?;
+                client
+                    .report_checkpoint(checkpoint_request(lease_ref, &mut out.acked))
+                    .await
+                    .map_err(|s| {
+                        out.purge();
+                        report_error(s)
+                    })?;
+            }
+        }
+    }
+    out.drain().await?;
+    let records = out.acked.records;
+    client
+        .complete_task(checkpoint_request(lease_ref, &mut out.acked))
+        .await
+        .map_err(report_error)?;
+    Ok(records)
+}
+
+/// Blocks the produce loop until a write may start inside the lease; stops the task (and
+/// purges the producer) once fenced or past the deadline.
+async fn wait_for_lease(state: &LeaseState, window: Duration, out: &mut PartitionProducer) -> Result<(), TaskError> {
+    loop {
+        if state.is_fenced() {
+            out.purge();
+            return Err(TaskError::Fenced);
+        }
+        if state.may_write(window) {
+            return Ok(());
+        }
+        if state.expired() {
+            out.purge();
+            return Err(TaskError::LeaseLost);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -82,6 +82,8 @@ pub fn create_producer(
         .set("acks", "all")
         .set("max.in.flight.requests.per.connection", "5")
         .set("linger.ms", "5")
+        // Let the broker's own limit decide; the backup holds whatever the source accepted.
+        .set("message.max.bytes", "16777216")
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "100000")
         .set("queue.buffering.max.kbytes", "65536")

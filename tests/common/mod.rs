@@ -1,0 +1,293 @@
+//! Shared helpers for the end-to-end tests: the loopback test servers' addresses, topic
+//! creation, producing and consuming with rdkafka, and running the real binary.
+#![allow(dead_code)]
+
+use kafka_backup_common::segment::{Header, Record};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header as KHeader, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const HOW_TO_START: &str = "start the loopback test servers first: `scripts/test-env.sh start && eval \"$(scripts/test-env.sh env)\"`, or run everything with `bash scripts/test.sh`";
+
+fn env_addr(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!("{var} is not set: {HOW_TO_START}"),
+    }
+}
+
+/// The primary tansu broker.
+pub fn broker() -> String {
+    env_addr("KAFKA_BACKUP_TEST_BROKER")
+}
+
+/// A second, independent tansu broker (cross-cluster tests).
+pub fn broker2() -> String {
+    env_addr("KAFKA_BACKUP_TEST_BROKER2")
+}
+
+/// The moto S3 endpoint.
+pub fn s3_endpoint() -> String {
+    env_addr("KAFKA_BACKUP_TEST_S3_ENDPOINT")
+}
+
+/// A name no other test (or earlier run against the same broker) uses.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+fn config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = config(bootstrap).create().expect("admin client");
+    let res = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create topic {topic} on {bootstrap}: {e}; {HOW_TO_START}"));
+    for r in res {
+        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+    }
+}
+
+/// A record to produce: partition plus content (its offset field is ignored).
+pub fn rec(key: Option<&[u8]>, value: Option<&[u8]>, ts: i64, headers: &[(&str, Option<&[u8]>)]) -> Record {
+    Record {
+        offset: -1,
+        timestamp: ts,
+        key: key.map(<[u8]>::to_vec),
+        value: value.map(<[u8]>::to_vec),
+        headers: headers
+            .iter()
+            .map(|(k, v)| Header {
+                key: k.to_string(),
+                value: v.map(<[u8]>::to_vec),
+            })
+            .collect(),
+    }
+}
+
+/// Simple keyed records: key-i / value-i at ts base + i*step.
+pub fn simple_records(n: usize, base_ts: i64, step: i64) -> Vec<Record> {
+    (0..n)
+        .map(|i| {
+            rec(
+                Some(format!("key-{i}").as_bytes()),
+                Some(format!("value-{i}").as_bytes()),
+                base_ts + i as i64 * step,
+                &[("n", Some(i.to_string().as_bytes()))],
+            )
+        })
+        .collect()
+}
+
+/// Produces records in order to one partition and returns them with their offsets.
+pub async fn produce(bootstrap: &str, topic: &str, partition: i32, records: &[Record]) -> Vec<Record> {
+    let producer: FutureProducer = config(bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.max.bytes", "4000000")
+        .create()
+        .expect("producer");
+    let mut futures = Vec::new();
+    for r in records {
+        let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).partition(partition).timestamp(r.timestamp);
+        if let Some(k) = &r.key {
+            fr = fr.key(k.as_slice());
+        }
+        if let Some(v) = &r.value {
+            fr = fr.payload(v.as_slice());
+        }
+        if !r.headers.is_empty() {
+            let mut h = OwnedHeaders::new();
+            for x in &r.headers {
+                h = h.insert(KHeader {
+                    key: &x.key,
+                    value: x.value.as_deref(),
+                });
+            }
+            fr = fr.headers(h);
+        }
+        futures.push(producer.send_result(fr).map_err(|(e, _)| e).expect("enqueue"));
+    }
+    let mut out = Vec::new();
+    for (r, f) in records.iter().zip(futures) {
+        let d = f.await.expect("delivery").map_err(|(e, _)| e).expect("delivered");
+        let mut r = r.clone();
+        r.offset = d.offset;
+        out.push(r);
+    }
+    out
+}
+
+/// Reads a partition from the start to its high watermark.
+pub fn consume_all(bootstrap: &str, topic: &str, partition: i32) -> Vec<Record> {
+    let consumer: BaseConsumer = config(bootstrap)
+        .set("group.id", unique("test-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("watermarks of {topic}/{partition}: {e}"));
+    let mut out = Vec::new();
+    if high <= low {
+        return out;
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(low)).expect("tpl");
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while out.last().is_none_or(|r: &Record| r.offset < high - 1) {
+        assert!(Instant::now() < deadline, "timed out reading {topic}/{partition} (have {} of {})", out.len(), high - low);
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(Record {
+                offset: m.offset(),
+                timestamp: m.timestamp().to_millis().unwrap_or(-1),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers: m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| Header {
+                                key: x.key.to_string(),
+                                value: x.value.map(<[u8]>::to_vec),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+            Some(Err(e)) => panic!("consume {topic}/{partition}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// High watermark of a partition.
+pub fn end_offset(bootstrap: &str, topic: &str, partition: i32) -> i64 {
+    let consumer: BaseConsumer = config(bootstrap).create().expect("consumer");
+    consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .map(|(_, h)| h)
+        .unwrap_or(-1)
+}
+
+/// Whether a topic exists.
+pub fn topic_exists(bootstrap: &str, topic: &str) -> bool {
+    let consumer: BaseConsumer = config(bootstrap).create().expect("consumer");
+    let md = consumer.fetch_metadata(None, Duration::from_secs(10)).expect("metadata");
+    md.topics().iter().any(|t| t.name() == topic && !t.partitions().is_empty())
+}
+
+/// Content equality ignoring offsets.
+pub fn same_content(a: &Record, b: &Record) -> bool {
+    a.key == b.key && a.value == b.value && a.timestamp == b.timestamp && a.headers == b.headers
+}
+
+pub fn assert_same_records(expected: &[Record], actual: &[Record]) {
+    assert_eq!(expected.len(), actual.len(), "record count differs");
+    for (i, (e, a)) in expected.iter().zip(actual).enumerate() {
+        assert!(same_content(e, a), "record {i} differs:\nexpected {e:?}\nactual   {a:?}");
+    }
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kafka-backup"))
+}
+
+/// Runs the binary to completion.
+pub fn kb(args: &[&str]) -> Output {
+    let out = Command::new(bin())
+        .args(args)
+        .env_remove("KAFKA_BACKUP_STORAGE")
+        .output()
+        .expect("run kafka-backup");
+    out
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs the binary and asserts success.
+pub fn kb_ok(args: &[&str]) -> String {
+    let o = kb(args);
+    assert!(o.status.success(), "kafka-backup {args:?} failed ({:?}):\nstdout:\n{}\nstderr:\n{}", o.status, stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+/// Runs the binary and asserts failure whose stderr contains `needle`.
+pub fn kb_err(args: &[&str], needle: &str) -> String {
+    let o = kb(args);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "kafka-backup {args:?} unexpectedly succeeded:\n{}", stdout(&o));
+    assert!(err.contains(needle), "stderr of {args:?} lacks {needle:?}:\n{err}");
+    err
+}
+
+/// Backs up `topics` into a fresh local dir; returns the dir.
+pub fn backup_local(bootstrap: &str, topics: &str, backup_id: &str) -> tempfile::TempDir {
+    let dir = temp_dir();
+    kb_ok(&[
+        "backup",
+        "--bootstrap-servers",
+        bootstrap,
+        "--topics",
+        topics,
+        "--backup-id",
+        backup_id,
+        "--storage",
+        dir.path().to_str().expect("utf8 path"),
+        "--segment-max-records",
+        "50",
+    ]);
+    dir
+}
+
+/// Creates a bucket on the moto server (moto accepts unsigned requests).
+pub fn create_bucket(bucket: &str) {
+    use std::io::{Read, Write};
+    let endpoint = s3_endpoint();
+    let host = endpoint.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).unwrap_or_else(|e| panic!("moto at {host}: {e}; {HOW_TO_START}"));
+    write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    assert!(resp.starts_with("HTTP/1.1 200"), "create bucket {bucket}: {resp}");
+}
+
+/// Environment for the binary to reach moto.
+pub fn s3_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL", s3_endpoint()),
+    ]
+}

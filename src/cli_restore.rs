@@ -37,16 +37,16 @@ pub struct RestoreArgs {
     #[arg(long = "bootstrap-servers", visible_alias = "target-cluster")]
     pub bootstrap_servers: Option<String>,
     /// Source partitions to restore, e.g. "0,1,2".
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub source_partitions: Option<String>,
     /// Partition mapping "src:dst,...", e.g. "0:0,1:2".
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub partition_mapping: Option<String>,
     /// Inclusive start of the time window (RFC 3339 or epoch ms).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub from_timestamp: Option<String>,
     /// Inclusive end of the time window (RFC 3339 or epoch ms).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub to_timestamp: Option<String>,
     /// Validate and report; write nothing.
     #[arg(long)]

@@ -39,7 +39,8 @@ start_broker() {
   local name=$1 port=$2
   if [ -f "$DIR/$name.pid" ] && kill -0 "$(cat "$DIR/$name.pid")" 2>/dev/null; then return 0; fi
   rm -f "$DIR/$name.db" "$DIR/$name.db-"*
-  (cd "$DIR" && nohup tansu broker \
+  (cd "$DIR" || exit 1
+   nohup tansu broker \
       --listener-url "tcp://127.0.0.1:$port" \
       --advertised-listener-url "tcp://127.0.0.1:$port" \
       --storage-engine "sqlite://$name.db" >"$name.log" 2>&1 &
@@ -49,7 +50,8 @@ start_broker() {
 
 start_moto() {
   if [ -f "$DIR/moto.pid" ] && kill -0 "$(cat "$DIR/moto.pid")" 2>/dev/null; then return 0; fi
-  (cd "$DIR" && nohup python3 -m moto.server -H 127.0.0.1 -p "$MOTO_PORT" >moto.log 2>&1 &
+  (cd "$DIR" || exit 1
+   nohup python3 -m moto.server -H 127.0.0.1 -p "$MOTO_PORT" >moto.log 2>&1 &
    echo $! >moto.pid)
   wait_port "$MOTO_PORT" moto
 }
@@ -57,7 +59,10 @@ start_moto() {
 stop() {
   for name in broker1 broker2 moto; do
     if [ -f "$DIR/$name.pid" ]; then
-      kill "$(cat "$DIR/$name.pid")" 2>/dev/null || true
+      local pid; pid="$(cat "$DIR/$name.pid")"
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 25); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+      kill -9 "$pid" 2>/dev/null || true
       rm -f "$DIR/$name.pid"
     fi
   done

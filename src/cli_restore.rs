@@ -84,6 +84,9 @@ pub struct RestoreArgs {
     /// Start a new run even if the same restore already completed.
     #[arg(long)]
     pub new_run: bool,
+    /// Throttle each partition task to this many records per second (0 = unlimited).
+    #[arg(long)]
+    pub max_records_per_sec: Option<u32>,
     /// Lease TTL of the embedded coordinator, e.g. "10s".
     #[arg(long, hide = true)]
     pub lease_ttl: Option<String>,
@@ -242,6 +245,7 @@ pub fn resolve(a: &RestoreArgs) -> Result<Resolved> {
             || header_based
             || r.restore_strategy.add_original_offset_headers.unwrap_or(false),
         consumer_group_strategy: strategy,
+        max_records_per_sec: a.max_records_per_sec.or(r.performance.max_records_per_sec).unwrap_or(0),
     };
     let state_dir = a
         .checkpoint_state

@@ -136,6 +136,7 @@ pub struct RestorePerformance {
     pub max_concurrent_partitions: Option<u32>,
     pub produce_batch_size_bytes: Option<u64>,
     pub checkpoint_interval_secs: Option<u64>,
+    pub max_records_per_sec: Option<u32>,
 }
 
 /// Reads, expands and parses a config file.

@@ -69,6 +69,7 @@ fn build_lease(spec: &RestoreSpec, task: &TaskRecord, plan_id: &str, ttl_ms: u64
         target_next_offset: cp.as_ref().map_or(-1, |c| c.target_next_offset),
         records_done: cp.as_ref().map_or(0, |c| c.records_done),
         bytes_done: cp.as_ref().map_or(0, |c| c.bytes_done),
+        max_records_per_sec: spec.max_records_per_sec,
     }
 }
 

@@ -238,10 +238,15 @@ impl PartitionProducer {
         Ok(())
     }
 
-    /// Drops everything not yet sent: used when the lease is lost, so nothing more is written.
-    pub fn purge(&mut self) {
-        self.producer
-            .purge(PurgeConfig::default().queue().inflight());
-        self.in_flight.clear();
+    /// Stops this producer for good when the lease is lost or the task is fenced: drops every
+    /// record not yet handed to the network and waits (bounded by the message timeout) for the
+    /// requests already sent to finish, so nothing of ours is still in flight when the next
+    /// holder reconciles. In-flight requests are not purged: purging them makes an idempotent
+    /// producer bump its epoch, and with nothing left to send that buys nothing.
+    pub async fn abandon(&mut self) {
+        self.producer.purge(PurgeConfig::default().queue());
+        while let Some((_, _, fut)) = self.in_flight.pop_front() {
+            let _ = fut.await;
+        }
     }
 }

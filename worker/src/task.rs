@@ -6,7 +6,7 @@
 //!    offset it assigned, so a checkpoint never claims more than is in the target.
 //! 2. Lease-bounded writes (`lease.rs`): this worker hands a record to the producer only while
 //!    the write would finish before its lease deadline, measured on its own monotonic clock
-//!    from when the renewal was sent; after the deadline it purges its queue. The coordinator
+//!    from when the renewal was sent; after the deadline it drops its queue. The coordinator
 //!    re-grants only after TTL + grace, so two holders never write at once.
 //! 3. The next holder reconciles (`reconcile.rs`): whatever the previous holder wrote after its
 //!    last checkpoint is found in the target tail and skipped, so it is not written twice.
@@ -177,6 +177,7 @@ async fn execute(
     let interval = Duration::from_millis(lease.checkpoint_interval_ms.max(200));
     let mut last_checkpoint = Instant::now();
     let mut segments = prefetch(store.clone(), lease.segments.clone(), filter.from_offset);
+    let mut throttle = Throttle::new(lease.max_records_per_sec);
     while let Some(seg) = segments.recv().await {
         let seg = seg?;
         for rec in seg.records() {
@@ -184,18 +185,20 @@ async fn execute(
             if !filter.keeps(&rec) {
                 continue;
             }
+            throttle.wait().await;
             wait_for_lease(state, write_window, &mut out).await?;
             out.send(&rec).await?;
             if last_checkpoint.elapsed() >= interval {
                 last_checkpoint = Instant::now();
                 out.collect_ready()?;
-                client
+                let report = client
                     .report_checkpoint(checkpoint_request(lease_ref, &mut out.acked))
                     .await
-                    .map_err(|s| {
-                        out.purge();
-                        report_error(s)
-                    })?;
+                    .map_err(report_error);
+                if let Err(e) = report {
+                    out.abandon().await;
+                    return Err(e);
+                }
             }
         }
     }
@@ -213,16 +216,45 @@ async fn execute(
 async fn wait_for_lease(state: &LeaseState, window: Duration, out: &mut PartitionProducer) -> Result<(), TaskError> {
     loop {
         if state.is_fenced() {
-            out.purge();
+            out.abandon().await;
             return Err(TaskError::Fenced);
         }
         if state.may_write(window) {
             return Ok(());
         }
         if state.expired() {
-            out.purge();
+            out.abandon().await;
             return Err(TaskError::LeaseLost);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Keeps a task at or below a record rate, measured from the task's start.
+struct Throttle {
+    per_sec: u32,
+    started: Instant,
+    sent: u64,
+}
+
+impl Throttle {
+    fn new(per_sec: u32) -> Self {
+        Self {
+            per_sec,
+            started: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    async fn wait(&mut self) {
+        if self.per_sec == 0 {
+            return;
+        }
+        self.sent += 1;
+        let due = Duration::from_secs_f64(self.sent as f64 / f64::from(self.per_sec));
+        let elapsed = self.started.elapsed();
+        if due > elapsed {
+            tokio::time::sleep(due - elapsed).await;
+        }
     }
 }

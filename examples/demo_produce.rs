@@ -41,7 +41,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .key(&key)
             .payload(&value)
             .timestamp(now - (records - i) as i64 * 10)
-            .headers(OwnedHeaders::new().insert(Header { key: "source", value: Some("demo") }));
+            .headers(OwnedHeaders::new().insert(Header {
+                key: "source",
+                value: Some("demo"),
+            }));
         pending.push(producer.send_result(rec).map_err(|(e, _)| e)?);
         if pending.len() >= 1000 {
             for p in pending.drain(..) {

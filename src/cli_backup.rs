@@ -65,11 +65,9 @@ pub fn open_store(args: &StorageArgs, create: bool) -> Result<BackupStore> {
         None => Default::default(),
     };
     let section = file.storage.unwrap_or_default();
-    let url = args
-        .storage
-        .clone()
-        .or(section.url)
-        .context("no storage location: give --storage, KAFKA_BACKUP_STORAGE or storage.url in --config")?;
+    let url = args.storage.clone().or(section.url).context(
+        "no storage location: give --storage, KAFKA_BACKUP_STORAGE or storage.url in --config",
+    )?;
     Ok(BackupStore::open(&url, &section.options, create)?)
 }
 
@@ -79,7 +77,10 @@ pub async fn backup(a: BackupArgs) -> Result<ExitCode> {
         None => Default::default(),
     };
     let b = file.backup.unwrap_or_default();
-    let backup_id = a.backup_id.or(b.backup_id).context("--backup-id is required")?;
+    let backup_id = a
+        .backup_id
+        .or(b.backup_id)
+        .context("--backup-id is required")?;
     let bootstrap = a
         .bootstrap_servers
         .or_else(|| b.bootstrap_servers.map(|s| s.to_vec().join(",")))
@@ -96,8 +97,14 @@ pub async fn backup(a: BackupArgs) -> Result<ExitCode> {
     if !(1..=22).contains(&zstd_level) {
         bail!("invalid --zstd-level {zstd_level}: use 1 to 22");
     }
-    let segment_max_bytes = a.segment_max_bytes.or(b.segment_max_bytes).unwrap_or(16 << 20);
-    let segment_max_records = a.segment_max_records.or(b.segment_max_records).unwrap_or(1_000_000);
+    let segment_max_bytes = a
+        .segment_max_bytes
+        .or(b.segment_max_bytes)
+        .unwrap_or(16 << 20);
+    let segment_max_records = a
+        .segment_max_records
+        .or(b.segment_max_records)
+        .unwrap_or(1_000_000);
     if segment_max_bytes == 0 || segment_max_records == 0 {
         bail!("segment limits must be > 0");
     }
@@ -150,7 +157,10 @@ pub async fn list_backups(a: StorageArgs) -> Result<ExitCode> {
     match a.format {
         Format::Json => print_json(&rows)?,
         Format::Table => {
-            println!("{:<40} {:<27} {:>7} {:>12}", "BACKUP ID", "CREATED", "TOPICS", "RECORDS");
+            println!(
+                "{:<40} {:<27} {:>7} {:>12}",
+                "BACKUP ID", "CREATED", "TOPICS", "RECORDS"
+            );
             for r in &rows {
                 println!(
                     "{:<40} {:<27} {:>7} {:>12}",
@@ -192,10 +202,13 @@ pub async fn describe(a: BackupRefArgs) -> Result<ExitCode> {
         }
         topics.push(serde_json::json!({"topic": t.name, "partition_count": t.partition_count(), "partitions": parts}));
     }
-    let groups: HashMap<&str, usize> = m.consumer_group_offsets.iter().fold(HashMap::new(), |mut acc, g| {
-        *acc.entry(g.group.as_str()).or_default() += 1;
-        acc
-    });
+    let groups: HashMap<&str, usize> =
+        m.consumer_group_offsets
+            .iter()
+            .fold(HashMap::new(), |mut acc, g| {
+                *acc.entry(g.group.as_str()).or_default() += 1;
+                acc
+            });
     let summary = serde_json::json!({
         "backup_id": m.backup_id,
         "created_at": m.created_at,
@@ -206,8 +219,15 @@ pub async fn describe(a: BackupRefArgs) -> Result<ExitCode> {
     match a.storage.format {
         Format::Json => print_json(&summary)?,
         Format::Table => {
-            println!("Backup {} (created {})", m.backup_id, format_ms(m.created_at));
-            println!("{:<30} {:>5} {:>8} {:>12} {:>12} {:>12}  TIME RANGE", "TOPIC", "PART", "SEGMENTS", "RECORDS", "FIRST OFF", "LAST OFF");
+            println!(
+                "Backup {} (created {})",
+                m.backup_id,
+                format_ms(m.created_at)
+            );
+            println!(
+                "{:<30} {:>5} {:>8} {:>12} {:>12} {:>12}  TIME RANGE",
+                "TOPIC", "PART", "SEGMENTS", "RECORDS", "FIRST OFF", "LAST OFF"
+            );
             for t in &topics {
                 for p in t["partitions"].as_array().into_iter().flatten() {
                     let range = match (p["min_timestamp"].as_i64(), p["max_timestamp"].as_i64()) {
@@ -240,8 +260,16 @@ pub async fn show_manifest(a: BackupRefArgs) -> Result<ExitCode> {
     match a.storage.format {
         Format::Json => print_json(&m)?,
         Format::Table => {
-            println!("backup_id: {}\ncreated_at: {} ({})", m.backup_id, m.created_at, format_ms(m.created_at));
-            println!("{:<70} {:>12} {:>12} {:>9} {:>10}", "SEGMENT KEY", "START", "END", "RECORDS", "BYTES");
+            println!(
+                "backup_id: {}\ncreated_at: {} ({})",
+                m.backup_id,
+                m.created_at,
+                format_ms(m.created_at)
+            );
+            println!(
+                "{:<70} {:>12} {:>12} {:>9} {:>10}",
+                "SEGMENT KEY", "START", "END", "RECORDS", "BYTES"
+            );
             for s in m.segments() {
                 println!(
                     "{:<70} {:>12} {:>12} {:>9} {:>10}",

@@ -45,7 +45,11 @@ pub fn report_json(r: &PlanReport) -> Value {
 pub fn print_report(r: &PlanReport, dry_run: bool) {
     println!(
         "{} backup: {}",
-        if dry_run { "Dry run of restore from" } else { "Restoring" },
+        if dry_run {
+            "Dry run of restore from"
+        } else {
+            "Restoring"
+        },
         r.backup_id
     );
     println!("├─ Segments selected: {}", r.segments);
@@ -65,13 +69,27 @@ pub fn print_report(r: &PlanReport, dry_run: bool) {
         };
         println!(
             "├─ {}/{} → {}/{}: {} records in {} segments, {}, target starts at offset {}",
-            t.source_topic, t.source_partition, t.target_topic, t.target_partition, t.records, t.segments, offsets, t.target_start_offset
+            t.source_topic,
+            t.source_partition,
+            t.target_topic,
+            t.target_partition,
+            t.records,
+            t.segments,
+            offsets,
+            t.target_start_offset
         );
     }
     for w in &r.warnings {
         println!("├─ Warning: {w}");
     }
-    println!("└─ {}", if dry_run { "Nothing was written." } else { "Plan accepted." });
+    println!(
+        "└─ {}",
+        if dry_run {
+            "Nothing was written."
+        } else {
+            "Plan accepted."
+        }
+    );
 }
 
 pub fn status_json(s: &PlanStatus) -> Value {
@@ -104,17 +122,17 @@ pub fn status_json(s: &PlanStatus) -> Value {
 }
 
 fn pct(done: u64, total: u64) -> u64 {
-    if total == 0 {
-        100
-    } else {
-        (done * 100 / total).min(100)
-    }
+    (done * 100).checked_div(total).map_or(100, |p| p.min(100))
 }
 
 pub fn print_status(s: &PlanStatus) {
     println!("Plan {} (backup {}): {}", s.plan_id, s.backup_id, s.state);
     for t in &s.tasks {
-        let err = if t.error.is_empty() { String::new() } else { format!(" — {}", t.error) };
+        let err = if t.error.is_empty() {
+            String::new()
+        } else {
+            format!(" — {}", t.error)
+        };
         println!(
             "├─ {}/{} → {}/{}: {} {}% ({} / {} records){}",
             t.source_topic,

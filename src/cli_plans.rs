@@ -41,7 +41,11 @@ pub struct WorkerArgs {
 
 #[derive(Args)]
 pub struct PlanSelectArgs {
-    #[arg(long, env = "KAFKA_BACKUP_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "KAFKA_BACKUP_COORDINATOR",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub coordinator: String,
     /// The plan; or give --backup-id for its most recent plan.
     #[arg(long)]
@@ -57,7 +61,11 @@ pub struct PlanSelectArgs {
 
 #[derive(Args)]
 pub struct ListPlansArgs {
-    #[arg(long, env = "KAFKA_BACKUP_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "KAFKA_BACKUP_COORDINATOR",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub coordinator: String,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -69,7 +77,8 @@ pub async fn coordinator(a: CoordinatorArgs) -> Result<ExitCode> {
         grace_ms: parse_duration("--lease-grace", &a.lease_grace)?.as_millis() as u64,
         ..Default::default()
     };
-    std::fs::create_dir_all(&a.state_dir).with_context(|| format!("cannot create --state-dir {}", a.state_dir.display()))?;
+    std::fs::create_dir_all(&a.state_dir)
+        .with_context(|| format!("cannot create --state-dir {}", a.state_dir.display()))?;
     let ledger = Ledger::open(&a.state_dir)?;
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
@@ -106,7 +115,12 @@ async fn pick_plan(a: &PlanSelectArgs) -> Result<String> {
         bail!("give --plan-id or --backup-id");
     };
     let mut client = connect_plans(&a.coordinator).await?;
-    let plans = client.list_plans(ListPlansRequest {}).await.map_err(rpc_error)?.into_inner().plans;
+    let plans = client
+        .list_plans(ListPlansRequest {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner()
+        .plans;
     plans
         .into_iter()
         .find(|p| &p.backup_id == backup)
@@ -120,13 +134,21 @@ pub async fn status(a: PlanSelectArgs) -> Result<ExitCode> {
     let s = if a.follow {
         follow(&mut client, &plan_id, true).await?
     } else {
-        client.get_plan_status(PlanRef { plan_id }).await.map_err(rpc_error)?.into_inner()
+        client
+            .get_plan_status(PlanRef { plan_id })
+            .await
+            .map_err(rpc_error)?
+            .into_inner()
     };
     match a.format {
         Format::Json => print_json(&status_json(&s))?,
         Format::Table => print_status(&s),
     }
-    Ok(if a.follow { exit_code(&s) } else { ExitCode::SUCCESS })
+    Ok(if a.follow {
+        exit_code(&s)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub async fn cancel(a: PlanSelectArgs, cancel: bool) -> Result<ExitCode> {
@@ -148,13 +170,27 @@ pub async fn cancel(a: PlanSelectArgs, cancel: bool) -> Result<ExitCode> {
 
 pub async fn list(a: ListPlansArgs) -> Result<ExitCode> {
     let mut client = connect_plans(&a.coordinator).await?;
-    let plans = client.list_plans(ListPlansRequest {}).await.map_err(rpc_error)?.into_inner().plans;
+    let plans = client
+        .list_plans(ListPlansRequest {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner()
+        .plans;
     match a.format {
         Format::Json => print_json(&plans.iter().map(status_json).collect::<Vec<_>>())?,
         Format::Table => {
-            println!("{:<60} {:<30} {:<10} {:>10}", "PLAN", "BACKUP", "STATE", "RECORDS");
+            println!(
+                "{:<60} {:<30} {:<10} {:>10}",
+                "PLAN", "BACKUP", "STATE", "RECORDS"
+            );
             for p in &plans {
-                println!("{:<60} {:<30} {:<10} {:>10}", p.plan_id, p.backup_id, p.state, format!("{}/{}", p.records_done, p.records_total));
+                println!(
+                    "{:<60} {:<30} {:<10} {:>10}",
+                    p.plan_id,
+                    p.backup_id,
+                    p.state,
+                    format!("{}/{}", p.records_done, p.records_total)
+                );
             }
         }
     }

@@ -7,7 +7,9 @@ use crate::embedded;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kafka_backup_common::config::{self, MappingConfig, RestoreSection, StorageSection};
-use kafka_backup_common::filters::{parse_partition_list, split_list, PartitionMapping, TopicPattern, TopicRewrite};
+use kafka_backup_common::filters::{
+    parse_partition_list, split_list, PartitionMapping, TopicPattern, TopicRewrite,
+};
 use kafka_backup_common::timestamp::parse_timestamp_ms;
 use kafka_backup_proto::RestoreSpec;
 use std::path::PathBuf;
@@ -96,7 +98,9 @@ pub struct RestoreArgs {
 pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().with_context(|| format!("invalid {what} {s:?}: use e.g. 500ms, 5s or 1m"))?;
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("invalid {what} {s:?}: use e.g. 500ms, 5s or 1m"))?;
     let d = match unit {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
@@ -111,7 +115,9 @@ pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {
 
 fn yaml_timestamp(what: &str, v: &serde_yaml::Value) -> Result<i64> {
     Ok(match v {
-        serde_yaml::Value::Number(n) => n.as_i64().with_context(|| format!("invalid {what} {n}: use epoch milliseconds"))?,
+        serde_yaml::Value::Number(n) => n
+            .as_i64()
+            .with_context(|| format!("invalid {what} {n}: use epoch milliseconds"))?,
         serde_yaml::Value::String(s) => parse_timestamp_ms(what, s)?,
         other => bail!("invalid {what} {other:?}: use RFC 3339 or epoch milliseconds"),
     })
@@ -133,15 +139,22 @@ pub fn resolve(a: &RestoreArgs) -> Result<Resolved> {
     let storage: StorageSection = file.storage.unwrap_or_default();
     let list = |flags: &[String]| flags.iter().flat_map(|f| split_list(f)).collect::<Vec<_>>();
 
-    let backup_id = a.backup_id.clone().or(r.backup_id.clone()).context("--backup-id is required")?;
-    let storage_url = a
-        .storage
+    let backup_id = a
+        .backup_id
         .clone()
-        .or(storage.url.clone())
-        .context("no backup location: give --storage, KAFKA_BACKUP_STORAGE or storage.url in --config")?;
+        .or(r.backup_id.clone())
+        .context("--backup-id is required")?;
+    let storage_url = a.storage.clone().or(storage.url.clone()).context(
+        "no backup location: give --storage, KAFKA_BACKUP_STORAGE or storage.url in --config",
+    )?;
     let mut source_topics = list(&a.source_topics);
     if source_topics.is_empty() {
-        source_topics = r.source.topics.as_ref().map(|t| t.to_vec()).unwrap_or_default();
+        source_topics = r
+            .source
+            .topics
+            .as_ref()
+            .map(|t| t.to_vec())
+            .unwrap_or_default();
     }
     if source_topics.is_empty() {
         bail!("no source topics: give --source-topics (names or regexes, e.g. \"orders,payments-.*\") or restore.source.topics");
@@ -151,9 +164,18 @@ pub fn resolve(a: &RestoreArgs) -> Result<Resolved> {
     }
     let mut target_topics = list(&a.target_topics);
     if target_topics.is_empty() {
-        target_topics = r.target.topics.as_ref().map(|t| t.to_vec()).unwrap_or_default();
+        target_topics = r
+            .target
+            .topics
+            .as_ref()
+            .map(|t| t.to_vec())
+            .unwrap_or_default();
     }
-    let rewrite = a.target_topics_rewrite.clone().or(r.target.topics_rewrite.clone()).unwrap_or_default();
+    let rewrite = a
+        .target_topics_rewrite
+        .clone()
+        .or(r.target.topics_rewrite.clone())
+        .unwrap_or_default();
     if !rewrite.is_empty() {
         TopicRewrite::parse(&rewrite)?;
     }
@@ -215,13 +237,19 @@ pub fn resolve(a: &RestoreArgs) -> Result<Resolved> {
     if r.restore_strategy.reset_consumer_offsets == Some(true) {
         bail!("restore.restore_strategy.reset_consumer_offsets is not available in this build yet; remove it (offsets are never written)");
     }
-    let interval = match (&a.checkpoint_interval, r.performance.checkpoint_interval_secs) {
+    let interval = match (
+        &a.checkpoint_interval,
+        r.performance.checkpoint_interval_secs,
+    ) {
         (Some(s), _) => parse_duration("--checkpoint-interval", s)?,
         (None, Some(secs)) if secs > 0 => Duration::from_secs(secs),
         (None, Some(_)) => bail!("restore.performance.checkpoint_interval_secs must be > 0"),
         (None, None) => Duration::from_secs(5),
     };
-    let workers = a.workers.or(r.performance.max_concurrent_partitions).unwrap_or(4);
+    let workers = a
+        .workers
+        .or(r.performance.max_concurrent_partitions)
+        .unwrap_or(4);
     if workers == 0 || workers > 256 {
         bail!("invalid --workers {workers}: use 1 to 256");
     }
@@ -243,16 +271,25 @@ pub fn resolve(a: &RestoreArgs) -> Result<Resolved> {
         checkpoint_interval_ms: interval.as_millis() as u64,
         add_original_offset_headers: a.add_original_offset_headers
             || header_based
-            || r.restore_strategy.add_original_offset_headers.unwrap_or(false),
+            || r.restore_strategy
+                .add_original_offset_headers
+                .unwrap_or(false),
         consumer_group_strategy: strategy,
-        max_records_per_sec: a.max_records_per_sec.or(r.performance.max_records_per_sec).unwrap_or(0),
+        max_records_per_sec: a
+            .max_records_per_sec
+            .or(r.performance.max_records_per_sec)
+            .unwrap_or(0),
     };
     let state_dir = a
         .checkpoint_state
         .clone()
         .or(r.checkpoint_state.as_ref().map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("kafka-backup-state"));
-    Ok(Resolved { spec, workers, state_dir })
+    Ok(Resolved {
+        spec,
+        workers,
+        state_dir,
+    })
 }
 
 pub async fn restore(mut a: RestoreArgs, validate_only: bool) -> Result<ExitCode> {
@@ -261,14 +298,17 @@ pub async fn restore(mut a: RestoreArgs, validate_only: bool) -> Result<ExitCode
     }
     let resolved = resolve(&a)?;
     let dry_run = a.dry_run
-        || a
-            .config
+        || a.config
             .as_ref()
             .and_then(|p| config::load(p).ok())
             .and_then(|f| f.restore)
             .and_then(|r| r.restore_strategy.dry_run)
             .unwrap_or(false);
-    let lease_ttl = a.lease_ttl.as_deref().map(|s| parse_duration("--lease-ttl", s)).transpose()?;
+    let lease_ttl = a
+        .lease_ttl
+        .as_deref()
+        .map(|s| parse_duration("--lease-ttl", s))
+        .transpose()?;
     match &a.coordinator {
         Some(url) => embedded::submit_remote(url, resolved, dry_run, &a).await,
         None => embedded::run_embedded(resolved, dry_run, &a, lease_ttl).await,

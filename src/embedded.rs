@@ -2,7 +2,9 @@
 //! process, talking over loopback gRPC — the same code as the distributed mode) or by
 //! submitting to a remote coordinator. Both then follow the plan to its end.
 
-use crate::cli_output::{print_json, print_report, print_status, progress_line, report_json, status_json, Format};
+use crate::cli_output::{
+    print_json, print_report, print_status, progress_line, report_json, status_json, Format,
+};
 use crate::cli_restore::{Resolved, RestoreArgs};
 use anyhow::{Context, Result};
 use kafka_backup_coordinator::ledger::Ledger;
@@ -19,10 +21,9 @@ pub async fn connect_plans(url: &str) -> Result<RestorePlansClient<Channel>> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
         .with_context(|| format!("invalid coordinator URL {url:?}: use http://HOST:PORT"))?
         .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint
-        .connect()
-        .await
-        .with_context(|| format!("coordinator {url} is unreachable; check that it runs and the address is right"))?;
+    let channel = endpoint.connect().await.with_context(|| {
+        format!("coordinator {url} is unreachable; check that it runs and the address is right")
+    })?;
     Ok(RestorePlansClient::new(channel))
 }
 
@@ -31,7 +32,12 @@ pub fn rpc_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", s.message())
 }
 
-pub async fn run_embedded(r: Resolved, dry_run: bool, a: &RestoreArgs, lease_ttl: Option<Duration>) -> Result<ExitCode> {
+pub async fn run_embedded(
+    r: Resolved,
+    dry_run: bool,
+    a: &RestoreArgs,
+    lease_ttl: Option<Duration>,
+) -> Result<ExitCode> {
     let ledger = if dry_run {
         Ledger::temporary()?
     } else {
@@ -57,11 +63,22 @@ pub async fn run_embedded(r: Resolved, dry_run: bool, a: &RestoreArgs, lease_ttl
     result
 }
 
-pub async fn submit_remote(url: &str, r: Resolved, dry_run: bool, a: &RestoreArgs) -> Result<ExitCode> {
+pub async fn submit_remote(
+    url: &str,
+    r: Resolved,
+    dry_run: bool,
+    a: &RestoreArgs,
+) -> Result<ExitCode> {
     submit_and_follow(url, r, dry_run, a, false).await
 }
 
-async fn submit_and_follow(url: &str, r: Resolved, dry_run: bool, a: &RestoreArgs, embedded: bool) -> Result<ExitCode> {
+async fn submit_and_follow(
+    url: &str,
+    r: Resolved,
+    dry_run: bool,
+    a: &RestoreArgs,
+    embedded: bool,
+) -> Result<ExitCode> {
     let mut client = connect_plans(url).await?;
     let resp = client
         .submit_plan(SubmitPlanRequest {
@@ -126,7 +143,11 @@ pub fn exit_code(s: &PlanStatus) -> ExitCode {
 }
 
 /// Streams status until the plan ends, printing progress lines when asked.
-pub async fn follow(client: &mut RestorePlansClient<Channel>, plan_id: &str, progress: bool) -> Result<PlanStatus> {
+pub async fn follow(
+    client: &mut RestorePlansClient<Channel>,
+    plan_id: &str,
+    progress: bool,
+) -> Result<PlanStatus> {
     let started = Instant::now();
     let mut stream = client
         .watch_plan(WatchPlanRequest {

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "kafka-backup", version, about = "Backup and distributed restore for Apache Kafka")]
+#[command(
+    name = "kafka-backup",
+    version,
+    about = "Backup and distributed restore for Apache Kafka"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,7 +61,10 @@ fn init_logging(default: &str) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let daemon = matches!(cli.command, Command::Coordinator(_) | Command::Worker(_) | Command::Backup(_));
+    let daemon = matches!(
+        cli.command,
+        Command::Coordinator(_) | Command::Worker(_) | Command::Backup(_)
+    );
     init_logging(if daemon { "info" } else { "warn" });
     let result = match cli.command {
         Command::Backup(a) => cli_backup::backup(a).await,

@@ -15,15 +15,30 @@ fn awkward_records() -> Vec<Record> {
         rec(None, Some(b"null key"), 1_700_000_005_000, &[]),
         rec(Some(b"null value"), None, 1_700_000_001_000, &[]),
         rec(Some(b"empty value"), Some(b""), 1_700_000_009_000, &[]),
-        rec(Some(&[0, 159, 146, 150, 255]), Some(b"binary key"), 1_700_000_000_500, &[]),
+        rec(
+            Some(&[0, 159, 146, 150, 255]),
+            Some(b"binary key"),
+            1_700_000_000_500,
+            &[],
+        ),
         rec(Some(b"big"), Some(&big), 1_700_000_002_000, &[]),
         rec(
             Some(b"headers"),
             Some(b"v"),
             1_700_000_000_001,
-            &[("dup", Some(b"1")), ("dup", Some(b"2")), ("nullh", None), ("empty", Some(b""))],
+            &[
+                ("dup", Some(b"1")),
+                ("dup", Some(b"2")),
+                ("nullh", None),
+                ("empty", Some(b"")),
+            ],
         ),
-        rec(Some(b"late"), Some(b"out of order ts"), 1_600_000_000_000, &[]),
+        rec(
+            Some(b"late"),
+            Some(b"out of order ts"),
+            1_600_000_000_000,
+            &[],
+        ),
     ]
 }
 
@@ -37,10 +52,17 @@ async fn decode_all(store: &BackupStore, m: &Manifest, topic: &str, partition: i
         let bytes = store.get(&s.key).await.expect("segment");
         let seg = DecodedSegment::decode(&s.key, &bytes).expect("decode");
         assert_eq!(seg.header.record_count, s.record_count);
-        let recs: Vec<Record> = seg.records().map(|r| r.expect("record").to_owned_record()).collect();
+        let recs: Vec<Record> = seg
+            .records()
+            .map(|r| r.expect("record").to_owned_record())
+            .collect();
         let min = recs.iter().map(|r| r.timestamp).min();
         let max = recs.iter().map(|r| r.timestamp).max();
-        assert_eq!((s.min_timestamp, s.max_timestamp), (min, max), "true min/max recorded");
+        assert_eq!(
+            (s.min_timestamp, s.max_timestamp),
+            (min, max),
+            "true min/max recorded"
+        );
         out.extend(recs);
     }
     out
@@ -50,7 +72,16 @@ async fn produce_fixture(topic: &str) -> HashMap<i32, Vec<Record>> {
     create_topic(&broker(), topic, 2).await;
     let mut produced = HashMap::new();
     produced.insert(0, produce(&broker(), topic, 0, &awkward_records()).await);
-    produced.insert(1, produce(&broker(), topic, 1, &simple_records(120, 1_700_000_000_000, 3)).await);
+    produced.insert(
+        1,
+        produce(
+            &broker(),
+            topic,
+            1,
+            &simple_records(120, 1_700_000_000_000, 3),
+        )
+        .await,
+    );
     produced
 }
 
@@ -59,7 +90,8 @@ async fn backup_to_local_filesystem_round_trips_every_record() {
     let topic = unique("rt-local");
     let produced = produce_fixture(&topic).await;
     let dir = backup_local(&broker(), &topic, "rt1");
-    let store = BackupStore::open(dir.path().to_str().expect("path"), &HashMap::new(), false).expect("store");
+    let store = BackupStore::open(dir.path().to_str().expect("path"), &HashMap::new(), false)
+        .expect("store");
     let m = store.read_manifest("rt1").await.expect("manifest");
     assert_eq!(m.topic(&topic).expect("topic").partition_count(), 2);
     for (p, want) in &produced {
@@ -68,18 +100,55 @@ async fn backup_to_local_filesystem_round_trips_every_record() {
     }
     // Segment keys follow the published layout.
     let key = &m.topic(&topic).expect("topic").partitions[1].segments[1].key;
-    assert_eq!(key, &format!("rt1/topics/{topic}/partition=1/segment-{:020}.bin.zst", 50));
-    let listed = kb_ok(&["list-backups", "--storage", dir.path().to_str().expect("path")]);
+    assert_eq!(
+        key,
+        &format!("rt1/topics/{topic}/partition=1/segment-{:020}.bin.zst", 50)
+    );
+    let listed = kb_ok(&[
+        "list-backups",
+        "--storage",
+        dir.path().to_str().expect("path"),
+    ]);
     assert!(listed.contains("rt1"), "{listed}");
-    let json = kb_ok(&["describe", "--storage", dir.path().to_str().expect("path"), "--backup-id", "rt1", "--format", "json"]);
+    let json = kb_ok(&[
+        "describe",
+        "--storage",
+        dir.path().to_str().expect("path"),
+        "--backup-id",
+        "rt1",
+        "--format",
+        "json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&json).expect("describe json");
     assert_eq!(v["records"], 127);
-    let manifest = kb_ok(&["show-manifest", "--storage", dir.path().to_str().expect("path"), "--backup-id", "rt1", "--format", "json"]);
+    let manifest = kb_ok(&[
+        "show-manifest",
+        "--storage",
+        dir.path().to_str().expect("path"),
+        "--backup-id",
+        "rt1",
+        "--format",
+        "json",
+    ]);
     assert!(manifest.contains("\"segments\""));
     // A second backup with the same id is refused rather than overwriting.
-    let again = kb(&["backup", "--bootstrap-servers", &broker(), "--topics", &topic, "--backup-id", "rt1", "--storage", dir.path().to_str().expect("path")]);
+    let again = kb(&[
+        "backup",
+        "--bootstrap-servers",
+        &broker(),
+        "--topics",
+        &topic,
+        "--backup-id",
+        "rt1",
+        "--storage",
+        dir.path().to_str().expect("path"),
+    ]);
     assert!(!again.status.success());
-    assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -90,7 +159,19 @@ async fn backup_to_s3_round_trips_every_record() {
     create_bucket(&bucket);
     let url = format!("s3://{bucket}/backups");
     let out = std::process::Command::new(bin())
-        .args(["backup", "--bootstrap-servers", &broker(), "--topics", &topic, "--backup-id", "rt-s3", "--storage", &url, "--segment-max-records", "50"])
+        .args([
+            "backup",
+            "--bootstrap-servers",
+            &broker(),
+            "--topics",
+            &topic,
+            "--backup-id",
+            "rt-s3",
+            "--storage",
+            &url,
+            "--segment-max-records",
+            "50",
+        ])
         .envs(s3_env())
         .output()
         .expect("run");
@@ -101,9 +182,16 @@ async fn backup_to_s3_round_trips_every_record() {
     let store = BackupStore::open(&url, &HashMap::new(), false).expect("s3 store");
     let m = store.read_manifest("rt-s3").await.expect("manifest");
     for (p, want) in &produced {
-        assert_eq!(&decode_all(&store, &m, &topic, *p).await, want, "partition {p}");
+        assert_eq!(
+            &decode_all(&store, &m, &topic, *p).await,
+            want,
+            "partition {p}"
+        );
     }
-    assert_eq!(store.list_backups().await.expect("list"), vec!["rt-s3".to_string()]);
+    assert_eq!(
+        store.list_backups().await.expect("list"),
+        vec!["rt-s3".to_string()]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -112,7 +200,13 @@ async fn backup_snapshots_committed_group_offsets() {
     use rdkafka::{Offset, TopicPartitionList};
     let topic = unique("rt-groups");
     create_topic(&broker(), &topic, 1).await;
-    produce(&broker(), &topic, 0, &simple_records(30, 1_700_000_000_000, 1)).await;
+    produce(
+        &broker(),
+        &topic,
+        0,
+        &simple_records(30, 1_700_000_000_000, 1),
+    )
+    .await;
     let group = unique("orders-app");
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", broker())
@@ -121,13 +215,32 @@ async fn backup_snapshots_committed_group_offsets() {
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, 0, Offset::Offset(17)).expect("tpl");
+    tpl.add_partition_offset(&topic, 0, Offset::Offset(17))
+        .expect("tpl");
     consumer.commit(&tpl, CommitMode::Sync).expect("commit");
     let dir = temp_dir();
-    kb_ok(&["backup", "--bootstrap-servers", &broker(), "--topics", &topic, "--backup-id", "g1", "--storage", dir.path().to_str().expect("p"), "--consumer-groups", &group]);
-    let store = BackupStore::open(dir.path().to_str().expect("p"), &HashMap::new(), false).expect("store");
+    kb_ok(&[
+        "backup",
+        "--bootstrap-servers",
+        &broker(),
+        "--topics",
+        &topic,
+        "--backup-id",
+        "g1",
+        "--storage",
+        dir.path().to_str().expect("p"),
+        "--consumer-groups",
+        &group,
+    ]);
+    let store =
+        BackupStore::open(dir.path().to_str().expect("p"), &HashMap::new(), false).expect("store");
     let m = store.read_manifest("g1").await.expect("manifest");
-    assert_eq!(m.consumer_group_offsets.len(), 1, "{:?}", m.consumer_group_offsets);
+    assert_eq!(
+        m.consumer_group_offsets.len(),
+        1,
+        "{:?}",
+        m.consumer_group_offsets
+    );
     assert_eq!(m.consumer_group_offsets[0].offset, 17);
     assert_eq!(m.consumer_group_offsets[0].group, group);
 }

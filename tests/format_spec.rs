@@ -1,10 +1,18 @@
 //! The segment format as published (DESIGN §3), checked against bytes built by hand here —
 //! not by our writer — plus the corruption cases every reader must refuse.
 
-use kafka_backup_common::segment::{encode_segment, Compression, DecodedSegment, Record, SegmentError};
+use kafka_backup_common::segment::{
+    encode_segment, Compression, DecodedSegment, Record, SegmentError,
+};
 
 /// One record, laid out field by field from the format description.
-fn record_bytes(ts: i64, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
+fn record_bytes(
+    ts: i64,
+    offset: i64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[(&str, Option<&[u8]>)],
+) -> Vec<u8> {
     let mut body = Vec::new();
     body.extend_from_slice(&ts.to_le_bytes());
     body.extend_from_slice(&offset.to_le_bytes());
@@ -35,10 +43,20 @@ fn record_bytes(ts: i64, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>, 
 }
 
 fn hand_built_segment(compression: u8) -> Vec<u8> {
-    let mut region = record_bytes(1_700_000_000_123, 42, Some(b"k1"), Some(b"v1"), &[("h", Some(b"x")), ("h", None)]);
+    let mut region = record_bytes(
+        1_700_000_000_123,
+        42,
+        Some(b"k1"),
+        Some(b"v1"),
+        &[("h", Some(b"x")), ("h", None)],
+    );
     region.extend(record_bytes(1_700_000_000_001, 44, None, None, &[]));
     region.extend(record_bytes(-1, 45, Some(&[0, 255]), Some(b""), &[]));
-    let body = if compression == 1 { zstd::encode_all(region.as_slice(), 3).expect("zstd") } else { region };
+    let body = if compression == 1 {
+        zstd::encode_all(region.as_slice(), 3).expect("zstd")
+    } else {
+        region
+    };
     let mut seg = Vec::new();
     seg.extend_from_slice(b"KBAK");
     seg.push(1);
@@ -60,7 +78,10 @@ fn decodes_a_segment_built_from_the_format_description() {
         let bytes = hand_built_segment(compression);
         let seg = DecodedSegment::decode("hand/segment", &bytes).expect("decodes");
         assert_eq!(seg.header.record_count, 3);
-        let recs: Vec<Record> = seg.records().map(|r| r.expect("record").to_owned_record()).collect();
+        let recs: Vec<Record> = seg
+            .records()
+            .map(|r| r.expect("record").to_owned_record())
+            .collect();
         assert_eq!(recs[0].offset, 42);
         assert_eq!(recs[0].timestamp, 1_700_000_000_123);
         assert_eq!(recs[0].key.as_deref(), Some(&b"k1"[..]));
@@ -80,14 +101,23 @@ fn our_writer_produces_the_hand_built_bytes() {
         .records()
         .map(|r| r.expect("record").to_owned_record())
         .collect();
-    assert_eq!(encode_segment(&recs, Compression::None, 0), hand_built_segment(0));
+    assert_eq!(
+        encode_segment(&recs, Compression::None, 0),
+        hand_built_segment(0)
+    );
 }
 
 fn expect_err(bytes: &[u8], what: &str) -> String {
-    let err = DecodedSegment::decode("b1/topics/t/partition=0/segment-00000000000000000042.bin.zst", bytes)
-        .expect_err(what);
+    let err = DecodedSegment::decode(
+        "b1/topics/t/partition=0/segment-00000000000000000042.bin.zst",
+        bytes,
+    )
+    .expect_err(what);
     let msg = err.to_string();
-    assert!(msg.contains("segment-00000000000000000042.bin.zst"), "{what}: error does not name the object: {msg}");
+    assert!(
+        msg.contains("segment-00000000000000000042.bin.zst"),
+        "{what}: error does not name the object: {msg}"
+    );
     msg
 }
 

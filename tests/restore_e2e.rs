@@ -26,7 +26,17 @@ impl Fixture {
     }
     /// `restore` with the common flags plus `extra`.
     fn restore_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
-        let mut v = vec!["restore", "--storage", self.storage(), "--backup-id", "bk", "--checkpoint-state", self.state(), "--checkpoint-interval", "200ms"];
+        let mut v = vec![
+            "restore",
+            "--storage",
+            self.storage(),
+            "--backup-id",
+            "bk",
+            "--checkpoint-state",
+            self.state(),
+            "--checkpoint-interval",
+            "200ms",
+        ];
         v.extend_from_slice(extra);
         v
     }
@@ -43,7 +53,12 @@ async fn fixture(name: &str, partitions: i32, per_partition: usize) -> Fixture {
         source.push(produce(&broker(), &topic, p, &recs).await);
     }
     let backup = backup_local(&broker(), &topic, "bk");
-    Fixture { topic, backup, state: temp_dir(), source }
+    Fixture {
+        topic,
+        backup,
+        state: temp_dir(),
+        source,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -51,7 +66,10 @@ async fn use_case_1_same_cluster_disaster_recovery() {
     let f = fixture("orders-dr", 3, 120).await;
     // The topic is lost; restore it under its own name on the same cluster.
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", broker()).create().expect("admin");
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", broker())
+            .create()
+            .expect("admin");
     admin
         .delete_topics(&[&f.topic], &rdkafka::admin::AdminOptions::new())
         .await
@@ -62,7 +80,17 @@ async fn use_case_1_same_cluster_disaster_recovery() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let out = kb_ok(&f.restore_args(&["--source-topic", &f.topic, "--target-topic", &f.topic, "--target-cluster", &broker(), "--consumer-group-strategy", "skip", "--create-topics"]));
+    let out = kb_ok(&f.restore_args(&[
+        "--source-topic",
+        &f.topic,
+        "--target-topic",
+        &f.topic,
+        "--target-cluster",
+        &broker(),
+        "--consumer-group-strategy",
+        "skip",
+        "--create-topics",
+    ]));
     assert!(out.contains("completed"), "{out}");
     for p in 0..3 {
         let got = consume_all(&broker(), &f.topic, p);
@@ -77,22 +105,54 @@ async fn use_case_2_point_in_time_restore_is_inclusive_to_the_millisecond() {
     let from = BASE_TS + 10 * 37; // record 37 of partition 0 is included
     let to = BASE_TS + 10 * 111 + 1; // record 111 of partition 1 (BASE_TS + 1 + 10*111) is included
     let expected = |p: usize| -> Vec<Record> {
-        f.source[p].iter().filter(|r| r.timestamp >= from && r.timestamp <= to).cloned().collect()
+        f.source[p]
+            .iter()
+            .filter(|r| r.timestamp >= from && r.timestamp <= to)
+            .cloned()
+            .collect()
     };
     assert_eq!(expected(0).first().map(|r| r.timestamp), Some(from));
     assert_eq!(expected(1).last().map(|r| r.timestamp), Some(to));
     let target = unique("tx-recovered");
     let from_s = from.to_string();
     let to_s = to.to_string();
-    let window = ["--from-timestamp", from_s.as_str(), "--to-timestamp", to_s.as_str()];
-    let mut dry = vec!["--source-topic", f.topic.as_str(), "--target-topic", target.as_str(), "--bootstrap-servers", broker().leak(), "--create-topics", "--dry-run", "--format", "json"];
+    let window = [
+        "--from-timestamp",
+        from_s.as_str(),
+        "--to-timestamp",
+        to_s.as_str(),
+    ];
+    let mut dry = vec![
+        "--source-topic",
+        f.topic.as_str(),
+        "--target-topic",
+        target.as_str(),
+        "--bootstrap-servers",
+        broker().leak(),
+        "--create-topics",
+        "--dry-run",
+        "--format",
+        "json",
+    ];
     dry.extend_from_slice(&window);
-    let report: serde_json::Value = serde_json::from_str(&kb_ok(&f.restore_args(&dry))).expect("json");
+    let report: serde_json::Value =
+        serde_json::from_str(&kb_ok(&f.restore_args(&dry))).expect("json");
     let want_total = expected(0).len() + expected(1).len();
-    assert_eq!(report["records"], want_total as u64, "dry run counts exactly what will be restored");
+    assert_eq!(
+        report["records"], want_total as u64,
+        "dry run counts exactly what will be restored"
+    );
     assert!(!topic_exists(&broker(), &target), "dry run created nothing");
 
-    let mut run = vec!["--source-topic", f.topic.as_str(), "--target-topic", target.as_str(), "--bootstrap-servers", broker().leak(), "--create-topics"];
+    let mut run = vec![
+        "--source-topic",
+        f.topic.as_str(),
+        "--target-topic",
+        target.as_str(),
+        "--bootstrap-servers",
+        broker().leak(),
+        "--create-topics",
+    ];
     run.extend_from_slice(&window);
     kb_ok(&f.restore_args(&run));
     for p in 0..2 {
@@ -102,7 +162,19 @@ async fn use_case_2_point_in_time_restore_is_inclusive_to_the_millisecond() {
     // One millisecond later on each side drops exactly the boundary records.
     let target2 = unique("tx-recovered-narrow");
     let (from2, to2) = ((from + 1).to_string(), (to - 1).to_string());
-    kb_ok(&f.restore_args(&["--source-topic", &f.topic, "--target-topic", &target2, "--bootstrap-servers", &broker(), "--create-topics", "--from-timestamp", &from2, "--to-timestamp", &to2]));
+    kb_ok(&f.restore_args(&[
+        "--source-topic",
+        &f.topic,
+        "--target-topic",
+        &target2,
+        "--bootstrap-servers",
+        &broker(),
+        "--create-topics",
+        "--from-timestamp",
+        &from2,
+        "--to-timestamp",
+        &to2,
+    ]));
     let p0 = consume_all(&broker(), &target2, 0);
     let p1 = consume_all(&broker(), &target2, 1);
     assert_eq!(p0.len() + p1.len(), want_total - 2);
@@ -115,7 +187,18 @@ async fn time_window_outside_the_backup_restores_nothing_and_says_so() {
     let f = fixture("pitr-empty", 1, 40).await;
     let target = unique("pitr-empty-target");
     create_topic(&broker(), &target, 1).await;
-    let out = kb_ok(&f.restore_args(&["--source-topic", &f.topic, "--target-topic", &target, "--bootstrap-servers", &broker(), "--from-timestamp", "2020-01-01T00:00:00Z", "--to-timestamp", "2020-01-02T00:00:00Z"]));
+    let out = kb_ok(&f.restore_args(&[
+        "--source-topic",
+        &f.topic,
+        "--target-topic",
+        &target,
+        "--bootstrap-servers",
+        &broker(),
+        "--from-timestamp",
+        "2020-01-01T00:00:00Z",
+        "--to-timestamp",
+        "2020-01-02T00:00:00Z",
+    ]));
     assert!(out.contains("0 records will be restored"), "{out}");
     assert_eq!(end_offset(&broker(), &target, 0), 0);
 }
@@ -135,10 +218,25 @@ async fn use_case_3_environment_cloning_with_explicit_target_names() {
     let (t1, t2) = (format!("{}-clone", a.topic), format!("{second}-clone"));
     let sources = format!("{},{}", a.topic, second);
     let targets = format!("{t1},{t2}");
-    kb_ok(&["restore", "--storage", backup.path().to_str().expect("p"), "--backup-id", "bk", "--checkpoint-state", state.path().to_str().expect("p"), "--source-topics", &sources, "--target-topics", &targets, "--target-cluster", &broker(), "--create-topics"]);
+    kb_ok(&[
+        "restore",
+        "--storage",
+        backup.path().to_str().expect("p"),
+        "--backup-id",
+        "bk",
+        "--checkpoint-state",
+        state.path().to_str().expect("p"),
+        "--source-topics",
+        &sources,
+        "--target-topics",
+        &targets,
+        "--target-cluster",
+        &broker(),
+        "--create-topics",
+    ]);
     assert_same_records(&a.source[0], &consume_all(&broker(), &t1, 0));
-    for p in 0..2 {
-        assert_same_records(&second_src[p], &consume_all(&broker(), &t2, p as i32));
+    for (p, want) in second_src.iter().enumerate() {
+        assert_same_records(want, &consume_all(&broker(), &t2, p as i32));
     }
 }
 
@@ -146,19 +244,46 @@ async fn use_case_3_environment_cloning_with_explicit_target_names() {
 async fn use_case_4_cross_cluster_migration_with_regex_and_rewrite() {
     let f = fixture("migrate", 2, 80).await;
     let pattern = format!("{}.*", &f.topic[..f.topic.len() - 3]);
-    let out = kb_ok(&f.restore_args(&["--source-topics", &pattern, "--target-cluster", &broker2(), "--target-topics-rewrite", "s/^/prod-/", "--create-topics", "--consumer-group-strategy", "header-based"]));
+    let out = kb_ok(&f.restore_args(&[
+        "--source-topics",
+        &pattern,
+        "--target-cluster",
+        &broker2(),
+        "--target-topics-rewrite",
+        "s/^/prod-/",
+        "--create-topics",
+        "--consumer-group-strategy",
+        "header-based",
+    ]));
     assert!(out.contains("completed"), "{out}");
     let target = format!("prod-{}", f.topic);
-    assert!(!topic_exists(&broker(), &target), "nothing written to the source cluster");
+    assert!(
+        !topic_exists(&broker(), &target),
+        "nothing written to the source cluster"
+    );
     for p in 0..2 {
         let got = consume_all(&broker2(), &target, p);
         assert_eq!(got.len(), f.source[p as usize].len());
         for (src, dst) in f.source[p as usize].iter().zip(&got) {
-            assert_eq!((&src.key, &src.value, src.timestamp), (&dst.key, &dst.value, dst.timestamp));
+            assert_eq!(
+                (&src.key, &src.value, src.timestamp),
+                (&dst.key, &dst.value, dst.timestamp)
+            );
             // header-based: the original offset and timestamp travel as headers.
-            let h = |name: &str| dst.headers.iter().find(|h| h.key == name).and_then(|h| h.value.clone());
-            assert_eq!(h("x-original-offset"), Some(src.offset.to_string().into_bytes()));
-            assert_eq!(h("x-original-timestamp"), Some(src.timestamp.to_string().into_bytes()));
+            let h = |name: &str| {
+                dst.headers
+                    .iter()
+                    .find(|h| h.key == name)
+                    .and_then(|h| h.value.clone())
+            };
+            assert_eq!(
+                h("x-original-offset"),
+                Some(src.offset.to_string().into_bytes())
+            );
+            assert_eq!(
+                h("x-original-timestamp"),
+                Some(src.timestamp.to_string().into_bytes())
+            );
         }
     }
 }
@@ -168,16 +293,43 @@ async fn use_case_5_partition_level_restore_with_mapping() {
     let f = fixture("hv", 3, 70).await;
     let target = unique("hv-target");
     create_topic(&broker(), &target, 3).await;
-    kb_ok(&f.restore_args(&["--source-topic", &f.topic, "--target-topic", &target, "--source-partitions", "0", "--partition-mapping", "0:2", "--bootstrap-servers", &broker()]));
+    kb_ok(&f.restore_args(&[
+        "--source-topic",
+        &f.topic,
+        "--target-topic",
+        &target,
+        "--source-partitions",
+        "0",
+        "--partition-mapping",
+        "0:2",
+        "--bootstrap-servers",
+        &broker(),
+    ]));
     assert_same_records(&f.source[0], &consume_all(&broker(), &target, 2));
-    assert_eq!(end_offset(&broker(), &target, 0), 0, "other partitions unaffected");
-    assert_eq!(end_offset(&broker(), &target, 1), 0, "other partitions unaffected");
+    assert_eq!(
+        end_offset(&broker(), &target, 0),
+        0,
+        "other partitions unaffected"
+    );
+    assert_eq!(
+        end_offset(&broker(), &target, 1),
+        0,
+        "other partitions unaffected"
+    );
 
     // Without a filter every partition is restored, and rerunning the completed restore
     // does not write it again.
     let whole = unique("hv-whole");
     let b = broker();
-    let args = f.restore_args(&["--source-topic", &f.topic, "--target-topic", &whole, "--bootstrap-servers", &b, "--create-topics"]);
+    let args = f.restore_args(&[
+        "--source-topic",
+        &f.topic,
+        "--target-topic",
+        &whole,
+        "--bootstrap-servers",
+        &b,
+        "--create-topics",
+    ]);
     kb_ok(&args);
     kb_ok(&args);
     for p in 0..3 {
@@ -217,14 +369,26 @@ restore:
     .expect("write config");
     let cfg_s = cfg.to_str().expect("p");
     let o = std::process::Command::new(bin())
-        .args(["validate-restore", "--config", cfg_s, "--checkpoint-state", f.state()])
+        .args([
+            "validate-restore",
+            "--config",
+            cfg_s,
+            "--checkpoint-state",
+            f.state(),
+        ])
         .env("KB_TEST_TARGET", broker())
         .output()
         .expect("run");
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("Nothing was written"));
     let o = std::process::Command::new(bin())
-        .args(["restore", "--config", cfg_s, "--checkpoint-state", f.state()])
+        .args([
+            "restore",
+            "--config",
+            cfg_s,
+            "--checkpoint-state",
+            f.state(),
+        ])
         .env("KB_TEST_TARGET", broker())
         .output()
         .expect("run");
@@ -232,7 +396,11 @@ restore:
     assert_same_records(&f.source[1], &consume_all(&broker(), &target, 1));
     assert_eq!(end_offset(&broker(), &target, 0), 0);
     // The same file without the variable set: refused, naming the variable.
-    let o = std::process::Command::new(bin()).args(["restore", "--config", cfg_s]).env_remove("KB_TEST_TARGET").output().expect("run");
+    let o = std::process::Command::new(bin())
+        .args(["restore", "--config", cfg_s])
+        .env_remove("KB_TEST_TARGET")
+        .output()
+        .expect("run");
     assert!(!o.status.success());
     assert!(stderr(&o).contains("KB_TEST_TARGET"), "{}", stderr(&o));
 }
@@ -245,28 +413,160 @@ async fn bad_inputs_are_refused_before_anything_is_written() {
     let b = broker();
     let missing = unique("missing-topic");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--source-topic", "orders-[", "--target-topic", &target], "invalid topic pattern"),
-        (vec!["--source-topic", &f.topic, "--target-topic", &target, "--from-timestamp", "2025-11-27T15:30:00Z", "--to-timestamp", "2025-11-27T15:00:00Z"], "invalid time window"),
-        (vec!["--source-topic", &f.topic, "--target-topic", &target, "--partition-mapping", "0:0,1:0"], "N:1"),
-        (vec!["--source-topic", &f.topic, "--target-topic", &target, "--partition-mapping", "0-1"], "invalid partition mapping"),
-        (vec!["--source-topic", &f.topic, "--target-topic", &target, "--source-partitions", "-1"], "invalid partition"),
-        (vec!["--source-topic", &f.topic, "--target-topic", &target, "--from-timestamp", "yesterday"], "invalid timestamp"),
-        (vec!["--source-topic", &f.topic, "--target-topics-rewrite", "s/(/x/"], "invalid topic rewrite"),
-        (vec!["--source-topic", "no-such-topic", "--target-topic", &target], "is not in backup"),
-        (vec!["--source-topic", &f.topic, "--target-topic", &missing], "do not exist"),
-        (vec!["--source-topic", &f.topic, "--target-topic", &target], "partition count mismatch"),
-        (vec!["--source-topic", &f.topic, "--target-topic", &target, "--consumer-group-strategy", "bogus"], "invalid --consumer-group-strategy"),
+        (
+            vec!["--source-topic", "orders-[", "--target-topic", &target],
+            "invalid topic pattern",
+        ),
+        (
+            vec![
+                "--source-topic",
+                &f.topic,
+                "--target-topic",
+                &target,
+                "--from-timestamp",
+                "2025-11-27T15:30:00Z",
+                "--to-timestamp",
+                "2025-11-27T15:00:00Z",
+            ],
+            "invalid time window",
+        ),
+        (
+            vec![
+                "--source-topic",
+                &f.topic,
+                "--target-topic",
+                &target,
+                "--partition-mapping",
+                "0:0,1:0",
+            ],
+            "N:1",
+        ),
+        (
+            vec![
+                "--source-topic",
+                &f.topic,
+                "--target-topic",
+                &target,
+                "--partition-mapping",
+                "0-1",
+            ],
+            "invalid partition mapping",
+        ),
+        (
+            vec![
+                "--source-topic",
+                &f.topic,
+                "--target-topic",
+                &target,
+                "--source-partitions",
+                "-1",
+            ],
+            "invalid partition",
+        ),
+        (
+            vec![
+                "--source-topic",
+                &f.topic,
+                "--target-topic",
+                &target,
+                "--from-timestamp",
+                "yesterday",
+            ],
+            "invalid timestamp",
+        ),
+        (
+            vec![
+                "--source-topic",
+                &f.topic,
+                "--target-topics-rewrite",
+                "s/(/x/",
+            ],
+            "invalid topic rewrite",
+        ),
+        (
+            vec!["--source-topic", "no-such-topic", "--target-topic", &target],
+            "is not in backup",
+        ),
+        (
+            vec!["--source-topic", &f.topic, "--target-topic", &missing],
+            "do not exist",
+        ),
+        (
+            vec!["--source-topic", &f.topic, "--target-topic", &target],
+            "partition count mismatch",
+        ),
+        (
+            vec![
+                "--source-topic",
+                &f.topic,
+                "--target-topic",
+                &target,
+                "--consumer-group-strategy",
+                "bogus",
+            ],
+            "invalid --consumer-group-strategy",
+        ),
     ];
     for (extra, needle) in cases {
         let mut args = f.restore_args(&extra);
         args.extend_from_slice(&["--bootstrap-servers", &b]);
         kb_err(&args, needle);
-        assert_eq!(end_offset(&broker(), &target, 0), 0, "nothing written for {extra:?}");
-        assert!(!topic_exists(&broker(), &missing), "no topic created for {extra:?}");
+        assert_eq!(
+            end_offset(&broker(), &target, 0),
+            0,
+            "nothing written for {extra:?}"
+        );
+        assert!(
+            !topic_exists(&broker(), &missing),
+            "no topic created for {extra:?}"
+        );
     }
     // Unknown backup id and unreachable cluster.
-    kb_err(&["restore", "--storage", f.storage(), "--backup-id", "nope", "--checkpoint-state", f.state(), "--source-topic", &f.topic, "--bootstrap-servers", &b], "not found");
-    kb_err(&["restore", "--storage", f.storage(), "--backup-id", "bk", "--checkpoint-state", f.state(), "--source-topic", &f.topic, "--bootstrap-servers", "127.0.0.1:1", "--target-topic", &target], "unreachable");
+    kb_err(
+        &[
+            "restore",
+            "--storage",
+            f.storage(),
+            "--backup-id",
+            "nope",
+            "--checkpoint-state",
+            f.state(),
+            "--source-topic",
+            &f.topic,
+            "--bootstrap-servers",
+            &b,
+        ],
+        "not found",
+    );
+    kb_err(
+        &[
+            "restore",
+            "--storage",
+            f.storage(),
+            "--backup-id",
+            "bk",
+            "--checkpoint-state",
+            f.state(),
+            "--source-topic",
+            &f.topic,
+            "--bootstrap-servers",
+            "127.0.0.1:1",
+            "--target-topic",
+            &target,
+        ],
+        "unreachable",
+    );
     // Dry run reports a missing topic too.
-    kb_err(&f.restore_args(&["--source-topic", &f.topic, "--target-topic", &missing, "--bootstrap-servers", &b, "--dry-run"]), "do not exist");
+    kb_err(
+        &f.restore_args(&[
+            "--source-topic",
+            &f.topic,
+            "--target-topic",
+            &missing,
+            "--bootstrap-servers",
+            &b,
+            "--dry-run",
+        ]),
+        "do not exist",
+    );
 }

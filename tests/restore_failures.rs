@@ -29,14 +29,37 @@ async fn source(name: &str, partitions: i32, per_partition: usize) -> Source {
         let recs: Vec<Record> = (0..per_partition)
             .map(|i| {
                 let value = format!("{p}-{i}-{}", "x".repeat(200));
-                rec(Some(format!("k{i}").as_bytes()), Some(value.as_bytes()), BASE_TS + i as i64, &[("i", Some(i.to_string().as_bytes()))])
+                rec(
+                    Some(format!("k{i}").as_bytes()),
+                    Some(value.as_bytes()),
+                    BASE_TS + i as i64,
+                    &[("i", Some(i.to_string().as_bytes()))],
+                )
             })
             .collect();
         records.push(produce(&broker(), &topic, p, &recs).await);
     }
     let dir = temp_dir();
-    kb_ok(&["backup", "--bootstrap-servers", &broker(), "--topics", &topic, "--backup-id", "bk", "--storage", dir.path().to_str().expect("p"), "--segment-max-records", "500", "--consumer-groups", "none"]);
-    Source { topic, backup: dir, records }
+    kb_ok(&[
+        "backup",
+        "--bootstrap-servers",
+        &broker(),
+        "--topics",
+        &topic,
+        "--backup-id",
+        "bk",
+        "--storage",
+        dir.path().to_str().expect("p"),
+        "--segment-max-records",
+        "500",
+        "--consumer-groups",
+        "none",
+    ]);
+    Source {
+        topic,
+        backup: dir,
+        records,
+    }
 }
 
 fn assert_exact(src: &Source, target: &str) {
@@ -47,11 +70,18 @@ fn assert_exact(src: &Source, target: &str) {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 fn spawn_logged(args: &[&str], log: &std::path::Path) -> Child {
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
     Command::new(bin())
         .args(args)
         .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
@@ -74,7 +104,10 @@ async fn plans_client(url: &str) -> RestorePlansClient<tonic::transport::Channel
         match RestorePlansClient::connect(url.to_string()).await {
             Ok(c) => return c,
             Err(e) => {
-                assert!(Instant::now() < deadline, "coordinator {url} did not come up: {e}");
+                assert!(
+                    Instant::now() < deadline,
+                    "coordinator {url} did not come up: {e}"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -83,14 +116,23 @@ async fn plans_client(url: &str) -> RestorePlansClient<tonic::transport::Channel
 
 async fn status(url: &str, plan: &str) -> Option<PlanStatus> {
     let mut c = RestorePlansClient::connect(url.to_string()).await.ok()?;
-    c.get_plan_status(PlanRef { plan_id: plan.to_string() }).await.ok().map(|r| r.into_inner())
+    c.get_plan_status(PlanRef {
+        plan_id: plan.to_string(),
+    })
+    .await
+    .ok()
+    .map(|r| r.into_inner())
 }
 
 /// Tiny deterministic PRNG (xorshift) seeded from the clock; the seed is printed.
 struct Rng(u64);
 impl Rng {
     fn new() -> Self {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7) | 1;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(7)
+            | 1;
         eprintln!("rng seed {seed}");
         Rng(seed)
     }
@@ -110,10 +152,26 @@ async fn embedded_restore_killed_mid_run_resumes_without_loss_or_duplicates() {
     let log = state.path().join("restore.log");
     let b = broker();
     let args = [
-        "restore", "--storage", src.backup.path().to_str().expect("p"), "--backup-id", "bk",
-        "--checkpoint-state", state.path().to_str().expect("p"), "--checkpoint-interval", "100ms",
-        "--source-topic", &src.topic, "--target-topic", &target, "--bootstrap-servers", &b,
-        "--create-topics", "--lease-ttl", "6s", "--workers", "3",
+        "restore",
+        "--storage",
+        src.backup.path().to_str().expect("p"),
+        "--backup-id",
+        "bk",
+        "--checkpoint-state",
+        state.path().to_str().expect("p"),
+        "--checkpoint-interval",
+        "100ms",
+        "--source-topic",
+        &src.topic,
+        "--target-topic",
+        &target,
+        "--bootstrap-servers",
+        &b,
+        "--create-topics",
+        "--lease-ttl",
+        "6s",
+        "--workers",
+        "3",
     ];
     let total: usize = src.records.iter().map(Vec::len).sum();
     let mut killed_at = Vec::new();
@@ -122,7 +180,9 @@ async fn embedded_restore_killed_mid_run_resumes_without_loss_or_duplicates() {
         let mut child = spawn_logged(&args, &log);
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let written: i64 = (0..3).map(|p| end_offset(&broker(), &target, p).max(0)).sum();
+            let written: i64 = (0..3)
+                .map(|p| end_offset(&broker(), &target, p).max(0))
+                .sum();
             if written as f64 >= fraction * total as f64 {
                 child.kill().expect("kill -9");
                 let _ = child.wait();
@@ -130,15 +190,27 @@ async fn embedded_restore_killed_mid_run_resumes_without_loss_or_duplicates() {
                 break;
             }
             if let Ok(Some(st)) = child.try_wait() {
-                panic!("restore ended ({st}) before it could be killed at {fraction}; see {}", log.display());
+                panic!(
+                    "restore ended ({st}) before it could be killed at {fraction}; see {}",
+                    log.display()
+                );
             }
-            assert!(Instant::now() < deadline, "restore made no progress; see {}", log.display());
+            assert!(
+                Instant::now() < deadline,
+                "restore made no progress; see {}",
+                log.display()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     eprintln!("killed after {killed_at:?} of {total} records were in the target");
     let o = Command::new(bin()).args(args).output().expect("rerun");
-    assert!(o.status.success(), "rerun failed: {}\n{}", stdout(&o), stderr(&o));
+    assert!(
+        o.status.success(),
+        "rerun failed: {}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
     assert!(stdout(&o).contains("Resuming plan"), "{}", stdout(&o));
     assert_exact(&src, &target);
 }
@@ -152,35 +224,72 @@ async fn distributed_restore_survives_worker_kills_and_a_coordinator_restart() {
     let listen = format!("127.0.0.1:{port}");
     let url = format!("http://{listen}");
     let ledger = state.path().join("ledger");
-    let coord_args = ["coordinator", "--listen", &listen, "--state-dir", ledger.to_str().expect("p"), "--lease-ttl", "6s", "--lease-grace", "2s"];
+    let coord_args = [
+        "coordinator",
+        "--listen",
+        &listen,
+        "--state-dir",
+        ledger.to_str().expect("p"),
+        "--lease-ttl",
+        "6s",
+        "--lease-grace",
+        "2s",
+    ];
     let log = |name: &str| state.path().join(format!("{name}.log"));
     let mut coordinator = spawn_logged(&coord_args, &log("coordinator"));
     plans_client(&url).await;
     let mut workers: Vec<(String, Child)> = (1..=3)
         .map(|i| {
             let id = format!("w{i}");
-            let child = spawn_logged(&["worker", "--coordinator", &url, "--worker-id", &id], &log(&id));
+            let child = spawn_logged(
+                &["worker", "--coordinator", &url, "--worker-id", &id],
+                &log(&id),
+            );
             (id, child)
         })
         .collect();
     let b = broker();
     let out = kb_ok(&[
-        "restore", "--coordinator", &url, "--detach", "--format", "json",
-        "--storage", src.backup.path().to_str().expect("p"), "--backup-id", "bk",
-        "--source-topic", &src.topic, "--target-topic", &target, "--bootstrap-servers", &b,
-        "--create-topics", "--checkpoint-interval", "100ms",
+        "restore",
+        "--coordinator",
+        &url,
+        "--detach",
+        "--format",
+        "json",
+        "--storage",
+        src.backup.path().to_str().expect("p"),
+        "--backup-id",
+        "bk",
+        "--source-topic",
+        &src.topic,
+        "--target-topic",
+        &target,
+        "--bootstrap-servers",
+        &b,
+        "--create-topics",
+        "--checkpoint-interval",
+        "100ms",
     ]);
-    let plan_id = serde_json::from_str::<serde_json::Value>(&out).expect("json")["plan_id"].as_str().expect("plan id").to_string();
+    let plan_id = serde_json::from_str::<serde_json::Value>(&out).expect("json")["plan_id"]
+        .as_str()
+        .expect("plan id")
+        .to_string();
 
     let mut rng = Rng::new();
     let total: u64 = src.records.iter().map(|r| r.len() as u64).sum();
-    let mut thresholds: Vec<u64> = (0..5).map(|k| total * (8 + 14 * k + rng.next(8)) / 100).collect();
+    let mut thresholds: Vec<u64> = (0..5)
+        .map(|k| total * (8 + 14 * k + rng.next(8)) / 100)
+        .collect();
     thresholds.sort_unstable();
     let restart_at = total / 2;
     let (mut kills, mut restarted, mut generation) = (0, false, 0);
     let deadline = Instant::now() + Duration::from_secs(240);
     let final_state = loop {
-        assert!(Instant::now() < deadline, "distributed restore did not finish; logs in {}", state.path().display());
+        assert!(
+            Instant::now() < deadline,
+            "distributed restore did not finish; logs in {}",
+            state.path().display()
+        );
         let Some(st) = status(&url, &plan_id).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
@@ -191,7 +300,12 @@ async fn distributed_restore_survives_worker_kills_and_a_coordinator_restart() {
         // Checkpointed progress from the ledger (the target may already hold a little more).
         let written = st.records_done;
         if kills < thresholds.len() && written >= thresholds[kills] {
-            let holders: Vec<String> = st.tasks.iter().filter(|t| t.state == "leased").map(|t| t.worker_id.clone()).collect();
+            let holders: Vec<String> = st
+                .tasks
+                .iter()
+                .filter(|t| t.state == "leased")
+                .map(|t| t.worker_id.clone())
+                .collect();
             if !holders.is_empty() {
                 let victim = &holders[rng.next(holders.len() as u64) as usize];
                 if let Some(pos) = workers.iter().position(|(id, _)| id == victim) {
@@ -201,7 +315,10 @@ async fn distributed_restore_survives_worker_kills_and_a_coordinator_restart() {
                     generation += 1;
                     let new_id = format!("{id}-r{generation}");
                     eprintln!("killed {id} at {written}/{total}; starting {new_id}");
-                    let child = spawn_logged(&["worker", "--coordinator", &url, "--worker-id", &new_id], &log(&new_id));
+                    let child = spawn_logged(
+                        &["worker", "--coordinator", &url, "--worker-id", &new_id],
+                        &log(&new_id),
+                    );
                     workers.push((new_id, child));
                     kills += 1;
                 }
@@ -224,9 +341,15 @@ async fn distributed_restore_survives_worker_kills_and_a_coordinator_restart() {
     let _ = coordinator.kill();
     let _ = coordinator.wait();
     assert_eq!(final_state.state, "completed", "{final_state:?}");
-    assert!(kills >= 5, "only {kills} worker kills happened before the restore finished");
+    assert!(
+        kills >= 5,
+        "only {kills} worker kills happened before the restore finished"
+    );
     assert!(restarted, "the coordinator was not restarted");
-    assert!(final_state.tasks.iter().any(|t| t.epoch > 1), "some task was taken over");
+    assert!(
+        final_state.tasks.iter().any(|t| t.epoch > 1),
+        "some task was taken over"
+    );
     assert_exact(&src, &target);
 }
 
@@ -240,17 +363,53 @@ async fn paused_worker_is_fenced_and_never_writes_after_takeover() {
     let url = format!("http://{listen}");
     let ledger = state.path().join("ledger");
     let log = |name: &str| state.path().join(format!("{name}.log"));
-    let mut coordinator = spawn_logged(&["coordinator", "--listen", &listen, "--state-dir", ledger.to_str().expect("p"), "--lease-ttl", "6s", "--lease-grace", "2s"], &log("coordinator"));
+    let mut coordinator = spawn_logged(
+        &[
+            "coordinator",
+            "--listen",
+            &listen,
+            "--state-dir",
+            ledger.to_str().expect("p"),
+            "--lease-ttl",
+            "6s",
+            "--lease-grace",
+            "2s",
+        ],
+        &log("coordinator"),
+    );
     plans_client(&url).await;
-    let mut a = spawn_logged(&["worker", "--coordinator", &url, "--worker-id", "paused"], &log("paused"));
+    let mut a = spawn_logged(
+        &["worker", "--coordinator", &url, "--worker-id", "paused"],
+        &log("paused"),
+    );
     let b = broker();
     let out = kb_ok(&[
-        "restore", "--coordinator", &url, "--detach", "--format", "json",
-        "--storage", src.backup.path().to_str().expect("p"), "--backup-id", "bk",
-        "--source-topic", &src.topic, "--target-topic", &target, "--bootstrap-servers", &b,
-        "--create-topics", "--checkpoint-interval", "100ms", "--max-records-per-sec", "800",
+        "restore",
+        "--coordinator",
+        &url,
+        "--detach",
+        "--format",
+        "json",
+        "--storage",
+        src.backup.path().to_str().expect("p"),
+        "--backup-id",
+        "bk",
+        "--source-topic",
+        &src.topic,
+        "--target-topic",
+        &target,
+        "--bootstrap-servers",
+        &b,
+        "--create-topics",
+        "--checkpoint-interval",
+        "100ms",
+        "--max-records-per-sec",
+        "800",
     ]);
-    let plan_id = serde_json::from_str::<serde_json::Value>(&out).expect("json")["plan_id"].as_str().expect("plan").to_string();
+    let plan_id = serde_json::from_str::<serde_json::Value>(&out).expect("json")["plan_id"]
+        .as_str()
+        .expect("plan")
+        .to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
     while end_offset(&broker(), &target, 0) < 600 {
         assert!(Instant::now() < deadline, "worker made no progress");
@@ -258,10 +417,16 @@ async fn paused_worker_is_fenced_and_never_writes_after_takeover() {
     }
     signal(&a, libc::SIGSTOP);
     let stopped_at = end_offset(&broker(), &target, 0);
-    let mut b_worker = spawn_logged(&["worker", "--coordinator", &url, "--worker-id", "taker"], &log("taker"));
+    let mut b_worker = spawn_logged(
+        &["worker", "--coordinator", &url, "--worker-id", "taker"],
+        &log("taker"),
+    );
     // Wait until the other worker holds the task under a newer epoch, then wake the first.
     loop {
-        assert!(Instant::now() < deadline + Duration::from_secs(60), "task was never re-granted");
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(60),
+            "task was never re-granted"
+        );
         if let Some(st) = status(&url, &plan_id).await {
             if st.tasks[0].worker_id == "taker" && st.tasks[0].epoch >= 2 {
                 break;
@@ -276,18 +441,26 @@ async fn paused_worker_is_fenced_and_never_writes_after_takeover() {
                 break st;
             }
         }
-        assert!(Instant::now() < deadline + Duration::from_secs(120), "restore did not finish");
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(120),
+            "restore did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     for c in [&mut a, &mut b_worker, &mut coordinator] {
         let _ = c.kill();
         let _ = c.wait();
     }
-    eprintln!("paused at target offset {stopped_at}; final epoch {}", end.tasks[0].epoch);
+    eprintln!(
+        "paused at target offset {stopped_at}; final epoch {}",
+        end.tasks[0].epoch
+    );
     assert_exact(&src, &target);
     let paused_log = std::fs::read_to_string(log("paused")).unwrap_or_default();
     assert!(
-        paused_log.contains("lease rejected") || paused_log.contains("fenced") || paused_log.contains("lease deadline passed"),
+        paused_log.contains("lease rejected")
+            || paused_log.contains("fenced")
+            || paused_log.contains("lease deadline passed"),
         "the paused worker did not notice it lost the lease:\n{paused_log}"
     );
 }
@@ -302,30 +475,88 @@ async fn status_cancel_and_resume_through_the_grpc_api() {
     let url = format!("http://{listen}");
     let ledger = state.path().join("ledger");
     let log = |name: &str| state.path().join(format!("{name}.log"));
-    let mut coordinator = spawn_logged(&["coordinator", "--listen", &listen, "--state-dir", ledger.to_str().expect("p"), "--lease-ttl", "6s", "--lease-grace", "2s"], &log("coordinator"));
+    let mut coordinator = spawn_logged(
+        &[
+            "coordinator",
+            "--listen",
+            &listen,
+            "--state-dir",
+            ledger.to_str().expect("p"),
+            "--lease-ttl",
+            "6s",
+            "--lease-grace",
+            "2s",
+        ],
+        &log("coordinator"),
+    );
     let mut client = plans_client(&url).await;
     let b = broker();
     let out = kb_ok(&[
-        "restore", "--coordinator", &url, "--detach", "--format", "json",
-        "--storage", src.backup.path().to_str().expect("p"), "--backup-id", "bk",
-        "--source-topic", &src.topic, "--target-topic", &target, "--bootstrap-servers", &b,
-        "--create-topics", "--checkpoint-interval", "100ms", "--max-records-per-sec", "500",
+        "restore",
+        "--coordinator",
+        &url,
+        "--detach",
+        "--format",
+        "json",
+        "--storage",
+        src.backup.path().to_str().expect("p"),
+        "--backup-id",
+        "bk",
+        "--source-topic",
+        &src.topic,
+        "--target-topic",
+        &target,
+        "--bootstrap-servers",
+        &b,
+        "--create-topics",
+        "--checkpoint-interval",
+        "100ms",
+        "--max-records-per-sec",
+        "500",
     ]);
-    let plan_id = serde_json::from_str::<serde_json::Value>(&out).expect("json")["plan_id"].as_str().expect("plan").to_string();
+    let plan_id = serde_json::from_str::<serde_json::Value>(&out).expect("json")["plan_id"]
+        .as_str()
+        .expect("plan")
+        .to_string();
     // No worker yet: the plan is pending, visible to any client.
-    let st = client.get_plan_status(PlanRef { plan_id: plan_id.clone() }).await.expect("status").into_inner();
+    let st = client
+        .get_plan_status(PlanRef {
+            plan_id: plan_id.clone(),
+        })
+        .await
+        .expect("status")
+        .into_inner();
     assert_eq!(st.state, "pending");
     assert_eq!(st.records_total, 6000);
     let listed = kb_ok(&["list-plans", "--coordinator", &url, "--format", "json"]);
     assert!(listed.contains(&plan_id));
-    let mut workers: Vec<Child> = (0..2).map(|i| spawn_logged(&["worker", "--coordinator", &url, "--worker-id", &format!("c{i}")], &log(&format!("c{i}")))).collect();
+    let mut workers: Vec<Child> = (0..2)
+        .map(|i| {
+            spawn_logged(
+                &[
+                    "worker",
+                    "--coordinator",
+                    &url,
+                    "--worker-id",
+                    &format!("c{i}"),
+                ],
+                &log(&format!("c{i}")),
+            )
+        })
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     while end_offset(&broker(), &target, 0) + end_offset(&broker(), &target, 1) < 500 {
         assert!(Instant::now() < deadline, "no progress");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let cancelled_at = Instant::now();
-    let st = client.cancel_plan(PlanRef { plan_id: plan_id.clone() }).await.expect("cancel").into_inner();
+    let st = client
+        .cancel_plan(PlanRef {
+            plan_id: plan_id.clone(),
+        })
+        .await
+        .expect("cancel")
+        .into_inner();
     assert_eq!(st.state, "cancelled");
     // Every worker stops within seconds (next heartbeat or checkpoint): the target stops growing.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -333,18 +564,44 @@ async fn status_cancel_and_resume_through_the_grpc_api() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let later: Vec<i64> = (0..2).map(|p| end_offset(&broker(), &target, p)).collect();
     assert_eq!(frozen, later, "writes continued after cancel");
-    assert!(frozen.iter().sum::<i64>() < 6000, "cancel came too late to observe");
+    assert!(
+        frozen.iter().sum::<i64>() < 6000,
+        "cancel came too late to observe"
+    );
     eprintln!("cancel took effect within {:?}", cancelled_at.elapsed());
-    let json = kb_ok(&["restore-status", "--coordinator", &url, "--plan-id", &plan_id, "--format", "json"]);
+    let json = kb_ok(&[
+        "restore-status",
+        "--coordinator",
+        &url,
+        "--plan-id",
+        &plan_id,
+        "--format",
+        "json",
+    ]);
     assert!(json.contains("\"cancelled\""), "{json}");
     // Resume explicitly; the plan finishes from its checkpoints with exact contents.
-    kb_ok(&["restore-resume", "--coordinator", &url, "--plan-id", &plan_id]);
+    kb_ok(&[
+        "restore-resume",
+        "--coordinator",
+        &url,
+        "--plan-id",
+        &plan_id,
+    ]);
     let st = loop {
-        let st = client.get_plan_status(PlanRef { plan_id: plan_id.clone() }).await.expect("status").into_inner();
+        let st = client
+            .get_plan_status(PlanRef {
+                plan_id: plan_id.clone(),
+            })
+            .await
+            .expect("status")
+            .into_inner();
         if st.state == "completed" {
             break st;
         }
-        assert!(Instant::now() < deadline + Duration::from_secs(60), "resumed plan did not finish: {st:?}");
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(60),
+            "resumed plan did not finish: {st:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(st.records_done, 6000);

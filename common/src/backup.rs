@@ -7,8 +7,7 @@
 use crate::filters::{FilterError, TopicPattern};
 use crate::kafka::client_config;
 use crate::manifest::{
-    manifest_key, segment_key, GroupOffset, Manifest, PartitionManifest, SegmentMeta,
-    TopicManifest,
+    manifest_key, segment_key, GroupOffset, Manifest, PartitionManifest, SegmentMeta, TopicManifest,
 };
 use crate::segment::{build_segment, encode_record, Compression, SegmentHeader};
 use crate::storage::{BackupStore, StorageError};
@@ -34,7 +33,7 @@ pub enum BackupError {
         bootstrap: String,
         what: String,
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     #[error("no topic in cluster {bootstrap} matches {patterns:?}; topics there: {available:?}")]
     NoTopics {
@@ -109,7 +108,7 @@ fn backup_blocking(
         move |source| BackupError::Kafka {
             bootstrap,
             what,
-            source,
+            source: Box::new(source),
         }
     };
     let consumer: BaseConsumer = client_config(&req.bootstrap_servers, &req.kafka_properties)
@@ -138,7 +137,11 @@ fn backup_blocking(
         return Err(BackupError::NoTopics {
             bootstrap: req.bootstrap_servers.clone(),
             patterns: req.topics.clone(),
-            available: metadata.topics().iter().map(|t| t.name().to_string()).collect(),
+            available: metadata
+                .topics()
+                .iter()
+                .map(|t| t.name().to_string())
+                .collect(),
         });
     }
 
@@ -159,7 +162,9 @@ fn backup_blocking(
             writers.insert((topic.clone(), p), w);
         }
     }
-    consumer.assign(&tpl).map_err(kafka("the partition assignment"))?;
+    consumer
+        .assign(&tpl)
+        .map_err(kafka("the partition assignment"))?;
     tracing::info!(partitions = writers.len(), "backup started");
 
     let mut last_progress = Instant::now();
@@ -277,7 +282,9 @@ fn snapshot_group_offsets(req: &BackupRequest, topics: &BTreeMap<String, i32>) -
             client_config(&req.bootstrap_servers, &req.kafka_properties).create();
         match lister.and_then(|c| c.fetch_group_list(None, META_TIMEOUT)) {
             Ok(list) => groups = list.groups().iter().map(|g| g.name().to_string()).collect(),
-            Err(e) => tracing::warn!(error = %e, "cannot list consumer groups; no group offsets saved (name them with --consumer-groups)"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list consumer groups; no group offsets saved (name them with --consumer-groups)")
+            }
         }
     }
     let own = format!("kafka-backup-{}", req.backup_id);
@@ -366,14 +373,26 @@ impl PartitionWriter {
         self.last_ts = ts;
         self.min_ts = self.min_ts.min(ts);
         self.max_ts = self.max_ts.max(ts);
-        encode_record(&mut self.region, offset, ts, key, value, headers.iter().copied());
+        encode_record(
+            &mut self.region,
+            offset,
+            ts,
+            key,
+            value,
+            headers.iter().copied(),
+        );
     }
 
     fn full(&self, req: &BackupRequest) -> bool {
         self.region.len() as u64 >= req.segment_max_bytes || self.count >= req.segment_max_records
     }
 
-    fn flush(&mut self, handle: &Handle, store: &BackupStore, req: &BackupRequest) -> Result<(), BackupError> {
+    fn flush(
+        &mut self,
+        handle: &Handle,
+        store: &BackupStore,
+        req: &BackupRequest,
+    ) -> Result<(), BackupError> {
         if self.count == 0 {
             return Ok(());
         }
@@ -383,8 +402,14 @@ impl PartitionWriter {
             start_offset: self.start_offset,
             end_offset: self.end_offset,
         };
-        let bytes = build_segment(&self.region, header, req.zstd_level).map_err(BackupError::Compress)?;
-        let key = segment_key(&req.backup_id, &self.topic, self.partition, self.start_offset);
+        let bytes =
+            build_segment(&self.region, header, req.zstd_level).map_err(BackupError::Compress)?;
+        let key = segment_key(
+            &req.backup_id,
+            &self.topic,
+            self.partition,
+            self.start_offset,
+        );
         let meta = SegmentMeta {
             key: key.clone(),
             start_offset: self.start_offset,

@@ -265,7 +265,10 @@ restore:
         let cfg = parse("x.yaml", PRD_EXAMPLE, &env).unwrap();
         let r = cfg.restore.unwrap();
         assert_eq!(r.target.security.sasl_password.as_deref(), Some("s3cret"));
-        assert!(matches!(r.target.partition_mapping, Some(MappingConfig::PerTopic(_))));
+        assert!(matches!(
+            r.target.partition_mapping,
+            Some(MappingConfig::PerTopic(_))
+        ));
     }
 
     #[test]

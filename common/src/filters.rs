@@ -36,7 +36,13 @@ impl TopicPattern {
         }
         let regex = Regex::new(&format!("^(?:{raw})$")).map_err(|e| FilterError::BadPattern {
             pattern: raw.into(),
-            reason: e.to_string().lines().last().unwrap_or("bad regex").trim().to_string(),
+            reason: e
+                .to_string()
+                .lines()
+                .last()
+                .unwrap_or("bad regex")
+                .trim()
+                .to_string(),
         })?;
         Ok(Self {
             raw: raw.to_string(),
@@ -141,7 +147,9 @@ impl TopicRewrite {
         }
         let delim = chars.next().ok_or_else(|| bad("it has no delimiter"))?;
         if delim.is_alphanumeric() || delim == '\\' {
-            return Err(bad("the delimiter must be a punctuation character like '/'"));
+            return Err(bad(
+                "the delimiter must be a punctuation character like '/'",
+            ));
         }
         let parts = split_unescaped(chars.as_str(), delim);
         if parts.len() != 3 {
@@ -152,7 +160,8 @@ impl TopicRewrite {
             "g" => true,
             _ => return Err(bad("the only flag accepted is 'g'")),
         };
-        let regex = Regex::new(&parts[0]).map_err(|_| bad("the pattern is not a valid regular expression"))?;
+        let regex = Regex::new(&parts[0])
+            .map_err(|_| bad("the pattern is not a valid regular expression"))?;
         // sed's \1 becomes the regex crate's ${1}.
         let replacement = Regex::new(r"\\(\d)")
             .map(|r| r.replace_all(&parts[1], "$${$1}").into_owned())
@@ -166,38 +175,46 @@ impl TopicRewrite {
 
     pub fn apply(&self, topic: &str) -> String {
         if self.global {
-            self.regex.replace_all(topic, self.replacement.as_str()).into_owned()
+            self.regex
+                .replace_all(topic, self.replacement.as_str())
+                .into_owned()
         } else {
-            self.regex.replace(topic, self.replacement.as_str()).into_owned()
+            self.regex
+                .replace(topic, self.replacement.as_str())
+                .into_owned()
         }
     }
 }
 
 fn split_unescaped(s: &str, delim: char) -> Vec<String> {
-    let mut parts = vec![String::new()];
+    let mut parts = Vec::new();
+    let mut current = String::new();
     let mut escaped = false;
     for c in s.chars() {
         if escaped {
             if c != delim {
-                parts.last_mut().map(|p| p.push('\\'));
+                current.push('\\');
             }
-            parts.last_mut().map(|p| p.push(c));
+            current.push(c);
             escaped = false;
         } else if c == '\\' {
             escaped = true;
         } else if c == delim {
-            parts.push(String::new());
+            parts.push(std::mem::take(&mut current));
         } else {
-            parts.last_mut().map(|p| p.push(c));
+            current.push(c);
         }
     }
+    parts.push(current);
     parts
 }
 
 /// Kafka's rules for a topic name, checked before anything is created or written.
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 249 {
-        return Err(format!("target topic name {name:?} must be 1 to 249 characters"));
+        return Err(format!(
+            "target topic name {name:?} must be 1 to 249 characters"
+        ));
     }
     if name == "." || name == ".." {
         return Err(format!("target topic name {name:?} is not allowed"));
@@ -228,9 +245,14 @@ mod tests {
 
     #[test]
     fn rewrite_rules() {
-        assert_eq!(TopicRewrite::parse("s/^/prod-/").unwrap().apply("a"), "prod-a");
         assert_eq!(
-            TopicRewrite::parse(r"s/(.*)-v1/\1-v2/").unwrap().apply("x-v1"),
+            TopicRewrite::parse("s/^/prod-/").unwrap().apply("a"),
+            "prod-a"
+        );
+        assert_eq!(
+            TopicRewrite::parse(r"s/(.*)-v1/\1-v2/")
+                .unwrap()
+                .apply("x-v1"),
             "x-v2"
         );
         assert_eq!(TopicRewrite::parse("s/a/b/g").unwrap().apply("aa"), "bb");

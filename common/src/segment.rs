@@ -43,7 +43,11 @@ pub enum SegmentError {
     #[error("segment {key} uses compression code {code}, which this build does not read (supported: 0 none, 1 zstd)")]
     UnsupportedCompression { key: String, code: u8 },
     #[error("segment {key} is corrupt: CRC32 {found:#010x} does not match stored {stored:#010x}; the object was damaged in storage or transit")]
-    BadChecksum { key: String, stored: u32, found: u32 },
+    BadChecksum {
+        key: String,
+        stored: u32,
+        found: u32,
+    },
     #[error("segment {key} is corrupt: {detail}")]
     Corrupt { key: String, detail: String },
 }
@@ -175,7 +179,9 @@ pub fn encode_segment(records: &[Record], compression: Compression, zstd_level: 
             r.timestamp,
             r.key.as_deref(),
             r.value.as_deref(),
-            r.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref())),
+            r.headers
+                .iter()
+                .map(|h| (h.key.as_str(), h.value.as_deref())),
         );
     }
     let header = SegmentHeader {
@@ -433,12 +439,8 @@ fn parse_record(buf: &[u8], start: usize) -> Result<(RecordRef<'_>, usize), Stri
     if buf.len() - start < 4 {
         return Err(format!("record at byte {start} is truncated in its length"));
     }
-    let total = u32::from_le_bytes([
-        buf[start],
-        buf[start + 1],
-        buf[start + 2],
-        buf[start + 3],
-    ]) as usize;
+    let total =
+        u32::from_le_bytes([buf[start], buf[start + 1], buf[start + 2], buf[start + 3]]) as usize;
     let end = start + 4 + total;
     if end > buf.len() {
         return Err(format!(

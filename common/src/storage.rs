@@ -99,7 +99,9 @@ impl BackupStore {
                     .with_bucket_name(url.host_str().unwrap_or_default())
                     .with_virtual_hosted_style_request(false);
                 for (k, v) in options {
-                    let key = k.parse().map_err(|_| bad(format!("unknown S3 option {k:?}")))?;
+                    let key = k
+                        .parse()
+                        .map_err(|_| bad(format!("unknown S3 option {k:?}")))?;
                     b = b.with_config(key, v);
                 }
                 let endpoint_is_http = options

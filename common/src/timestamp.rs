@@ -26,13 +26,17 @@ pub fn parse_timestamp_ms(what: &str, input: &str) -> Result<i64, TimestampError
     let dt: DateTime<Utc> = if let Ok(d) = DateTime::parse_from_rfc3339(s) {
         d.with_timezone(&Utc)
     } else {
-        let naive = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"]
-            .iter()
-            .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-            .ok_or_else(err)?;
+        let naive = [
+            "%Y-%m-%d %H:%M:%S%.f",
+            "%Y-%m-%dT%H:%M:%S%.f",
+            "%Y-%m-%d %H:%M",
+        ]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+        .ok_or_else(err)?;
         Utc.from_utc_datetime(&naive)
     };
-    if dt.timestamp_subsec_nanos() % 1_000_000 != 0 {
+    if !dt.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
         return Err(err());
     }
     Ok(dt.timestamp_millis())
@@ -57,7 +61,10 @@ mod tests {
             parse_timestamp_ms("t", "1970-01-01T00:00:01.5Z").unwrap(),
             1500
         );
-        assert_eq!(parse_timestamp_ms("t", "1970-01-01 00:00:02").unwrap(), 2000);
+        assert_eq!(
+            parse_timestamp_ms("t", "1970-01-01 00:00:02").unwrap(),
+            2000
+        );
         assert!(parse_timestamp_ms("t", "yesterday").is_err());
         assert!(parse_timestamp_ms("t", "1970-01-01T00:00:00.0000001Z").is_err());
     }

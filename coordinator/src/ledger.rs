@@ -125,6 +125,15 @@ pub struct OffsetRunRecord {
     pub length: u64,
 }
 
+/// Who claims to hold a task's lease: every worker report names all four.
+#[derive(Debug, Clone, Copy)]
+pub struct Holder<'a> {
+    pub plan_id: &'a str,
+    pub task_id: u32,
+    pub worker_id: &'a str,
+    pub epoch: u64,
+}
+
 pub struct Ledger {
     db: sled::Db,
     plans: sled::Tree,
@@ -215,7 +224,10 @@ impl Ledger {
     }
 
     /// The plan most recently created for a fingerprint.
-    pub fn plan_for_fingerprint(&self, fingerprint: &str) -> Result<Option<PlanRecord>, LedgerError> {
+    pub fn plan_for_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<PlanRecord>, LedgerError> {
         match self.fingerprints.get(fingerprint)? {
             Some(id) => self.plan(&String::from_utf8_lossy(&id)).map(Some),
             None => Ok(None),
@@ -264,7 +276,11 @@ impl Ledger {
             .collect()
     }
 
-    pub fn offset_runs(&self, plan_id: &str, task_id: u32) -> Result<Vec<OffsetRunRecord>, LedgerError> {
+    pub fn offset_runs(
+        &self,
+        plan_id: &str,
+        task_id: u32,
+    ) -> Result<Vec<OffsetRunRecord>, LedgerError> {
         self.runs
             .scan_prefix(task_key(plan_id, task_id))
             .map(|kv| {
@@ -279,7 +295,11 @@ impl Ledger {
         let _g = self.guard();
         let mut plan = self.plan(plan_id)?;
         plan.cancelled = cancelled;
-        let tasks = if cancelled { vec![] } else { self.tasks(plan_id)? };
+        let tasks = if cancelled {
+            vec![]
+        } else {
+            self.tasks(plan_id)?
+        };
         (&self.plans, &self.tasks).transaction(|(p, t)| {
             p.insert(plan_id.as_bytes(), enc(&plan))?;
             for task in &tasks {
@@ -336,7 +356,8 @@ impl Ledger {
                     epoch: task.epoch,
                     expires_at_ms: now_ms + ttl_ms as i64,
                 });
-                self.tasks.insert(task_key(plan_id, task.task_id), enc(&task))?;
+                self.tasks
+                    .insert(task_key(plan_id, task.task_id), enc(&task))?;
                 self.flush()?;
                 return Ok(Some((plan, task)));
             }
@@ -348,13 +369,16 @@ impl Ledger {
     /// plan is not cancelled; otherwise the caller is fenced.
     fn with_lease<T>(
         &self,
-        plan_id: &str,
-        task_id: u32,
-        worker_id: &str,
-        epoch: u64,
+        holder: Holder<'_>,
         require_unexpired_at: Option<i64>,
         change: impl Fn(&mut TaskRecord, &sled::transaction::TransactionalTree) -> TxResult<T>,
     ) -> Result<T, LedgerError> {
+        let Holder {
+            plan_id,
+            task_id,
+            worker_id,
+            epoch,
+        } = holder;
         let _g = self.guard();
         let plan = self.plan(plan_id)?;
         let key = task_key(plan_id, task_id);
@@ -370,14 +394,18 @@ impl Ledger {
                     task: task_id,
                 });
             };
-            let mut task: TaskRecord = dec(&key, &raw).map_err(ConflictableTransactionError::Abort)?;
+            let mut task: TaskRecord =
+                dec(&key, &raw).map_err(ConflictableTransactionError::Abort)?;
             if plan.cancelled {
                 return abort(fenced("the plan was cancelled".into()));
             }
             let Some(lease) = task.lease.clone() else {
                 return abort(fenced("the task holds no lease".into()));
             };
-            if task.state != TaskState::Leased || lease.epoch != epoch || lease.worker_id != worker_id {
+            if task.state != TaskState::Leased
+                || lease.epoch != epoch
+                || lease.worker_id != worker_id
+            {
                 return abort(fenced(format!(
                     "lease epoch {epoch} of {worker_id} was superseded by epoch {} of {}",
                     lease.epoch, lease.worker_id
@@ -397,8 +425,8 @@ impl Ledger {
     }
 
     /// Renews a live lease.
-    pub fn renew(&self, plan_id: &str, task_id: u32, worker_id: &str, epoch: u64, now_ms: i64, ttl_ms: u64) -> Result<(), LedgerError> {
-        self.with_lease(plan_id, task_id, worker_id, epoch, Some(now_ms), |task, _| {
+    pub fn renew(&self, holder: Holder<'_>, now_ms: i64, ttl_ms: u64) -> Result<(), LedgerError> {
+        self.with_lease(holder, Some(now_ms), |task, _| {
             if let Some(l) = task.lease.as_mut() {
                 l.expires_at_ms = now_ms + ttl_ms as i64;
             }
@@ -409,15 +437,13 @@ impl Ledger {
     /// Stores an acknowledged checkpoint and its offset runs; `complete` also ends the task.
     pub fn checkpoint(
         &self,
-        plan_id: &str,
-        task_id: u32,
-        worker_id: &str,
-        epoch: u64,
+        holder: Holder<'_>,
         cp: &Checkpoint,
         runs: &[OffsetRunRecord],
         complete: bool,
     ) -> Result<(), LedgerError> {
-        self.with_lease(plan_id, task_id, worker_id, epoch, None, |task, r| {
+        let (plan_id, task_id) = (holder.plan_id, holder.task_id);
+        self.with_lease(holder, None, |task, r| {
             if let Some(prev) = &task.checkpoint {
                 if cp.source_next_offset < prev.source_next_offset {
                     return abort(LedgerError::Fenced {
@@ -446,16 +472,13 @@ impl Ledger {
     /// until `max_attempts`; others fail the task.
     pub fn fail(
         &self,
-        plan_id: &str,
-        task_id: u32,
-        worker_id: &str,
-        epoch: u64,
+        holder: Holder<'_>,
         error: &str,
         retryable: bool,
         now_ms: i64,
         max_attempts: u32,
     ) -> Result<(), LedgerError> {
-        self.with_lease(plan_id, task_id, worker_id, epoch, None, |task, _| {
+        self.with_lease(holder, None, |task, _| {
             task.lease = None;
             task.error = error.to_string();
             if retryable && task.attempts < max_attempts {

@@ -39,7 +39,9 @@ impl PlanService {
 
 fn storage_status(e: StorageError) -> Status {
     match e {
-        StorageError::BackupNotFound { .. } | StorageError::SegmentNotFound { .. } => Status::not_found(e.to_string()),
+        StorageError::BackupNotFound { .. } | StorageError::SegmentNotFound { .. } => {
+            Status::not_found(e.to_string())
+        }
         StorageError::BadUrl { .. } => Status::invalid_argument(e.to_string()),
         StorageError::Io { .. } => Status::unavailable(e.to_string()),
         other => Status::failed_precondition(other.to_string()),
@@ -77,11 +79,18 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 #[tonic::async_trait]
 impl RestorePlans for PlanService {
-    async fn submit_plan(&self, req: Request<SubmitPlanRequest>) -> Result<Response<SubmitPlanResponse>, Status> {
+    async fn submit_plan(
+        &self,
+        req: Request<SubmitPlanRequest>,
+    ) -> Result<Response<SubmitPlanResponse>, Status> {
         let r = req.into_inner();
-        let spec = r.spec.ok_or_else(|| Status::invalid_argument("spec is required"))?;
+        let spec = r
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec is required"))?;
         if spec.backup_id.trim().is_empty() {
-            return Err(Status::invalid_argument("backup_id is required: give --backup-id or restore.backup_id"));
+            return Err(Status::invalid_argument(
+                "backup_id is required: give --backup-id or restore.backup_id",
+            ));
         }
         if spec.bootstrap_servers.trim().is_empty() {
             return Err(Status::invalid_argument(
@@ -89,14 +98,23 @@ impl RestorePlans for PlanService {
             ));
         }
         let options: HashMap<String, String> = spec.storage_options.clone().into_iter().collect();
-        let store = BackupStore::open(&spec.storage_url, &options, false).map_err(storage_status)?;
-        let manifest = store.read_manifest(&spec.backup_id).await.map_err(storage_status)?;
+        let store =
+            BackupStore::open(&spec.storage_url, &options, false).map_err(storage_status)?;
+        let manifest = store
+            .read_manifest(&spec.backup_id)
+            .await
+            .map_err(storage_status)?;
         let tasks = plan(&manifest, &spec).map_err(plan_error_status)?;
 
-        let target = Arc::new(TargetCluster::new(&spec.bootstrap_servers, &spec.kafka_properties));
+        let target = Arc::new(TargetCluster::new(
+            &spec.bootstrap_servers,
+            &spec.kafka_properties,
+        ));
         let view = {
             let (target, tasks) = (target.clone(), tasks.clone());
-            blocking(move || target.inspect(&tasks)).await?.map_err(target_status)?
+            blocking(move || target.inspect(&tasks))
+                .await?
+                .map_err(target_status)?
         };
         if !view.missing.is_empty() && !spec.create_topics {
             return Err(target_status(TargetError::MissingTopics {
@@ -112,13 +130,22 @@ impl RestorePlans for PlanService {
             ..Default::default()
         };
         for task in &tasks {
-            let (mut tr, range) = task_report(&store, task, from, to).await.map_err(|e| match e {
-                ReportError::Storage(s) => storage_status(s),
-                ReportError::Segment(s) => Status::data_loss(s.to_string()),
-            })?;
+            let (mut tr, range) =
+                task_report(&store, task, from, to)
+                    .await
+                    .map_err(|e| match e {
+                        ReportError::Storage(s) => storage_status(s),
+                        ReportError::Segment(s) => Status::data_loss(s.to_string()),
+                    })?;
             if !view.missing.contains_key(&task.target_topic) {
-                let (target, topic, p) = (target.clone(), task.target_topic.clone(), task.target_partition);
-                tr.target_start_offset = blocking(move || target.end_offset(&topic, p)).await?.map_err(target_status)?;
+                let (target, topic, p) = (
+                    target.clone(),
+                    task.target_topic.clone(),
+                    task.target_partition,
+                );
+                tr.target_start_offset = blocking(move || target.end_offset(&topic, p))
+                    .await?
+                    .map_err(target_status)?;
             } else {
                 tr.target_start_offset = 0;
             }
@@ -133,7 +160,8 @@ impl RestorePlans for PlanService {
         }
         if report.records == 0 {
             report.warnings.push(if from.is_some() || to.is_some() {
-                "the time window selects no records of this backup: 0 records will be restored".to_string()
+                "the time window selects no records of this backup: 0 records will be restored"
+                    .to_string()
             } else {
                 "the selection holds no records: 0 records will be restored".to_string()
             });
@@ -162,7 +190,10 @@ impl RestorePlans for PlanService {
 
         let target_for_create = target.clone();
         let missing = view.missing.clone();
-        target_for_create.create_topics(&missing).await.map_err(target_status)?;
+        target_for_create
+            .create_topics(&missing)
+            .await
+            .map_err(target_status)?;
 
         let created = now_ms();
         let plan_id = format!("{}-{}-{}", spec.backup_id, &fp[..8], created);
@@ -215,7 +246,9 @@ impl RestorePlans for PlanService {
             task_count: records.len() as u32,
             spec: spec.encode_to_vec(),
         };
-        ledger.create_plan(&record, &records).map_err(ledger_status)?;
+        ledger
+            .create_plan(&record, &records)
+            .map_err(ledger_status)?;
         tracing::info!(plan = %plan_id, tasks = records.len(), records = report.records, "plan accepted");
         Ok(Response::new(SubmitPlanResponse {
             plan_id,
@@ -230,7 +263,10 @@ impl RestorePlans for PlanService {
 
     type WatchPlanStream = Pin<Box<dyn Stream<Item = Result<PlanStatus, Status>> + Send>>;
 
-    async fn watch_plan(&self, req: Request<WatchPlanRequest>) -> Result<Response<Self::WatchPlanStream>, Status> {
+    async fn watch_plan(
+        &self,
+        req: Request<WatchPlanRequest>,
+    ) -> Result<Response<Self::WatchPlanStream>, Status> {
         let r = req.into_inner();
         let first = self.status_of(&r.plan_id)?;
         let coord = self.coord.clone();
@@ -245,10 +281,7 @@ impl RestorePlans for PlanService {
                 } else {
                     tokio::time::sleep(interval).await;
                     let svc = PlanService { coord };
-                    match svc.status_of(&current.plan_id) {
-                        Ok(s) => Some(s),
-                        Err(_) => None,
-                    }
+                    svc.status_of(&current.plan_id).ok()
                 };
                 Some((Ok(current), next))
             }
@@ -258,19 +291,28 @@ impl RestorePlans for PlanService {
 
     async fn cancel_plan(&self, req: Request<PlanRef>) -> Result<Response<PlanStatus>, Status> {
         let id = req.into_inner().plan_id;
-        self.coord.ledger.set_cancelled(&id, true).map_err(ledger_status)?;
+        self.coord
+            .ledger
+            .set_cancelled(&id, true)
+            .map_err(ledger_status)?;
         tracing::warn!(plan = %id, "plan cancelled");
         self.status_of(&id).map(Response::new)
     }
 
     async fn resume_plan(&self, req: Request<PlanRef>) -> Result<Response<PlanStatus>, Status> {
         let id = req.into_inner().plan_id;
-        self.coord.ledger.set_cancelled(&id, false).map_err(ledger_status)?;
+        self.coord
+            .ledger
+            .set_cancelled(&id, false)
+            .map_err(ledger_status)?;
         tracing::info!(plan = %id, "plan resumed");
         self.status_of(&id).map(Response::new)
     }
 
-    async fn list_plans(&self, _req: Request<ListPlansRequest>) -> Result<Response<ListPlansResponse>, Status> {
+    async fn list_plans(
+        &self,
+        _req: Request<ListPlansRequest>,
+    ) -> Result<Response<ListPlansResponse>, Status> {
         let ledger = &self.coord.ledger;
         let mut plans = ledger.plans().map_err(ledger_status)?;
         plans.sort_by_key(|p| std::cmp::Reverse(p.created_at_ms));

@@ -108,7 +108,11 @@ pub fn plan(manifest: &Manifest, spec: &RestoreSpec) -> Result<Vec<PlannedTask>,
     let mut selected: BTreeMap<String, String> = BTreeMap::new();
     for (i, raw) in spec.source_topics.iter().enumerate() {
         let pattern = TopicPattern::parse(raw)?;
-        let matched: Vec<String> = available.iter().filter(|t| pattern.matches(t)).cloned().collect();
+        let matched: Vec<String> = available
+            .iter()
+            .filter(|t| pattern.matches(t))
+            .cloned()
+            .collect();
         if matched.is_empty() {
             return Err(PlanError::TopicNotInBackup {
                 pattern: raw.clone(),
@@ -269,20 +273,32 @@ mod tests {
         let mut s = spec(&["orders"]);
         s.from_timestamp_ms = Some(2);
         s.to_timestamp_ms = Some(1);
-        assert!(matches!(plan(&manifest(), &s), Err(PlanError::InvalidWindow { .. })));
+        assert!(matches!(
+            plan(&manifest(), &s),
+            Err(PlanError::InvalidWindow { .. })
+        ));
         assert!(matches!(
             plan(&manifest(), &spec(&["nope"])),
             Err(PlanError::TopicNotInBackup { .. })
         ));
         let mut s = spec(&[".*"]);
         s.target_topics = vec!["x".into()];
-        assert!(matches!(plan(&manifest(), &s), Err(PlanError::TargetForManyTopics { .. })));
+        assert!(matches!(
+            plan(&manifest(), &s),
+            Err(PlanError::TargetForManyTopics { .. })
+        ));
         let mut s = spec(&["orders", "payments"]);
         s.target_topics = vec!["same".into(), "same".into()];
-        assert!(matches!(plan(&manifest(), &s), Err(PlanError::ManyToOne { .. })));
+        assert!(matches!(
+            plan(&manifest(), &s),
+            Err(PlanError::ManyToOne { .. })
+        ));
         let mut s = spec(&["orders"]);
         s.source_partitions = vec![7];
-        assert!(matches!(plan(&manifest(), &s), Err(PlanError::PartitionNotInBackup { .. })));
+        assert!(matches!(
+            plan(&manifest(), &s),
+            Err(PlanError::PartitionNotInBackup { .. })
+        ));
     }
 
     #[test]
@@ -291,7 +307,10 @@ mod tests {
         s.source_partitions = vec![0, 1];
         s.partition_mapping = "0:2,1:0".into();
         let tasks = plan(&manifest(), &s).unwrap();
-        let pairs: Vec<_> = tasks.iter().map(|t| (t.source_partition, t.target_partition)).collect();
+        let pairs: Vec<_> = tasks
+            .iter()
+            .map(|t| (t.source_partition, t.target_partition))
+            .collect();
         assert_eq!(pairs, vec![(0, 2), (1, 0)]);
     }
 }

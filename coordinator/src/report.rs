@@ -58,7 +58,8 @@ pub async fn task_report(
             let decoded = DecodedSegment::decode(&seg.key, &bytes)?;
             for rec in decoded.records() {
                 let rec = rec?;
-                if from.is_some_and(|f| rec.timestamp < f) || to.is_some_and(|t| rec.timestamp > t) {
+                if from.is_some_and(|f| rec.timestamp < f) || to.is_some_and(|t| rec.timestamp > t)
+                {
                     continue;
                 }
                 counted += 1;

@@ -68,7 +68,11 @@ pub fn plan_status(plan: &PlanRecord, tasks: &[TaskRecord]) -> PlanStatus {
             target_topic: t.target_topic.clone(),
             target_partition: t.target_partition,
             state: task_state(plan, t).to_string(),
-            worker_id: t.lease.as_ref().map(|l| l.worker_id.clone()).unwrap_or_default(),
+            worker_id: t
+                .lease
+                .as_ref()
+                .map(|l| l.worker_id.clone())
+                .unwrap_or_default(),
             epoch: t.epoch,
             records_total,
             records_done,

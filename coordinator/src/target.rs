@@ -24,7 +24,10 @@ pub enum TargetError {
         source: KafkaError,
     },
     #[error("target topics {topics:?} do not exist on {bootstrap}; create them, or pass --create-topics to create them with the source partition count")]
-    MissingTopics { bootstrap: String, topics: Vec<String> },
+    MissingTopics {
+        bootstrap: String,
+        topics: Vec<String>,
+    },
     #[error("partition count mismatch: target topic {topic:?} has {actual} partitions but the restore writes to partition {needed}; delete and recreate the topic with at least {} partitions, or use --partition-mapping", needed + 1)]
     PartitionCountMismatch {
         topic: String,
@@ -81,7 +84,9 @@ impl TargetCluster {
         if md.brokers().is_empty() {
             return Err(TargetError::Unreachable {
                 bootstrap: self.bootstrap.clone(),
-                source: KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure),
+                source: KafkaError::MetadataFetch(
+                    rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure,
+                ),
             });
         }
         let existing: BTreeMap<String, i32> = md
@@ -127,9 +132,10 @@ impl TargetCluster {
         if missing.is_empty() {
             return Ok(());
         }
-        let admin: AdminClient<DefaultClientContext> = client_config(&self.bootstrap, &self.properties)
-            .create()
-            .map_err(self.unreachable())?;
+        let admin: AdminClient<DefaultClientContext> =
+            client_config(&self.bootstrap, &self.properties)
+                .create()
+                .map_err(self.unreachable())?;
         let new: Vec<NewTopic> = missing
             .iter()
             .map(|(t, n)| NewTopic::new(t, *n, TopicReplication::Fixed(-1)))
@@ -151,7 +157,9 @@ impl TargetCluster {
         // Wait for the new topics to show up with all partitions.
         for _ in 0..50 {
             let consumer = self.consumer()?;
-            let md = consumer.fetch_metadata(None, TIMEOUT).map_err(self.unreachable())?;
+            let md = consumer
+                .fetch_metadata(None, TIMEOUT)
+                .map_err(self.unreachable())?;
             let ready = missing.iter().all(|(t, n)| {
                 md.topics()
                     .iter()

@@ -2,7 +2,7 @@
 //! worker) and is checked against the ledger: a stale epoch, a cancelled plan or an expired
 //! lease answers FAILED_PRECONDITION, which tells the worker to stop that task now.
 
-use crate::ledger::{Checkpoint, LedgerError, OffsetRunRecord, TaskRecord};
+use crate::ledger::{Checkpoint, Holder, LedgerError, OffsetRunRecord, TaskRecord};
 use crate::status::{plan_state, TERMINAL_STATES};
 use crate::{now_ms, Coordinator};
 use kafka_backup_proto::restore_workers_server::RestoreWorkers;
@@ -24,13 +24,24 @@ impl WorkerService {
 pub fn ledger_status(e: LedgerError) -> Status {
     match e {
         LedgerError::Fenced { .. } => Status::failed_precondition(e.to_string()),
-        LedgerError::UnknownPlan(_) | LedgerError::UnknownTask { .. } => Status::not_found(e.to_string()),
+        LedgerError::UnknownPlan(_) | LedgerError::UnknownTask { .. } => {
+            Status::not_found(e.to_string())
+        }
         other => Status::internal(other.to_string()),
     }
 }
 
 fn lease_ref(l: Option<LeaseRef>) -> Result<LeaseRef, Status> {
     l.ok_or_else(|| Status::invalid_argument("lease is required"))
+}
+
+fn holder(l: &LeaseRef) -> Holder<'_> {
+    Holder {
+        plan_id: &l.plan_id,
+        task_id: l.task_id,
+        worker_id: &l.worker_id,
+        epoch: l.epoch,
+    }
 }
 
 fn build_lease(spec: &RestoreSpec, task: &TaskRecord, plan_id: &str, ttl_ms: u64) -> TaskLease {
@@ -75,7 +86,10 @@ fn build_lease(spec: &RestoreSpec, task: &TaskRecord, plan_id: &str, ttl_ms: u64
 
 #[tonic::async_trait]
 impl RestoreWorkers for WorkerService {
-    async fn register(&self, req: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        req: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
         let r = req.into_inner();
         tracing::info!(worker = %r.worker_id, host = %r.hostname, "worker registered");
         let ttl = self.coord.settings.lease_ttl_ms;
@@ -85,7 +99,10 @@ impl RestoreWorkers for WorkerService {
         }))
     }
 
-    async fn acquire_lease(&self, req: Request<AcquireLeaseRequest>) -> Result<Response<AcquireLeaseResponse>, Status> {
+    async fn acquire_lease(
+        &self,
+        req: Request<AcquireLeaseRequest>,
+    ) -> Result<Response<AcquireLeaseResponse>, Status> {
         let r = req.into_inner();
         let ledger = &self.coord.ledger;
         let s = &self.coord.settings;
@@ -98,11 +115,18 @@ impl RestoreWorkers for WorkerService {
             vec![r.plan_id.clone()]
         };
         let granted = ledger
-            .grant(&plan_ids, &r.worker_id, now_ms(), s.lease_ttl_ms, s.grace_ms)
+            .grant(
+                &plan_ids,
+                &r.worker_id,
+                now_ms(),
+                s.lease_ttl_ms,
+                s.grace_ms,
+            )
             .map_err(ledger_status)?;
         if let Some((plan, task)) = granted {
-            let spec = RestoreSpec::decode(plan.spec.as_slice())
-                .map_err(|e| Status::internal(format!("stored spec of {} unreadable: {e}", plan.plan_id)))?;
+            let spec = RestoreSpec::decode(plan.spec.as_slice()).map_err(|e| {
+                Status::internal(format!("stored spec of {} unreadable: {e}", plan.plan_id))
+            })?;
             tracing::info!(plan = %plan.plan_id, task = task.task_id, epoch = task.epoch, worker = %r.worker_id, "lease granted");
             return Ok(Response::new(AcquireLeaseResponse {
                 lease: Some(build_lease(&spec, &task, &plan.plan_id, s.lease_ttl_ms)),
@@ -124,39 +148,48 @@ impl RestoreWorkers for WorkerService {
         }))
     }
 
-    async fn heartbeat(&self, req: Request<LeaseRef>) -> Result<Response<HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        req: Request<LeaseRef>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
         let l = req.into_inner();
         let ttl = self.coord.settings.lease_ttl_ms;
         self.coord
             .ledger
-            .renew(&l.plan_id, l.task_id, &l.worker_id, l.epoch, now_ms(), ttl)
+            .renew(holder(&l), now_ms(), ttl)
             .map_err(ledger_status)?;
         Ok(Response::new(HeartbeatResponse { ttl_ms: ttl }))
     }
 
-    async fn report_checkpoint(&self, req: Request<CheckpointRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+    async fn report_checkpoint(
+        &self,
+        req: Request<CheckpointRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
         self.store_checkpoint(req.into_inner(), false)?;
         Ok(Response::new(HeartbeatResponse {
             ttl_ms: self.coord.settings.lease_ttl_ms,
         }))
     }
 
-    async fn complete_task(&self, req: Request<CheckpointRequest>) -> Result<Response<CompleteTaskResponse>, Status> {
+    async fn complete_task(
+        &self,
+        req: Request<CheckpointRequest>,
+    ) -> Result<Response<CompleteTaskResponse>, Status> {
         self.store_checkpoint(req.into_inner(), true)?;
         Ok(Response::new(CompleteTaskResponse {}))
     }
 
-    async fn fail_task(&self, req: Request<FailTaskRequest>) -> Result<Response<FailTaskResponse>, Status> {
+    async fn fail_task(
+        &self,
+        req: Request<FailTaskRequest>,
+    ) -> Result<Response<FailTaskResponse>, Status> {
         let r = req.into_inner();
         let l = lease_ref(r.lease)?;
         tracing::warn!(plan = %l.plan_id, task = l.task_id, retryable = r.retryable, error = %r.error, "task failed");
         self.coord
             .ledger
             .fail(
-                &l.plan_id,
-                l.task_id,
-                &l.worker_id,
-                l.epoch,
+                holder(&l),
                 &r.error,
                 r.retryable,
                 now_ms(),
@@ -187,7 +220,7 @@ impl WorkerService {
             .collect();
         self.coord
             .ledger
-            .checkpoint(&l.plan_id, l.task_id, &l.worker_id, l.epoch, &cp, &runs, complete)
+            .checkpoint(holder(&l), &cp, &runs, complete)
             .map_err(ledger_status)?;
         if complete {
             tracing::info!(plan = %l.plan_id, task = l.task_id, records = r.records_done, "task completed");

@@ -57,7 +57,8 @@ fn config(bootstrap: &str) -> ClientConfig {
 }
 
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = config(bootstrap).create().expect("admin client");
+    let admin: AdminClient<DefaultClientContext> =
+        config(bootstrap).create().expect("admin client");
     let res = admin
         .create_topics(
             &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
@@ -71,7 +72,12 @@ pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
 }
 
 /// A record to produce: partition plus content (its offset field is ignored).
-pub fn rec(key: Option<&[u8]>, value: Option<&[u8]>, ts: i64, headers: &[(&str, Option<&[u8]>)]) -> Record {
+pub fn rec(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    ts: i64,
+    headers: &[(&str, Option<&[u8]>)],
+) -> Record {
     Record {
         offset: -1,
         timestamp: ts,
@@ -102,7 +108,12 @@ pub fn simple_records(n: usize, base_ts: i64, step: i64) -> Vec<Record> {
 }
 
 /// Produces records in order to one partition and returns them with their offsets.
-pub async fn produce(bootstrap: &str, topic: &str, partition: i32, records: &[Record]) -> Vec<Record> {
+pub async fn produce(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    records: &[Record],
+) -> Vec<Record> {
     let producer: FutureProducer = config(bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
@@ -111,7 +122,9 @@ pub async fn produce(bootstrap: &str, topic: &str, partition: i32, records: &[Re
         .expect("producer");
     let mut futures = Vec::new();
     for r in records {
-        let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).partition(partition).timestamp(r.timestamp);
+        let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+            .partition(partition)
+            .timestamp(r.timestamp);
         if let Some(k) = &r.key {
             fr = fr.key(k.as_slice());
         }
@@ -128,11 +141,20 @@ pub async fn produce(bootstrap: &str, topic: &str, partition: i32, records: &[Re
             }
             fr = fr.headers(h);
         }
-        futures.push(producer.send_result(fr).map_err(|(e, _)| e).expect("enqueue"));
+        futures.push(
+            producer
+                .send_result(fr)
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
     }
     let mut out = Vec::new();
     for (r, f) in records.iter().zip(futures) {
-        let d = f.await.expect("delivery").map_err(|(e, _)| e).expect("delivered");
+        let d = f
+            .await
+            .expect("delivery")
+            .map_err(|(e, _)| e)
+            .expect("delivered");
         let mut r = r.clone();
         r.offset = d.offset;
         out.push(r);
@@ -155,11 +177,17 @@ pub fn consume_all(bootstrap: &str, topic: &str, partition: i32) -> Vec<Record> 
         return out;
     }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(low)).expect("tpl");
+    tpl.add_partition_offset(topic, partition, Offset::Offset(low))
+        .expect("tpl");
     consumer.assign(&tpl).expect("assign");
     let deadline = Instant::now() + Duration::from_secs(60);
     while out.last().is_none_or(|r: &Record| r.offset < high - 1) {
-        assert!(Instant::now() < deadline, "timed out reading {topic}/{partition} (have {} of {})", out.len(), high - low);
+        assert!(
+            Instant::now() < deadline,
+            "timed out reading {topic}/{partition} (have {} of {})",
+            out.len(),
+            high - low
+        );
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => out.push(Record {
                 offset: m.offset(),
@@ -197,8 +225,12 @@ pub fn end_offset(bootstrap: &str, topic: &str, partition: i32) -> i64 {
 /// Whether a topic exists.
 pub fn topic_exists(bootstrap: &str, topic: &str) -> bool {
     let consumer: BaseConsumer = config(bootstrap).create().expect("consumer");
-    let md = consumer.fetch_metadata(None, Duration::from_secs(10)).expect("metadata");
-    md.topics().iter().any(|t| t.name() == topic && !t.partitions().is_empty())
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    md.topics()
+        .iter()
+        .any(|t| t.name() == topic && !t.partitions().is_empty())
 }
 
 /// Content equality ignoring offsets.
@@ -209,7 +241,10 @@ pub fn same_content(a: &Record, b: &Record) -> bool {
 pub fn assert_same_records(expected: &[Record], actual: &[Record]) {
     assert_eq!(expected.len(), actual.len(), "record count differs");
     for (i, (e, a)) in expected.iter().zip(actual).enumerate() {
-        assert!(same_content(e, a), "record {i} differs:\nexpected {e:?}\nactual   {a:?}");
+        assert!(
+            same_content(e, a),
+            "record {i} differs:\nexpected {e:?}\nactual   {a:?}"
+        );
     }
 }
 
@@ -238,7 +273,13 @@ pub fn stderr(o: &Output) -> String {
 /// Runs the binary and asserts success.
 pub fn kb_ok(args: &[&str]) -> String {
     let o = kb(args);
-    assert!(o.status.success(), "kafka-backup {args:?} failed ({:?}):\nstdout:\n{}\nstderr:\n{}", o.status, stdout(&o), stderr(&o));
+    assert!(
+        o.status.success(),
+        "kafka-backup {args:?} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
     stdout(&o)
 }
 
@@ -246,8 +287,15 @@ pub fn kb_ok(args: &[&str]) -> String {
 pub fn kb_err(args: &[&str], needle: &str) -> String {
     let o = kb(args);
     let err = stderr(&o);
-    assert!(!o.status.success(), "kafka-backup {args:?} unexpectedly succeeded:\n{}", stdout(&o));
-    assert!(err.contains(needle), "stderr of {args:?} lacks {needle:?}:\n{err}");
+    assert!(
+        !o.status.success(),
+        "kafka-backup {args:?} unexpectedly succeeded:\n{}",
+        stdout(&o)
+    );
+    assert!(
+        err.contains(needle),
+        "stderr of {args:?} lacks {needle:?}:\n{err}"
+    );
     err
 }
 
@@ -275,11 +323,19 @@ pub fn create_bucket(bucket: &str) {
     use std::io::{Read, Write};
     let endpoint = s3_endpoint();
     let host = endpoint.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(host).unwrap_or_else(|e| panic!("moto at {host}: {e}; {HOW_TO_START}"));
-    write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").expect("write");
+    let mut s = std::net::TcpStream::connect(host)
+        .unwrap_or_else(|e| panic!("moto at {host}: {e}; {HOW_TO_START}"));
+    write!(
+        s,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut resp = String::new();
     s.read_to_string(&mut resp).expect("read");
-    assert!(resp.starts_with("HTTP/1.1 200"), "create bucket {bucket}: {resp}");
+    assert!(
+        resp.starts_with("HTTP/1.1 200"),
+        "create bucket {bucket}: {resp}"
+    );
 }
 
 /// Environment for the binary to reach moto.

@@ -80,7 +80,9 @@ pub fn spawn_heartbeats(
                 }
                 // Coordinator away: the deadline is not extended and the produce loop stops
                 // by itself when it passes.
-                Err(s) => tracing::warn!(task = lease.task_id, error = %s.message(), "heartbeat failed; will retry"),
+                Err(s) => {
+                    tracing::warn!(task = lease.task_id, error = %s.message(), "heartbeat failed; will retry")
+                }
             }
         }
     })

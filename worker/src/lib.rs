@@ -90,13 +90,15 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), WorkerError> {
                 Ok(r) => {
                     let r = r.into_inner();
                     if let Some(lease) = r.lease {
-                        task::run_task(client.clone(), &cfg.worker_id, lease, sent, heartbeat).await;
+                        task::run_task(client.clone(), &cfg.worker_id, lease, sent, heartbeat)
+                            .await;
                         continue;
                     }
                     if r.plan_finished {
                         return Ok(());
                     }
-                    tokio::time::sleep(Duration::from_millis(r.retry_after_ms.clamp(50, 5000))).await;
+                    tokio::time::sleep(Duration::from_millis(r.retry_after_ms.clamp(50, 5000)))
+                        .await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e.message(), "acquire failed; reconnecting");

@@ -107,7 +107,13 @@ pub struct PartitionProducer {
 }
 
 impl PartitionProducer {
-    pub fn new(producer: FutureProducer, topic: &str, partition: i32, add_offset_headers: bool, acked: Acked) -> Self {
+    pub fn new(
+        producer: FutureProducer,
+        topic: &str,
+        partition: i32,
+        add_offset_headers: bool,
+        acked: Acked,
+    ) -> Self {
         Self {
             producer,
             topic: topic.to_string(),
@@ -150,7 +156,8 @@ impl PartitionProducer {
         }
         let headers = Self::headers_for(rec, self.add_offset_headers);
         loop {
-            let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).partition(self.partition);
+            let mut fr: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&self.topic).partition(self.partition);
             if rec.timestamp >= 0 {
                 fr = fr.timestamp(rec.timestamp);
             }
@@ -165,7 +172,8 @@ impl PartitionProducer {
             }
             match self.producer.send_result(fr) {
                 Ok(fut) => {
-                    self.in_flight.push_back((rec.offset, rec.encoded_len as u64, fut));
+                    self.in_flight
+                        .push_back((rec.offset, rec.encoded_len as u64, fut));
                     self.collect_ready()?;
                     return Ok(());
                 }
@@ -196,7 +204,10 @@ impl PartitionProducer {
         &mut self,
         source: i64,
         bytes: u64,
-        res: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
+        res: Result<
+            rdkafka::producer::future_producer::OwnedDeliveryResult,
+            futures::channel::oneshot::Canceled,
+        >,
     ) -> Result<(), ProduceError> {
         match res {
             Ok(Ok(d)) => {

@@ -72,18 +72,20 @@ impl TargetPartition<'_> {
     pub async fn end_offset(&self) -> Result<i64, ReconcileError> {
         let consumer = self.consumer()?;
         let (topic, p) = (self.topic.to_string(), self.partition);
-        tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)))
-            .await
-            .map_err(|_| self.err()(KafkaError::Canceled))?
-            .map(|(_, high)| high)
-            .map_err(self.err())
+        tokio::task::spawn_blocking(move || {
+            consumer.fetch_watermarks(&topic, p, Duration::from_secs(10))
+        })
+        .await
+        .map_err(|_| self.err()(KafkaError::Canceled))?
+        .map(|(_, high)| high)
+        .map_err(self.err())
     }
 }
 
 /// Source records after a checkpoint, in order, across segments.
 struct SourceCursor<'a> {
     store: &'a BackupStore,
-    segments: std::vec::IntoIter<SegmentRef>,
+    segments: std::iter::Cloned<std::slice::Iter<'a, SegmentRef>>,
     current: Option<(DecodedSegment, usize)>,
     filter: RecordFilter,
 }
@@ -140,7 +142,11 @@ impl From<&RecordRef<'_>> for ExpectedRecord {
     }
 }
 
-fn same(expected: &ExpectedRecord, msg: &rdkafka::message::BorrowedMessage<'_>, add_headers: bool) -> bool {
+fn same(
+    expected: &ExpectedRecord,
+    msg: &rdkafka::message::BorrowedMessage<'_>,
+    add_headers: bool,
+) -> bool {
     if msg.key() != expected.key.as_deref()
         || msg.payload() != expected.value.as_deref()
         || (expected.timestamp >= 0 && msg.timestamp().to_millis() != Some(expected.timestamp))
@@ -160,7 +166,11 @@ fn same(expected: &ExpectedRecord, msg: &rdkafka::message::BorrowedMessage<'_>, 
         timestamp: expected.timestamp,
         key: None,
         value: None,
-        headers: expected.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect(),
+        headers: expected
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect(),
         encoded_len: 0,
     };
     let want: Vec<(String, Option<Vec<u8>>)> = PartitionProducer::headers_for(&probe, add_headers)
@@ -186,15 +196,25 @@ pub async fn reconcile(
     if end <= acked.target_next {
         return Ok(acked);
     }
-    tracing::info!(topic = target.topic, partition = target.partition, from = acked.target_next, end, "reconciling target tail after takeover");
+    tracing::info!(
+        topic = target.topic,
+        partition = target.partition,
+        from = acked.target_next,
+        end,
+        "reconciling target tail after takeover"
+    );
     let consumer = target.consumer()?;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(target.topic, target.partition, Offset::Offset(acked.target_next))
-        .map_err(target.err())?;
+    tpl.add_partition_offset(
+        target.topic,
+        target.partition,
+        Offset::Offset(acked.target_next),
+    )
+    .map_err(target.err())?;
     consumer.assign(&tpl).map_err(target.err())?;
     let mut cursor = SourceCursor {
         store,
-        segments: segments.to_vec().into_iter(),
+        segments: segments.iter().cloned(),
         current: None,
         filter: RecordFilter {
             from_offset: acked.source_next,
@@ -226,10 +246,17 @@ pub async fn reconcile(
                 continue;
             }
         }
-        tracing::warn!(offset = msg.offset(), "target record not written by this restore; skipping it");
+        tracing::warn!(
+            offset = msg.offset(),
+            "target record not written by this restore; skipping it"
+        );
     }
     // Nothing of ours lies between the last match and `end`.
     acked.target_next = acked.target_next.max(end);
-    tracing::info!(matched, source_next = acked.source_next, "reconciliation done");
+    tracing::info!(
+        matched,
+        source_next = acked.source_next,
+        "reconciliation done"
+    );
     Ok(acked)
 }

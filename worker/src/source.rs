@@ -21,12 +21,18 @@ pub enum SourceError {
 impl SourceError {
     /// Missing or corrupt objects will not heal by retrying; I/O errors may.
     pub fn retryable(&self) -> bool {
-        matches!(self, SourceError::Storage(StorageError::Io { .. }) | SourceError::Decoder(_))
+        matches!(
+            self,
+            SourceError::Storage(StorageError::Io { .. }) | SourceError::Decoder(_)
+        )
     }
 }
 
 /// Fetches and decodes one segment.
-pub async fn fetch_segment(store: &BackupStore, seg: &SegmentRef) -> Result<DecodedSegment, SourceError> {
+pub async fn fetch_segment(
+    store: &BackupStore,
+    seg: &SegmentRef,
+) -> Result<DecodedSegment, SourceError> {
     let bytes = store.get(&seg.key).await?;
     let key = seg.key.clone();
     tokio::task::spawn_blocking(move || DecodedSegment::decode(&key, &bytes))

@@ -10,6 +10,7 @@
 //!    re-grants only after TTL + grace, so two holders never write at once.
 //! 3. The next holder reconciles (`reconcile.rs`): whatever the previous holder wrote after its
 //!    last checkpoint is found in the target tail and skipped, so it is not written twice.
+//!
 //! Together: each source record is in the target exactly once, in source order.
 
 use crate::lease::{spawn_heartbeats, LeaseState};
@@ -71,7 +72,12 @@ pub async fn run_task(
     };
     let label = format!("{}/{}", lease.source_topic, lease.source_partition);
     let state = LeaseState::new(granted_at, Duration::from_millis(lease.ttl_ms));
-    let heartbeats = spawn_heartbeats(client.clone(), lease_ref.clone(), state.clone(), heartbeat_interval);
+    let heartbeats = spawn_heartbeats(
+        client.clone(),
+        lease_ref.clone(),
+        state.clone(),
+        heartbeat_interval,
+    );
     let span = tracing::info_span!("task", plan = %lease.plan_id, task = lease.task_id, epoch = lease.epoch, source = %label);
     let result = execute(client.clone(), &lease_ref, &lease, &state)
         .instrument(span)
@@ -145,7 +151,15 @@ async fn execute(
             bytes: lease.bytes_done,
             runs: vec![],
         };
-        reconcile(&target, &store, &lease.segments, filter, lease.add_original_offset_headers, cp).await?
+        reconcile(
+            &target,
+            &store,
+            &lease.segments,
+            filter,
+            lease.add_original_offset_headers,
+            cp,
+        )
+        .await?
     } else {
         Acked {
             source_next: first_offset,
@@ -162,7 +176,11 @@ async fn execute(
     let ttl = Duration::from_millis(lease.ttl_ms);
     let message_timeout = (ttl * 2 / 5).max(Duration::from_secs(1));
     let write_window = message_timeout + Duration::from_millis(500);
-    let producer = create_producer(&lease.bootstrap_servers, &lease.kafka_properties, message_timeout)?;
+    let producer = create_producer(
+        &lease.bootstrap_servers,
+        &lease.kafka_properties,
+        message_timeout,
+    )?;
     let mut out = PartitionProducer::new(
         producer,
         &lease.target_topic,
@@ -213,7 +231,11 @@ async fn execute(
 
 /// Blocks the produce loop until a write may start inside the lease; stops the task (and
 /// purges the producer) once fenced or past the deadline.
-async fn wait_for_lease(state: &LeaseState, window: Duration, out: &mut PartitionProducer) -> Result<(), TaskError> {
+async fn wait_for_lease(
+    state: &LeaseState,
+    window: Duration,
+    out: &mut PartitionProducer,
+) -> Result<(), TaskError> {
     loop {
         if state.is_fenced() {
             out.abandon().await;

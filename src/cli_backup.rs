@@ -166,8 +166,8 @@ pub async fn list_backups(a: StorageArgs) -> Result<ExitCode> {
                     "{:<40} {:<27} {:>7} {:>12}",
                     r["backup_id"].as_str().unwrap_or_default(),
                     format_ms(r["created_at"].as_i64().unwrap_or_default()),
-                    r["topics"],
-                    r["records"]
+                    r["topics"].to_string(),
+                    r["records"].to_string()
                 );
             }
             if rows.is_empty() {
@@ -234,14 +234,15 @@ pub async fn describe(a: BackupRefArgs) -> Result<ExitCode> {
                         (Some(a), Some(b)) => format!("{} .. {}", format_ms(a), format_ms(b)),
                         _ => "-".into(),
                     };
+                    let cell = |k: &str| p[k].to_string();
                     println!(
                         "{:<30} {:>5} {:>8} {:>12} {:>12} {:>12}  {}",
                         t["topic"].as_str().unwrap_or_default(),
-                        p["partition"],
-                        p["segments"],
-                        p["records"],
-                        p["first_offset"],
-                        p["last_offset"],
+                        cell("partition"),
+                        cell("segments"),
+                        cell("records"),
+                        cell("first_offset"),
+                        cell("last_offset"),
                         range
                     );
                 }

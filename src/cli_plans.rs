@@ -1,6 +1,7 @@
 //! `coordinator`, `worker`, `restore-status`, `restore-cancel`, `restore-resume` and
 //! `list-plans`: the distributed mode's processes and its gRPC clients.
 
+use crate::cli_auth::{ClientAuthArgs, ServerAuthArgs};
 use crate::cli_output::{print_json, print_status, status_json, Format};
 use crate::cli_restore::parse_duration;
 use crate::embedded::{connect_plans, exit_code, follow, rpc_error};
@@ -27,6 +28,8 @@ pub struct CoordinatorArgs {
     /// Wait after a lease expires before re-granting it, e.g. "3s".
     #[arg(long, default_value = "3s")]
     pub lease_grace: String,
+    #[command(flatten)]
+    pub auth: ServerAuthArgs,
 }
 
 #[derive(Args)]
@@ -37,6 +40,8 @@ pub struct WorkerArgs {
     /// Worker id (default: host name plus a random suffix).
     #[arg(long)]
     pub worker_id: Option<String>,
+    #[command(flatten)]
+    pub auth: ClientAuthArgs,
 }
 
 #[derive(Args)]
@@ -57,6 +62,8 @@ pub struct PlanSelectArgs {
     pub follow: bool,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    #[command(flatten)]
+    pub auth: ClientAuthArgs,
 }
 
 #[derive(Args)]
@@ -69,9 +76,12 @@ pub struct ListPlansArgs {
     pub coordinator: String,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    #[command(flatten)]
+    pub auth: ClientAuthArgs,
 }
 
 pub async fn coordinator(a: CoordinatorArgs) -> Result<ExitCode> {
+    let security = a.auth.security()?;
     let settings = CoordinatorSettings {
         lease_ttl_ms: parse_duration("--lease-ttl", &a.lease_ttl)?.as_millis() as u64,
         grace_ms: parse_duration("--lease-grace", &a.lease_grace)?.as_millis() as u64,
@@ -86,7 +96,7 @@ pub async fn coordinator(a: CoordinatorArgs) -> Result<ExitCode> {
     tracing::info!(listen = %listener.local_addr()?, state_dir = %a.state_dir.display(), "coordinator ready");
     let coord = Coordinator::new(ledger, settings);
     coord
-        .serve(listener, async {
+        .serve(listener, &security, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
@@ -98,6 +108,7 @@ pub async fn worker(a: WorkerArgs) -> Result<ExitCode> {
         coordinator_url: a.coordinator,
         worker_id: a.worker_id.unwrap_or_else(default_worker_id),
         plan_id: None,
+        security: a.auth.security(),
     };
     tracing::info!(worker = %cfg.worker_id, coordinator = %cfg.coordinator_url, "worker started");
     tokio::select! {
@@ -114,7 +125,7 @@ async fn pick_plan(a: &PlanSelectArgs) -> Result<String> {
     let Some(backup) = &a.backup_id else {
         bail!("give --plan-id or --backup-id");
     };
-    let mut client = connect_plans(&a.coordinator).await?;
+    let mut client = connect_plans(&a.coordinator, &a.auth.security()).await?;
     let plans = client
         .list_plans(ListPlansRequest {})
         .await
@@ -130,7 +141,7 @@ async fn pick_plan(a: &PlanSelectArgs) -> Result<String> {
 
 pub async fn status(a: PlanSelectArgs) -> Result<ExitCode> {
     let plan_id = pick_plan(&a).await?;
-    let mut client = connect_plans(&a.coordinator).await?;
+    let mut client = connect_plans(&a.coordinator, &a.auth.security()).await?;
     let s = if a.follow {
         follow(&mut client, &plan_id, true).await?
     } else {
@@ -153,7 +164,7 @@ pub async fn status(a: PlanSelectArgs) -> Result<ExitCode> {
 
 pub async fn cancel(a: PlanSelectArgs, cancel: bool) -> Result<ExitCode> {
     let plan_id = pick_plan(&a).await?;
-    let mut client = connect_plans(&a.coordinator).await?;
+    let mut client = connect_plans(&a.coordinator, &a.auth.security()).await?;
     let s = if cancel {
         client.cancel_plan(PlanRef { plan_id }).await
     } else {
@@ -169,7 +180,7 @@ pub async fn cancel(a: PlanSelectArgs, cancel: bool) -> Result<ExitCode> {
 }
 
 pub async fn list(a: ListPlansArgs) -> Result<ExitCode> {
-    let mut client = connect_plans(&a.coordinator).await?;
+    let mut client = connect_plans(&a.coordinator, &a.auth.security()).await?;
     let plans = client
         .list_plans(ListPlansRequest {})
         .await

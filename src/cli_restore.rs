@@ -89,6 +89,8 @@ pub struct RestoreArgs {
     /// Throttle each partition task to this many records per second (0 = unlimited).
     #[arg(long)]
     pub max_records_per_sec: Option<u32>,
+    #[command(flatten)]
+    pub auth: crate::cli_auth::ClientAuthArgs,
     /// Lease TTL of the embedded coordinator, e.g. "10s".
     #[arg(long, hide = true)]
     pub lease_ttl: Option<String>,

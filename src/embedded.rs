@@ -8,23 +8,17 @@ use crate::cli_output::{
 use crate::cli_restore::{Resolved, RestoreArgs};
 use anyhow::{Context, Result};
 use kafka_backup_coordinator::ledger::Ledger;
+use kafka_backup_coordinator::security::ServerSecurity;
 use kafka_backup_coordinator::{Coordinator, CoordinatorSettings};
-use kafka_backup_proto::restore_plans_client::RestorePlansClient;
 use kafka_backup_proto::{PlanStatus, SubmitPlanRequest, WatchPlanRequest};
+use kafka_backup_worker::connect::{ClientSecurity, CoordinatorEndpoint, PlansClient};
 use kafka_backup_worker::{default_worker_id, run_worker, WorkerConfig};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 
-pub async fn connect_plans(url: &str) -> Result<RestorePlansClient<Channel>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
-        .with_context(|| format!("invalid coordinator URL {url:?}: use http://HOST:PORT"))?
-        .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint.connect().await.with_context(|| {
-        format!("coordinator {url} is unreachable; check that it runs and the address is right")
-    })?;
-    Ok(RestorePlansClient::new(channel))
+pub async fn connect_plans(url: &str, security: &ClientSecurity) -> Result<PlansClient> {
+    Ok(CoordinatorEndpoint::new(url, security)?.plans().await?)
 }
 
 /// Turns a gRPC error into the coordinator's own message.
@@ -54,9 +48,19 @@ pub async fn run_embedded(
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(coord.serve(listener, async {
-        let _ = stop_rx.await;
-    }));
+    // Loopback only, so no token or TLS; no request timeout either, since the embedded
+    // client follows the plan over one long stream.
+    let security = ServerSecurity {
+        request_timeout: Duration::from_secs(24 * 3600),
+        ..ServerSecurity::default()
+    };
+    let server = tokio::spawn(async move {
+        coord
+            .serve(listener, &security, async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
     let result = submit_and_follow(&url, r, dry_run, a, true).await;
     let _ = stop_tx.send(());
     let _ = server.await;
@@ -79,7 +83,12 @@ async fn submit_and_follow(
     a: &RestoreArgs,
     embedded: bool,
 ) -> Result<ExitCode> {
-    let mut client = connect_plans(url).await?;
+    let security = if embedded {
+        ClientSecurity::default()
+    } else {
+        a.auth.security()
+    };
+    let mut client = connect_plans(url, &security).await?;
     let resp = client
         .submit_plan(SubmitPlanRequest {
             spec: Some(r.spec.clone()),
@@ -119,6 +128,7 @@ async fn submit_and_follow(
                 coordinator_url: url.to_string(),
                 worker_id: default_worker_id(),
                 plan_id: Some(plan_id.clone()),
+                security: ClientSecurity::default(),
             };
             workers.push(tokio::spawn(run_worker(cfg)));
         }
@@ -143,11 +153,7 @@ pub fn exit_code(s: &PlanStatus) -> ExitCode {
 }
 
 /// Streams status until the plan ends, printing progress lines when asked.
-pub async fn follow(
-    client: &mut RestorePlansClient<Channel>,
-    plan_id: &str,
-    progress: bool,
-) -> Result<PlanStatus> {
+pub async fn follow(client: &mut PlansClient, plan_id: &str, progress: bool) -> Result<PlanStatus> {
     let started = Instant::now();
     let mut stream = client
         .watch_plan(WatchPlanRequest {

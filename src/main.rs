@@ -1,6 +1,7 @@
 //! The `kafka-backup` command line: argument parsing and dispatch only. The work lives in
 //! the library crates (common: backup format and backup command; coordinator; worker).
 
+mod cli_auth;
 mod cli_backup;
 mod cli_output;
 mod cli_plans;

@@ -7,6 +7,7 @@ pub mod ledger;
 pub mod plan_service;
 pub mod planner;
 pub mod report;
+pub mod security;
 pub mod status;
 pub mod target;
 pub mod worker_service;
@@ -17,6 +18,14 @@ use ledger::Ledger;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Security(#[from] security::SecurityError),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
 
 /// Lease timing and retry policy.
 #[derive(Debug, Clone)]
@@ -54,19 +63,37 @@ impl Coordinator {
         })
     }
 
-    /// Serves both services on `listener` until `shutdown` resolves.
+    /// Serves both services on `listener` until `shutdown` resolves, with the TLS, token,
+    /// timeout and concurrency settings of `security`.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
+        security: &security::ServerSecurity,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<(), tonic::transport::Error> {
-        let plans = RestorePlansServer::new(plan_service::PlanService::new(self.clone()));
-        let workers = RestoreWorkersServer::new(worker_service::WorkerService::new(self.clone()));
-        tonic::transport::Server::builder()
+    ) -> Result<(), ServeError> {
+        let check = security.interceptor();
+        let plans = RestorePlansServer::with_interceptor(
+            plan_service::PlanService::new(self.clone()),
+            check.clone(),
+        );
+        let workers = RestoreWorkersServer::with_interceptor(
+            worker_service::WorkerService::new(self.clone()),
+            check,
+        );
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = security.tls()? {
+            builder = builder.tls_config(tls)?;
+        }
+        builder
+            .timeout(security.request_timeout)
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                security.max_concurrent_requests,
+            ))
             .add_service(plans)
             .add_service(workers)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-            .await
+            .await?;
+        Ok(())
     }
 }
 

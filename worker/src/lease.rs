@@ -6,13 +6,12 @@
 //! is computed from when the renewing request was *sent*, so this worker's writes all end
 //! before the coordinator can consider the lease expired and re-grant it (after TTL + grace).
 
-use kafka_backup_proto::restore_workers_client::RestoreWorkersClient;
+use crate::connect::WorkersClient;
 use kafka_backup_proto::LeaseRef;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 use tonic::Code;
 
 /// Shared lease state between the heartbeat task and the produce loop.
@@ -62,7 +61,7 @@ impl LeaseState {
 
 /// Spawns the heartbeat loop; it ends when fenced or aborted.
 pub fn spawn_heartbeats(
-    mut client: RestoreWorkersClient<Channel>,
+    mut client: WorkersClient,
     lease: LeaseRef,
     state: Arc<LeaseState>,
     interval: Duration,

@@ -3,16 +3,16 @@
 //! argument). Everything it knows comes with the lease, so a worker can die at any moment
 //! and another picks the task up from the ledger's checkpoint.
 
+pub mod connect;
 pub mod lease;
 pub mod produce;
 pub mod reconcile;
 pub mod source;
 pub mod task;
 
-use kafka_backup_proto::restore_workers_client::RestoreWorkersClient;
+use connect::{ClientSecurity, ConnectError, CoordinatorEndpoint, WorkersClient};
 use kafka_backup_proto::{AcquireLeaseRequest, RegisterRequest};
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -20,12 +20,15 @@ pub struct WorkerConfig {
     pub worker_id: String,
     /// Only work on this plan and return once it is finished (embedded mode).
     pub plan_id: Option<String>,
+    pub security: ClientSecurity,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("invalid coordinator URL {url:?}: {reason}; use http://HOST:PORT")]
-    BadUrl { url: String, reason: String },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("the coordinator refused this worker: {0}")]
+    Refused(String),
 }
 
 /// A fresh worker id: host name plus a random suffix.
@@ -35,11 +38,11 @@ pub fn default_worker_id() -> String {
     format!("{host}-{}", &id[..8])
 }
 
-async fn connect(endpoint: &Endpoint) -> RestoreWorkersClient<Channel> {
+async fn connect(endpoint: &CoordinatorEndpoint) -> WorkersClient {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match endpoint.connect().await {
-            Ok(ch) => return RestoreWorkersClient::new(ch),
+        match endpoint.workers().await {
+            Ok(c) => return c,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "coordinator unreachable");
                 tokio::time::sleep(backoff).await;
@@ -52,13 +55,7 @@ async fn connect(endpoint: &Endpoint) -> RestoreWorkersClient<Channel> {
 /// Runs the lease loop. Reconnects with backoff while the coordinator is away; returns only
 /// when `plan_id` is set and that plan is finished.
 pub async fn run_worker(cfg: WorkerConfig) -> Result<(), WorkerError> {
-    let endpoint = Endpoint::from_shared(cfg.coordinator_url.clone())
-        .map_err(|e| WorkerError::BadUrl {
-            url: cfg.coordinator_url.clone(),
-            reason: e.to_string(),
-        })?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30));
+    let endpoint = CoordinatorEndpoint::new(&cfg.coordinator_url, &cfg.security)?;
     let mut backoff = Duration::from_millis(200);
     'connect: loop {
         let mut client = connect(&endpoint).await;
@@ -70,6 +67,9 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), WorkerError> {
             .await;
         let heartbeat = match reg {
             Ok(r) => Duration::from_millis(r.into_inner().heartbeat_interval_ms.max(100)),
+            Err(e) if e.code() == tonic::Code::Unauthenticated => {
+                return Err(WorkerError::Refused(e.message().to_string()));
+            }
             Err(e) => {
                 tracing::warn!(error = %e.message(), "register failed; retrying");
                 tokio::time::sleep(backoff).await;

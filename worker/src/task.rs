@@ -13,17 +13,16 @@
 //!
 //! Together: each source record is in the target exactly once, in source order.
 
+use crate::connect::WorkersClient;
 use crate::lease::{spawn_heartbeats, LeaseState};
 use crate::produce::{create_producer, Acked, PartitionProducer, ProduceError};
 use crate::reconcile::{reconcile, ReconcileError, TargetPartition};
 use crate::source::{prefetch, RecordFilter, SourceError};
 use kafka_backup_common::storage::{BackupStore, StorageError};
-use kafka_backup_proto::restore_workers_client::RestoreWorkersClient;
 use kafka_backup_proto::*;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 use tonic::Code;
 use tracing::Instrument;
 
@@ -58,7 +57,7 @@ impl TaskError {
 
 /// Runs one lease to its end and reports the outcome to the coordinator.
 pub async fn run_task(
-    client: RestoreWorkersClient<Channel>,
+    client: WorkersClient,
     worker_id: &str,
     lease: TaskLease,
     granted_at: Instant,
@@ -122,7 +121,7 @@ fn checkpoint_request(lease: &LeaseRef, acked: &mut Acked) -> CheckpointRequest 
 }
 
 async fn execute(
-    mut client: RestoreWorkersClient<Channel>,
+    mut client: WorkersClient,
     lease_ref: &LeaseRef,
     lease: &TaskLease,
     state: &Arc<LeaseState>,

@@ -1,0 +1,159 @@
+//! Client side of the coordinator connection, shared by workers and every CLI client:
+//! endpoint, optional TLS (server CA, and a client identity for mTLS) and the shared-token
+//! header. One place builds channels so a worker and `restore-status` can never disagree on
+//! how to reach a secured coordinator.
+
+use kafka_backup_proto::restore_plans_client::RestorePlansClient;
+use kafka_backup_proto::restore_workers_client::RestoreWorkersClient;
+use std::path::PathBuf;
+use std::time::Duration;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Request, Status};
+
+/// How to authenticate to the coordinator.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSecurity {
+    /// Shared token sent as `authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// CA that signed the coordinator's certificate (enables TLS; use an https:// URL).
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate and key for mTLS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Name to verify the coordinator certificate against (default: the URL host).
+    pub tls_domain: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("invalid coordinator URL {url:?}: {reason}; use http://HOST:PORT, or https://HOST:PORT with --tls-ca")]
+    BadUrl { url: String, reason: String },
+    #[error("cannot read {what} {path}: {reason}")]
+    File {
+        what: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("invalid TLS settings: {0}")]
+    Tls(String),
+    #[error("the token contains characters not allowed in a header; use printable ASCII")]
+    BadToken,
+    #[error(
+        "coordinator {url} is unreachable: {reason}; check that it runs and the address is right"
+    )]
+    Unreachable { url: String, reason: String },
+}
+
+/// Adds the bearer token to every request.
+#[derive(Clone)]
+pub struct TokenInterceptor {
+    header: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl Interceptor for TokenInterceptor {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(h) = &self.header {
+            req.metadata_mut().insert("authorization", h.clone());
+        }
+        Ok(req)
+    }
+}
+
+pub type AuthChannel = InterceptedService<Channel, TokenInterceptor>;
+pub type WorkersClient = RestoreWorkersClient<AuthChannel>;
+pub type PlansClient = RestorePlansClient<AuthChannel>;
+
+fn read(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, ConnectError> {
+    std::fs::read(path).map_err(|e| ConnectError::File {
+        what,
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// A configured (not yet connected) endpoint plus the interceptor to use with it.
+#[derive(Clone)]
+pub struct CoordinatorEndpoint {
+    pub url: String,
+    endpoint: Endpoint,
+    interceptor: TokenInterceptor,
+}
+
+impl CoordinatorEndpoint {
+    pub fn new(url: &str, sec: &ClientSecurity) -> Result<Self, ConnectError> {
+        let bad = |reason: String| ConnectError::BadUrl {
+            url: url.to_string(),
+            reason,
+        };
+        let mut endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| bad(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30));
+        if sec.tls_ca.is_some() || sec.tls_cert.is_some() {
+            if !url.starts_with("https://") {
+                return Err(bad("TLS options need an https:// URL".into()));
+            }
+            let mut tls = ClientTlsConfig::new();
+            if let Some(ca) = &sec.tls_ca {
+                tls = tls.ca_certificate(Certificate::from_pem(read("CA certificate", ca)?));
+            }
+            match (&sec.tls_cert, &sec.tls_key) {
+                (Some(c), Some(k)) => {
+                    tls = tls.identity(Identity::from_pem(
+                        read("client certificate", c)?,
+                        read("client key", k)?,
+                    ));
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(ConnectError::Tls(
+                        "--tls-cert and --tls-key go together".into(),
+                    ))
+                }
+            }
+            if let Some(d) = &sec.tls_domain {
+                tls = tls.domain_name(d.clone());
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| ConnectError::Tls(e.to_string()))?;
+        }
+        let header = match &sec.token {
+            Some(t) => Some(
+                format!("Bearer {t}")
+                    .parse::<MetadataValue<tonic::metadata::Ascii>>()
+                    .map_err(|_| ConnectError::BadToken)?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            url: url.to_string(),
+            endpoint,
+            interceptor: TokenInterceptor { header },
+        })
+    }
+
+    pub async fn channel(&self) -> Result<AuthChannel, ConnectError> {
+        let ch = self
+            .endpoint
+            .connect()
+            .await
+            .map_err(|e| ConnectError::Unreachable {
+                url: self.url.clone(),
+                reason: std::error::Error::source(&e)
+                    .map_or_else(|| e.to_string(), |s| s.to_string()),
+            })?;
+        Ok(InterceptedService::new(ch, self.interceptor.clone()))
+    }
+
+    pub async fn plans(&self) -> Result<PlansClient, ConnectError> {
+        Ok(RestorePlansClient::new(self.channel().await?))
+    }
+
+    pub async fn workers(&self) -> Result<WorkersClient, ConnectError> {
+        Ok(RestoreWorkersClient::new(self.channel().await?))
+    }
+}

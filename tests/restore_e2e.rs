@@ -570,3 +570,41 @@ async fn bad_inputs_are_refused_before_anything_is_written() {
         "do not exist",
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupt_segment_stops_only_its_task_and_keeps_what_was_restored() {
+    let f = fixture("corrupt", 2, 120).await;
+    // Damage the second segment of partition 1 (offsets 50..99): flip one body byte.
+    let seg = f.backup.path().join(format!(
+        "bk/topics/{}/partition=1/segment-{:020}.bin.zst",
+        f.topic, 50
+    ));
+    let mut bytes = std::fs::read(&seg).expect("segment file");
+    bytes[40] ^= 0x55;
+    std::fs::write(&seg, bytes).expect("write");
+    let target = unique("corrupt-target");
+    let o = kb(&f.restore_args(&[
+        "--source-topic",
+        &f.topic,
+        "--target-topic",
+        &target,
+        "--bootstrap-servers",
+        &broker(),
+        "--create-topics",
+    ]));
+    let out = stdout(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a failed task fails the run:\n{out}\n{}",
+        stderr(&o)
+    );
+    assert!(
+        out.contains(&format!("segment-{:020}.bin.zst", 50)),
+        "the error names the object:\n{out}"
+    );
+    assert!(out.contains("CRC32"), "{out}");
+    // Partition 0 is complete; partition 1 holds exactly the records before the bad segment.
+    assert_same_records(&f.source[0], &consume_all(&broker(), &target, 0));
+    assert_same_records(&f.source[1][..50], &consume_all(&broker(), &target, 1));
+}

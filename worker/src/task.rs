@@ -196,7 +196,19 @@ async fn execute(
     let mut segments = prefetch(store.clone(), lease.segments.clone(), filter.from_offset);
     let mut throttle = Throttle::new(lease.max_records_per_sec);
     while let Some(seg) = segments.recv().await {
-        let seg = seg?;
+        let seg = match seg {
+            Ok(seg) => seg,
+            Err(e) => {
+                // Keep everything before the bad segment: finish producing it and checkpoint,
+                // so the task stops exactly at the damaged object.
+                out.drain().await?;
+                client
+                    .report_checkpoint(checkpoint_request(lease_ref, &mut out.acked))
+                    .await
+                    .map_err(report_error)?;
+                return Err(e.into());
+            }
+        };
         for rec in seg.records() {
             let rec = rec.map_err(SourceError::from)?;
             if !filter.keeps(&rec) {

@@ -77,6 +77,10 @@ pub struct RestoreArgs {
     /// Add x-original-offset / x-original-timestamp headers to restored records.
     #[arg(long)]
     pub add_original_offset_headers: bool,
+    /// Write the offset mapping and translated consumer-group offsets (JSON) here when the
+    /// restore ends.
+    #[arg(long)]
+    pub offset_report: Option<PathBuf>,
     /// Submit to a running coordinator instead of running embedded.
     #[arg(long)]
     pub coordinator: Option<String>,
@@ -128,6 +132,7 @@ fn yaml_timestamp(what: &str, v: &serde_yaml::Value) -> Result<i64> {
 /// The validated spec plus run options that are not part of the plan.
 pub struct Resolved {
     pub spec: RestoreSpec,
+    pub offset_report: Option<PathBuf>,
     pub workers: u32,
     pub state_dir: PathBuf,
 }
@@ -287,8 +292,13 @@ pub fn resolve(a: &RestoreArgs) -> Result<Resolved> {
         .clone()
         .or(r.checkpoint_state.as_ref().map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("kafka-backup-state"));
+    let offset_report = a
+        .offset_report
+        .clone()
+        .or(r.offset_report.as_ref().map(PathBuf::from));
     Ok(Resolved {
         spec,
+        offset_report,
         workers,
         state_dir,
     })

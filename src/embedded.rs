@@ -26,6 +26,41 @@ pub fn rpc_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", s.message())
 }
 
+/// A coordinator on a loopback port for this process only.
+pub struct LocalCoordinator {
+    pub url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), kafka_backup_coordinator::ServeError>>,
+}
+
+impl LocalCoordinator {
+    pub async fn start(ledger: Ledger, settings: CoordinatorSettings) -> Result<Self> {
+        let coord = Coordinator::new(ledger, settings);
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        // Loopback only, so no token or TLS; no request timeout either, since the embedded
+        // client follows the plan over one long stream.
+        let security = ServerSecurity {
+            request_timeout: Duration::from_secs(24 * 3600),
+            ..ServerSecurity::default()
+        };
+        let server = tokio::spawn(async move {
+            coord
+                .serve(listener, &security, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+        });
+        Ok(Self { url, stop, server })
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+    }
+}
+
 pub async fn run_embedded(
     r: Resolved,
     dry_run: bool,
@@ -44,26 +79,9 @@ pub async fn run_embedded(
         settings.lease_ttl_ms = ttl.as_millis() as u64;
         settings.grace_ms = (settings.lease_ttl_ms / 3).max(200);
     }
-    let coord = Coordinator::new(ledger, settings);
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    // Loopback only, so no token or TLS; no request timeout either, since the embedded
-    // client follows the plan over one long stream.
-    let security = ServerSecurity {
-        request_timeout: Duration::from_secs(24 * 3600),
-        ..ServerSecurity::default()
-    };
-    let server = tokio::spawn(async move {
-        coord
-            .serve(listener, &security, async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
-    let result = submit_and_follow(&url, r, dry_run, a, true).await;
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    let local = LocalCoordinator::start(ledger, settings).await?;
+    let result = submit_and_follow(&local.url, r, dry_run, a, true).await;
+    local.stop().await;
     result
 }
 
@@ -134,6 +152,9 @@ async fn submit_and_follow(
         }
     }
     let last = follow(&mut client, &plan_id, a.progress).await?;
+    if let Some(path) = &r.offset_report {
+        crate::cli_offsets::write_report(&mut client, &plan_id, path).await?;
+    }
     for w in workers {
         w.abort();
     }

@@ -3,6 +3,7 @@
 
 mod cli_auth;
 mod cli_backup;
+mod cli_offsets;
 mod cli_output;
 mod cli_plans;
 mod cli_restore;
@@ -48,6 +49,8 @@ enum Command {
     RestoreResume(cli_plans::PlanSelectArgs),
     /// List the restore plans a coordinator holds.
     ListPlans(cli_plans::ListPlansArgs),
+    /// Show the exact source→target offset mapping of a restore and translated group offsets.
+    ShowOffsetMapping(cli_offsets::OffsetMappingArgs),
 }
 
 fn init_logging(default: &str) {
@@ -80,6 +83,7 @@ async fn main() -> ExitCode {
         Command::RestoreCancel(a) => cli_plans::cancel(a, true).await,
         Command::RestoreResume(a) => cli_plans::cancel(a, false).await,
         Command::ListPlans(a) => cli_plans::list(a).await,
+        Command::ShowOffsetMapping(a) => cli_offsets::show_offset_mapping(a).await,
     };
     match result {
         Ok(code) => code,

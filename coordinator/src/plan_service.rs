@@ -309,6 +309,82 @@ impl RestorePlans for PlanService {
         self.status_of(&id).map(Response::new)
     }
 
+    async fn get_offset_mapping(
+        &self,
+        req: Request<PlanRef>,
+    ) -> Result<Response<OffsetMapping>, Status> {
+        let plan_id = req.into_inner().plan_id;
+        let ledger = &self.coord.ledger;
+        let plan = ledger.plan(&plan_id).map_err(ledger_status)?;
+        let tasks = ledger.tasks(&plan_id).map_err(ledger_status)?;
+        let spec = RestoreSpec::decode(plan.spec.as_slice())
+            .map_err(|e| Status::internal(format!("stored spec of {plan_id} unreadable: {e}")))?;
+        let status = plan_status(&plan, &tasks);
+        let mut out = OffsetMapping {
+            plan_id: plan_id.clone(),
+            backup_id: plan.backup_id.clone(),
+            ..Default::default()
+        };
+        let mut runs_by_task = Vec::new();
+        for (task, st) in tasks.iter().zip(&status.tasks) {
+            let runs = ledger
+                .offset_runs(&plan_id, task.task_id)
+                .map_err(ledger_status)?;
+            out.partitions.push(PartitionOffsetMapping {
+                source_topic: task.source_topic.clone(),
+                source_partition: task.source_partition,
+                target_topic: task.target_topic.clone(),
+                target_partition: task.target_partition,
+                runs: runs
+                    .iter()
+                    .map(|r| OffsetRun {
+                        source_start: r.source_start,
+                        target_start: r.target_start,
+                        length: r.length,
+                    })
+                    .collect(),
+                target_next_offset: task
+                    .checkpoint
+                    .as_ref()
+                    .map_or(-1, |c| c.target_next_offset),
+                state: st.state.clone(),
+            });
+            runs_by_task.push(runs);
+        }
+        let options: HashMap<String, String> = spec.storage_options.clone().into_iter().collect();
+        let store =
+            BackupStore::open(&spec.storage_url, &options, false).map_err(storage_status)?;
+        let manifest = store
+            .read_manifest(&spec.backup_id)
+            .await
+            .map_err(storage_status)?;
+        for g in &manifest.consumer_group_offsets {
+            let Some(i) = tasks
+                .iter()
+                .position(|t| t.source_topic == g.topic && t.source_partition == g.partition)
+            else {
+                continue;
+            };
+            let task = &tasks[i];
+            let target = crate::offsets::translate(g.offset, &runs_by_task[i], task);
+            out.groups.push(GroupOffsetTranslation {
+                group: g.group.clone(),
+                source_topic: g.topic.clone(),
+                source_partition: g.partition,
+                source_offset: g.offset,
+                target_topic: task.target_topic.clone(),
+                target_partition: task.target_partition,
+                target_offset: target.unwrap_or(-1),
+                note: if target.is_some() {
+                    String::new()
+                } else {
+                    "not known until this partition's restore completes".into()
+                },
+            });
+        }
+        Ok(Response::new(out))
+    }
+
     async fn list_plans(
         &self,
         _req: Request<ListPlansRequest>,

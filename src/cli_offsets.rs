@@ -187,3 +187,65 @@ pub async fn show_offset_mapping(a: OffsetMappingArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Args)]
+pub struct OffsetForTimestampArgs {
+    #[arg(long = "bootstrap-servers", visible_alias = "bootstrap-server")]
+    pub bootstrap_servers: String,
+    #[arg(long)]
+    pub topic: String,
+    #[arg(long, allow_hyphen_values = true)]
+    pub partition: String,
+    /// RFC 3339 or epoch milliseconds.
+    #[arg(long)]
+    pub timestamp: String,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// PRD §8.3: the first offset of a target partition whose timestamp is >= the given one.
+pub async fn offset_for_timestamp(a: OffsetForTimestampArgs) -> Result<ExitCode> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let partition = kafka_backup_common::filters::parse_partition("--partition", &a.partition)?;
+    let ts = kafka_backup_common::timestamp::parse_timestamp_ms("--timestamp", &a.timestamp)?;
+    let consumer: BaseConsumer = kafka_backup_common::kafka::client_config(
+        &a.bootstrap_servers,
+        &std::collections::BTreeMap::new(),
+    )
+    .set("group.id", "kafka-backup-offset-lookup")
+    .create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&a.topic, partition, Offset::Offset(ts))?;
+    let found = tokio::task::spawn_blocking(move || {
+        consumer.offsets_for_times(tpl, std::time::Duration::from_secs(10))
+    })
+    .await?
+    .with_context(|| {
+        format!(
+            "cluster {} did not answer the timestamp lookup",
+            a.bootstrap_servers
+        )
+    })?;
+    let offset = found
+        .elements()
+        .first()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => -1,
+        })
+        .unwrap_or(-1);
+    match a.format {
+        Format::Json => print_json(
+            &json!({"topic": a.topic, "partition": partition, "timestamp": ts, "offset": offset}),
+        )?,
+        Format::Table if offset < 0 => {
+            println!("no record in {}/{partition} at or after {ts}", a.topic)
+        }
+        Format::Table => println!(
+            "offset {offset} in {}/{partition} is the first record at or after {ts}",
+            a.topic
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -51,6 +51,8 @@ enum Command {
     ListPlans(cli_plans::ListPlansArgs),
     /// Show the exact source→target offset mapping of a restore and translated group offsets.
     ShowOffsetMapping(cli_offsets::OffsetMappingArgs),
+    /// Find the first offset of a partition at or after a timestamp (PRD §8.3).
+    OffsetForTimestamp(cli_offsets::OffsetForTimestampArgs),
 }
 
 fn init_logging(default: &str) {
@@ -84,6 +86,7 @@ async fn main() -> ExitCode {
         Command::RestoreResume(a) => cli_plans::cancel(a, false).await,
         Command::ListPlans(a) => cli_plans::list(a).await,
         Command::ShowOffsetMapping(a) => cli_offsets::show_offset_mapping(a).await,
+        Command::OffsetForTimestamp(a) => cli_offsets::offset_for_timestamp(a).await,
     };
     match result {
         Ok(code) => code,

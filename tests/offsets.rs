@@ -183,4 +183,23 @@ async fn committed_offsets_translate_exactly_across_gaps_and_a_time_window() {
         target_of("g-done"),
         target_records.last().map_or(0, |r| r.offset + 1)
     );
+
+    // Timestamp lookup on the target (PRD §8.3): the restored record with source offset 140
+    // carries timestamp TS + 140.
+    let ts = (TS + 140).to_string();
+    let out: serde_json::Value = serde_json::from_str(&kb_ok(&[
+        "offset-for-timestamp",
+        "--bootstrap-servers",
+        &broker(),
+        "--topic",
+        &target,
+        "--partition",
+        "0",
+        "--timestamp",
+        &ts,
+        "--format",
+        "json",
+    ]))
+    .expect("json");
+    assert_eq!(out["offset"].as_i64(), Some(target_of("g-mid")));
 }

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 const BASE_TS: i64 = 1_710_000_000_000;
 
+/// These tests start many processes and depend on timing; run them one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Source {
     topic: String,
     backup: tempfile::TempDir,
@@ -146,6 +149,7 @@ impl Rng {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn embedded_restore_killed_mid_run_resumes_without_loss_or_duplicates() {
+    let _serial = SERIAL.lock().await;
     let src = source("kill-embedded", 3, 3000).await;
     let target = unique("kill-embedded-target");
     let state = temp_dir();
@@ -217,6 +221,7 @@ async fn embedded_restore_killed_mid_run_resumes_without_loss_or_duplicates() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn distributed_restore_survives_worker_kills_and_a_coordinator_restart() {
+    let _serial = SERIAL.lock().await;
     let src = source("dist", 4, 2500).await;
     let target = unique("dist-target");
     let state = temp_dir();
@@ -355,6 +360,7 @@ async fn distributed_restore_survives_worker_kills_and_a_coordinator_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn paused_worker_is_fenced_and_never_writes_after_takeover() {
+    let _serial = SERIAL.lock().await;
     let src = source("fence", 1, 6000).await;
     let target = unique("fence-target");
     let state = temp_dir();
@@ -467,6 +473,7 @@ async fn paused_worker_is_fenced_and_never_writes_after_takeover() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_cancel_and_resume_through_the_grpc_api() {
+    let _serial = SERIAL.lock().await;
     let src = source("cancel", 2, 3000).await;
     let target = unique("cancel-target");
     let state = temp_dir();

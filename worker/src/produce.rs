@@ -79,6 +79,11 @@ pub fn create_producer(
     let timeout_ms = message_timeout.as_millis().max(1000).to_string();
     client_config(bootstrap, properties)
         .set("enable.idempotence", "true")
+        // A failed batch stops the producer (fatal error) instead of bumping the epoch and
+        // carrying on: the task fails, and its next holder resumes from the checkpoint and
+        // reconciles. Order is never broken by a gap, and brokers that mishandle epoch bumps
+        // (tansu) are never sent one.
+        .set("enable.gapless.guarantee", "true")
         .set("acks", "all")
         .set("max.in.flight.requests.per.connection", "5")
         .set("linger.ms", "5")

@@ -16,6 +16,7 @@ use kafka_backup_worker::{default_worker_id, run_worker, WorkerConfig};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 pub async fn connect_plans(url: &str, security: &ClientSecurity) -> Result<PlansClient> {
     Ok(CoordinatorEndpoint::new(url, security)?.plans().await?)
@@ -107,12 +108,14 @@ async fn submit_and_follow(
         a.auth.security()
     };
     let mut client = connect_plans(url, &security).await?;
+    let submit_span = tracing::info_span!("restore.submit", backup_id = %r.spec.backup_id, dry_run);
     let resp = client
         .submit_plan(SubmitPlanRequest {
             spec: Some(r.spec.clone()),
             dry_run,
             new_run: a.new_run,
         })
+        .instrument(submit_span)
         .await
         .map_err(rpc_error)?
         .into_inner();

@@ -55,23 +55,16 @@ enum Command {
     OffsetForTimestamp(cli_offsets::OffsetForTimestampArgs),
 }
 
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let daemon = matches!(
-        cli.command,
-        Command::Coordinator(_) | Command::Worker(_) | Command::Backup(_)
-    );
-    init_logging(if daemon { "info" } else { "warn" });
+    let (service, default_filter) = match cli.command {
+        Command::Coordinator(_) => ("kafka-backup-coordinator", "info"),
+        Command::Worker(_) => ("kafka-backup-worker", "info"),
+        Command::Backup(_) => ("kafka-backup", "info"),
+        _ => ("kafka-backup", "warn"),
+    };
+    let telemetry = kafka_backup_common::telemetry::init(service, default_filter);
     let result = match cli.command {
         Command::Backup(a) => cli_backup::backup(a).await,
         Command::ListBackups(a) => cli_backup::list_backups(a).await,
@@ -88,6 +81,7 @@ async fn main() -> ExitCode {
         Command::ShowOffsetMapping(a) => cli_offsets::show_offset_mapping(a).await,
         Command::OffsetForTimestamp(a) => cli_offsets::offset_for_timestamp(a).await,
     };
+    telemetry.shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -9,4 +9,5 @@ pub mod kafka;
 pub mod manifest;
 pub mod segment;
 pub mod storage;
+pub mod telemetry;
 pub mod timestamp;

@@ -60,6 +60,9 @@ pub struct PlanRecord {
     pub task_count: u32,
     /// The encoded `RestoreSpec`.
     pub spec: Vec<u8>,
+    /// W3C traceparent of the span that accepted the plan.
+    #[serde(default)]
+    pub trace_parent: String,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

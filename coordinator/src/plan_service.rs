@@ -10,6 +10,7 @@ use crate::target::{TargetCluster, TargetError};
 use crate::worker_service::ledger_status;
 use crate::{now_ms, Coordinator};
 use kafka_backup_common::storage::{BackupStore, StorageError};
+use kafka_backup_common::telemetry::{current_traceparent, set_remote_parent};
 use kafka_backup_proto::restore_plans_server::RestorePlans;
 use kafka_backup_proto::*;
 use prost::Message;
@@ -19,6 +20,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+/// The caller's W3C traceparent from the request metadata ("" when absent).
+pub fn remote_parent<T>(req: &Request<T>) -> String {
+    req.metadata()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
 
 pub struct PlanService {
     coord: Arc<Coordinator>,
@@ -83,7 +94,164 @@ impl RestorePlans for PlanService {
         &self,
         req: Request<SubmitPlanRequest>,
     ) -> Result<Response<SubmitPlanResponse>, Status> {
+        let span = tracing::info_span!(
+            "plan",
+            backup_id = tracing::field::Empty,
+            plan_id = tracing::field::Empty,
+            dry_run = req.get_ref().dry_run,
+            tasks = tracing::field::Empty,
+            records = tracing::field::Empty,
+        );
+        set_remote_parent(&span, &remote_parent(&req));
+        self.submit(req.into_inner()).instrument(span).await
+    }
+
+    async fn get_plan_status(&self, req: Request<PlanRef>) -> Result<Response<PlanStatus>, Status> {
+        self.status_of(&req.into_inner().plan_id).map(Response::new)
+    }
+
+    type WatchPlanStream = Pin<Box<dyn Stream<Item = Result<PlanStatus, Status>> + Send>>;
+
+    async fn watch_plan(
+        &self,
+        req: Request<WatchPlanRequest>,
+    ) -> Result<Response<Self::WatchPlanStream>, Status> {
         let r = req.into_inner();
+        let first = self.status_of(&r.plan_id)?;
+        let coord = self.coord.clone();
+        let interval = Duration::from_millis(u64::from(r.interval_ms.clamp(100, 60_000)));
+        let stream = futures::stream::unfold(Some(first), move |state| {
+            let coord = coord.clone();
+            async move {
+                let current = state?;
+                let terminal = TERMINAL_STATES.contains(&current.state.as_str());
+                let next = if terminal {
+                    None
+                } else {
+                    tokio::time::sleep(interval).await;
+                    let svc = PlanService { coord };
+                    svc.status_of(&current.plan_id).ok()
+                };
+                Some((Ok(current), next))
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn cancel_plan(&self, req: Request<PlanRef>) -> Result<Response<PlanStatus>, Status> {
+        let id = req.into_inner().plan_id;
+        self.coord
+            .ledger
+            .set_cancelled(&id, true)
+            .map_err(ledger_status)?;
+        tracing::warn!(plan = %id, "plan cancelled");
+        self.status_of(&id).map(Response::new)
+    }
+
+    async fn resume_plan(&self, req: Request<PlanRef>) -> Result<Response<PlanStatus>, Status> {
+        let id = req.into_inner().plan_id;
+        self.coord
+            .ledger
+            .set_cancelled(&id, false)
+            .map_err(ledger_status)?;
+        tracing::info!(plan = %id, "plan resumed");
+        self.status_of(&id).map(Response::new)
+    }
+
+    async fn get_offset_mapping(
+        &self,
+        req: Request<PlanRef>,
+    ) -> Result<Response<OffsetMapping>, Status> {
+        let plan_id = req.into_inner().plan_id;
+        let ledger = &self.coord.ledger;
+        let plan = ledger.plan(&plan_id).map_err(ledger_status)?;
+        let tasks = ledger.tasks(&plan_id).map_err(ledger_status)?;
+        let spec = RestoreSpec::decode(plan.spec.as_slice())
+            .map_err(|e| Status::internal(format!("stored spec of {plan_id} unreadable: {e}")))?;
+        let status = plan_status(&plan, &tasks);
+        let mut out = OffsetMapping {
+            plan_id: plan_id.clone(),
+            backup_id: plan.backup_id.clone(),
+            ..Default::default()
+        };
+        let mut runs_by_task = Vec::new();
+        for (task, st) in tasks.iter().zip(&status.tasks) {
+            let runs = ledger
+                .offset_runs(&plan_id, task.task_id)
+                .map_err(ledger_status)?;
+            out.partitions.push(PartitionOffsetMapping {
+                source_topic: task.source_topic.clone(),
+                source_partition: task.source_partition,
+                target_topic: task.target_topic.clone(),
+                target_partition: task.target_partition,
+                runs: runs
+                    .iter()
+                    .map(|r| OffsetRun {
+                        source_start: r.source_start,
+                        target_start: r.target_start,
+                        length: r.length,
+                    })
+                    .collect(),
+                target_next_offset: task
+                    .checkpoint
+                    .as_ref()
+                    .map_or(-1, |c| c.target_next_offset),
+                state: st.state.clone(),
+            });
+            runs_by_task.push(runs);
+        }
+        let options: HashMap<String, String> = spec.storage_options.clone().into_iter().collect();
+        let store =
+            BackupStore::open(&spec.storage_url, &options, false).map_err(storage_status)?;
+        let manifest = store
+            .read_manifest(&spec.backup_id)
+            .await
+            .map_err(storage_status)?;
+        for g in &manifest.consumer_group_offsets {
+            let Some(i) = tasks
+                .iter()
+                .position(|t| t.source_topic == g.topic && t.source_partition == g.partition)
+            else {
+                continue;
+            };
+            let task = &tasks[i];
+            let target = crate::offsets::translate(g.offset, &runs_by_task[i], task);
+            out.groups.push(GroupOffsetTranslation {
+                group: g.group.clone(),
+                source_topic: g.topic.clone(),
+                source_partition: g.partition,
+                source_offset: g.offset,
+                target_topic: task.target_topic.clone(),
+                target_partition: task.target_partition,
+                target_offset: target.unwrap_or(-1),
+                note: if target.is_some() {
+                    String::new()
+                } else {
+                    "not known until this partition's restore completes".into()
+                },
+            });
+        }
+        Ok(Response::new(out))
+    }
+
+    async fn list_plans(
+        &self,
+        _req: Request<ListPlansRequest>,
+    ) -> Result<Response<ListPlansResponse>, Status> {
+        let ledger = &self.coord.ledger;
+        let mut plans = ledger.plans().map_err(ledger_status)?;
+        plans.sort_by_key(|p| std::cmp::Reverse(p.created_at_ms));
+        let statuses = plans
+            .iter()
+            .map(|p| ledger.tasks(&p.plan_id).map(|t| plan_status(p, &t)))
+            .collect::<Result<Vec<_>, LedgerError>>()
+            .map_err(ledger_status)?;
+        Ok(Response::new(ListPlansResponse { plans: statuses }))
+    }
+}
+
+impl PlanService {
+    async fn submit(&self, r: SubmitPlanRequest) -> Result<Response<SubmitPlanResponse>, Status> {
         let spec = r
             .spec
             .ok_or_else(|| Status::invalid_argument("spec is required"))?;
@@ -100,6 +268,7 @@ impl RestorePlans for PlanService {
         let options: HashMap<String, String> = spec.storage_options.clone().into_iter().collect();
         let store =
             BackupStore::open(&spec.storage_url, &options, false).map_err(storage_status)?;
+        tracing::Span::current().record("backup_id", spec.backup_id.as_str());
         let manifest = store
             .read_manifest(&spec.backup_id)
             .await
@@ -245,158 +414,20 @@ impl RestorePlans for PlanService {
             cancelled: false,
             task_count: records.len() as u32,
             spec: spec.encode_to_vec(),
+            trace_parent: current_traceparent(),
         };
         ledger
             .create_plan(&record, &records)
             .map_err(ledger_status)?;
+        let span = tracing::Span::current();
+        span.record("plan_id", plan_id.as_str());
+        span.record("tasks", records.len());
+        span.record("records", report.records);
         tracing::info!(plan = %plan_id, tasks = records.len(), records = report.records, "plan accepted");
         Ok(Response::new(SubmitPlanResponse {
             plan_id,
             resumed: false,
             report: Some(report),
         }))
-    }
-
-    async fn get_plan_status(&self, req: Request<PlanRef>) -> Result<Response<PlanStatus>, Status> {
-        self.status_of(&req.into_inner().plan_id).map(Response::new)
-    }
-
-    type WatchPlanStream = Pin<Box<dyn Stream<Item = Result<PlanStatus, Status>> + Send>>;
-
-    async fn watch_plan(
-        &self,
-        req: Request<WatchPlanRequest>,
-    ) -> Result<Response<Self::WatchPlanStream>, Status> {
-        let r = req.into_inner();
-        let first = self.status_of(&r.plan_id)?;
-        let coord = self.coord.clone();
-        let interval = Duration::from_millis(u64::from(r.interval_ms.clamp(100, 60_000)));
-        let stream = futures::stream::unfold(Some(first), move |state| {
-            let coord = coord.clone();
-            async move {
-                let current = state?;
-                let terminal = TERMINAL_STATES.contains(&current.state.as_str());
-                let next = if terminal {
-                    None
-                } else {
-                    tokio::time::sleep(interval).await;
-                    let svc = PlanService { coord };
-                    svc.status_of(&current.plan_id).ok()
-                };
-                Some((Ok(current), next))
-            }
-        });
-        Ok(Response::new(Box::pin(stream)))
-    }
-
-    async fn cancel_plan(&self, req: Request<PlanRef>) -> Result<Response<PlanStatus>, Status> {
-        let id = req.into_inner().plan_id;
-        self.coord
-            .ledger
-            .set_cancelled(&id, true)
-            .map_err(ledger_status)?;
-        tracing::warn!(plan = %id, "plan cancelled");
-        self.status_of(&id).map(Response::new)
-    }
-
-    async fn resume_plan(&self, req: Request<PlanRef>) -> Result<Response<PlanStatus>, Status> {
-        let id = req.into_inner().plan_id;
-        self.coord
-            .ledger
-            .set_cancelled(&id, false)
-            .map_err(ledger_status)?;
-        tracing::info!(plan = %id, "plan resumed");
-        self.status_of(&id).map(Response::new)
-    }
-
-    async fn get_offset_mapping(
-        &self,
-        req: Request<PlanRef>,
-    ) -> Result<Response<OffsetMapping>, Status> {
-        let plan_id = req.into_inner().plan_id;
-        let ledger = &self.coord.ledger;
-        let plan = ledger.plan(&plan_id).map_err(ledger_status)?;
-        let tasks = ledger.tasks(&plan_id).map_err(ledger_status)?;
-        let spec = RestoreSpec::decode(plan.spec.as_slice())
-            .map_err(|e| Status::internal(format!("stored spec of {plan_id} unreadable: {e}")))?;
-        let status = plan_status(&plan, &tasks);
-        let mut out = OffsetMapping {
-            plan_id: plan_id.clone(),
-            backup_id: plan.backup_id.clone(),
-            ..Default::default()
-        };
-        let mut runs_by_task = Vec::new();
-        for (task, st) in tasks.iter().zip(&status.tasks) {
-            let runs = ledger
-                .offset_runs(&plan_id, task.task_id)
-                .map_err(ledger_status)?;
-            out.partitions.push(PartitionOffsetMapping {
-                source_topic: task.source_topic.clone(),
-                source_partition: task.source_partition,
-                target_topic: task.target_topic.clone(),
-                target_partition: task.target_partition,
-                runs: runs
-                    .iter()
-                    .map(|r| OffsetRun {
-                        source_start: r.source_start,
-                        target_start: r.target_start,
-                        length: r.length,
-                    })
-                    .collect(),
-                target_next_offset: task
-                    .checkpoint
-                    .as_ref()
-                    .map_or(-1, |c| c.target_next_offset),
-                state: st.state.clone(),
-            });
-            runs_by_task.push(runs);
-        }
-        let options: HashMap<String, String> = spec.storage_options.clone().into_iter().collect();
-        let store =
-            BackupStore::open(&spec.storage_url, &options, false).map_err(storage_status)?;
-        let manifest = store
-            .read_manifest(&spec.backup_id)
-            .await
-            .map_err(storage_status)?;
-        for g in &manifest.consumer_group_offsets {
-            let Some(i) = tasks
-                .iter()
-                .position(|t| t.source_topic == g.topic && t.source_partition == g.partition)
-            else {
-                continue;
-            };
-            let task = &tasks[i];
-            let target = crate::offsets::translate(g.offset, &runs_by_task[i], task);
-            out.groups.push(GroupOffsetTranslation {
-                group: g.group.clone(),
-                source_topic: g.topic.clone(),
-                source_partition: g.partition,
-                source_offset: g.offset,
-                target_topic: task.target_topic.clone(),
-                target_partition: task.target_partition,
-                target_offset: target.unwrap_or(-1),
-                note: if target.is_some() {
-                    String::new()
-                } else {
-                    "not known until this partition's restore completes".into()
-                },
-            });
-        }
-        Ok(Response::new(out))
-    }
-
-    async fn list_plans(
-        &self,
-        _req: Request<ListPlansRequest>,
-    ) -> Result<Response<ListPlansResponse>, Status> {
-        let ledger = &self.coord.ledger;
-        let mut plans = ledger.plans().map_err(ledger_status)?;
-        plans.sort_by_key(|p| std::cmp::Reverse(p.created_at_ms));
-        let statuses = plans
-            .iter()
-            .map(|p| ledger.tasks(&p.plan_id).map(|t| plan_status(p, &t)))
-            .collect::<Result<Vec<_>, LedgerError>>()
-            .map_err(ledger_status)?;
-        Ok(Response::new(ListPlansResponse { plans: statuses }))
     }
 }

@@ -2,9 +2,11 @@
 //! worker) and is checked against the ledger: a stale epoch, a cancelled plan or an expired
 //! lease answers FAILED_PRECONDITION, which tells the worker to stop that task now.
 
-use crate::ledger::{Checkpoint, Holder, LedgerError, OffsetRunRecord, TaskRecord};
+use crate::ledger::{Checkpoint, Holder, LedgerError, OffsetRunRecord, PlanRecord, TaskRecord};
+use crate::plan_service::remote_parent;
 use crate::status::{plan_state, TERMINAL_STATES};
 use crate::{now_ms, Coordinator};
+use kafka_backup_common::telemetry::set_remote_parent;
 use kafka_backup_proto::restore_workers_server::RestoreWorkers;
 use kafka_backup_proto::*;
 use prost::Message;
@@ -44,7 +46,8 @@ fn holder(l: &LeaseRef) -> Holder<'_> {
     }
 }
 
-fn build_lease(spec: &RestoreSpec, task: &TaskRecord, plan_id: &str, ttl_ms: u64) -> TaskLease {
+fn build_lease(spec: &RestoreSpec, task: &TaskRecord, plan: &PlanRecord, ttl_ms: u64) -> TaskLease {
+    let plan_id = plan.plan_id.as_str();
     let cp = task.checkpoint.clone();
     TaskLease {
         plan_id: plan_id.to_string(),
@@ -81,6 +84,7 @@ fn build_lease(spec: &RestoreSpec, task: &TaskRecord, plan_id: &str, ttl_ms: u64
         records_done: cp.as_ref().map_or(0, |c| c.records_done),
         bytes_done: cp.as_ref().map_or(0, |c| c.bytes_done),
         max_records_per_sec: spec.max_records_per_sec,
+        trace_parent: plan.trace_parent.clone(),
     }
 }
 
@@ -127,9 +131,18 @@ impl RestoreWorkers for WorkerService {
             let spec = RestoreSpec::decode(plan.spec.as_slice()).map_err(|e| {
                 Status::internal(format!("stored spec of {} unreadable: {e}", plan.plan_id))
             })?;
-            tracing::info!(plan = %plan.plan_id, task = task.task_id, epoch = task.epoch, worker = %r.worker_id, "lease granted");
+            let span = tracing::info_span!(
+                "lease.grant",
+                plan_id = %plan.plan_id,
+                task = task.task_id,
+                epoch = task.epoch,
+                worker_id = %r.worker_id,
+                source = %format!("{}/{}", task.source_topic, task.source_partition),
+            );
+            set_remote_parent(&span, &plan.trace_parent);
+            span.in_scope(|| tracing::info!("lease granted"));
             return Ok(Response::new(AcquireLeaseResponse {
-                lease: Some(build_lease(&spec, &task, &plan.plan_id, s.lease_ttl_ms)),
+                lease: Some(build_lease(&spec, &task, &plan, s.lease_ttl_ms)),
                 retry_after_ms: 0,
                 plan_finished: false,
             }));
@@ -165,7 +178,12 @@ impl RestoreWorkers for WorkerService {
         &self,
         req: Request<CheckpointRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        self.store_checkpoint(req.into_inner(), false)?;
+        let span = tracing::info_span!(
+            "checkpoint.store",
+            task = req.get_ref().lease.as_ref().map_or(0, |l| l.task_id)
+        );
+        set_remote_parent(&span, &remote_parent(&req));
+        span.in_scope(|| self.store_checkpoint(req.into_inner(), false))?;
         Ok(Response::new(HeartbeatResponse {
             ttl_ms: self.coord.settings.lease_ttl_ms,
         }))
@@ -175,7 +193,12 @@ impl RestoreWorkers for WorkerService {
         &self,
         req: Request<CheckpointRequest>,
     ) -> Result<Response<CompleteTaskResponse>, Status> {
-        self.store_checkpoint(req.into_inner(), true)?;
+        let span = tracing::info_span!(
+            "task.complete",
+            task = req.get_ref().lease.as_ref().map_or(0, |l| l.task_id)
+        );
+        set_remote_parent(&span, &remote_parent(&req));
+        span.in_scope(|| self.store_checkpoint(req.into_inner(), true))?;
         Ok(Response::new(CompleteTaskResponse {}))
     }
 

@@ -47,7 +47,7 @@ pub enum ConnectError {
     Unreachable { url: String, reason: String },
 }
 
-/// Adds the bearer token to every request.
+/// Adds the bearer token and the caller's trace context to every request.
 #[derive(Clone)]
 pub struct TokenInterceptor {
     header: Option<MetadataValue<tonic::metadata::Ascii>>,
@@ -57,6 +57,13 @@ impl Interceptor for TokenInterceptor {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         if let Some(h) = &self.header {
             req.metadata_mut().insert("authorization", h.clone());
+        }
+        // Trace context of the calling span, so the coordinator's spans join its trace.
+        let tp = kafka_backup_common::telemetry::current_traceparent();
+        if let Ok(v) = tp.parse::<MetadataValue<tonic::metadata::Ascii>>() {
+            if !tp.is_empty() {
+                req.metadata_mut().insert("traceparent", v);
+            }
         }
         Ok(req)
     }

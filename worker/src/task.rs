@@ -77,7 +77,17 @@ pub async fn run_task(
         state.clone(),
         heartbeat_interval,
     );
-    let span = tracing::info_span!("task", plan = %lease.plan_id, task = lease.task_id, epoch = lease.epoch, source = %label);
+    let span = tracing::info_span!(
+        "task",
+        plan_id = %lease.plan_id,
+        backup_id = %lease.backup_id,
+        task = lease.task_id,
+        epoch = lease.epoch,
+        worker_id = %worker_id,
+        source = %label,
+        target = %format!("{}/{}", lease.target_topic, lease.target_partition),
+    );
+    kafka_backup_common::telemetry::set_remote_parent(&span, &lease.trace_parent);
     let result = execute(client.clone(), &lease_ref, &lease, &state)
         .instrument(span)
         .await;
@@ -209,27 +219,49 @@ async fn execute(
                 return Err(e.into());
             }
         };
-        for rec in seg.records() {
-            let rec = rec.map_err(SourceError::from)?;
-            if !filter.keeps(&rec) {
-                continue;
-            }
-            throttle.wait().await;
-            wait_for_lease(state, write_window, &mut out).await?;
-            out.send(&rec).await?;
-            if last_checkpoint.elapsed() >= interval {
-                last_checkpoint = Instant::now();
-                out.collect_ready()?;
-                let report = client
-                    .report_checkpoint(checkpoint_request(lease_ref, &mut out.acked))
-                    .await
-                    .map_err(report_error);
-                if let Err(e) = report {
-                    out.abandon().await;
-                    return Err(e);
+        let seg_span = tracing::info_span!(
+            "segment",
+            key = %seg.key,
+            records = seg.header.record_count,
+            start_offset = seg.header.start_offset,
+            end_offset = seg.header.end_offset,
+            bytes = seg.uncompressed_len(),
+        );
+        async {
+            for rec in seg.records() {
+                let rec = rec.map_err(SourceError::from)?;
+                if !filter.keeps(&rec) {
+                    continue;
+                }
+                throttle.wait().await;
+                wait_for_lease(state, write_window, &mut out).await?;
+                out.send(&rec).await?;
+                if last_checkpoint.elapsed() >= interval {
+                    last_checkpoint = Instant::now();
+                    out.collect_ready()?;
+                    // One produce batch = what was acknowledged since the last checkpoint.
+                    let batch = tracing::info_span!(
+                        "produce_batch",
+                        records_done = out.acked.records,
+                        source_next = out.acked.source_next,
+                        target_next = out.acked.target_next,
+                        runs = out.acked.runs.len(),
+                    );
+                    let report = client
+                        .report_checkpoint(checkpoint_request(lease_ref, &mut out.acked))
+                        .instrument(batch)
+                        .await
+                        .map_err(report_error);
+                    if let Err(e) = report {
+                        out.abandon().await;
+                        return Err(e);
+                    }
                 }
             }
+            Ok::<(), TaskError>(())
         }
+        .instrument(seg_span)
+        .await?;
     }
     out.drain().await?;
     let records = out.acked.records;

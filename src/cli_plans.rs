@@ -28,6 +28,9 @@ pub struct CoordinatorArgs {
     /// Wait after a lease expires before re-granting it, e.g. "3s".
     #[arg(long, default_value = "3s")]
     pub lease_grace: String,
+    /// Serve Prometheus metrics on this address (GET /metrics), e.g. 0.0.0.0:9464.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
     #[command(flatten)]
     pub auth: ServerAuthArgs,
 }
@@ -40,6 +43,9 @@ pub struct WorkerArgs {
     /// Worker id (default: host name plus a random suffix).
     #[arg(long)]
     pub worker_id: Option<String>,
+    /// Serve Prometheus metrics on this address (GET /metrics), e.g. 0.0.0.0:9465.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
     #[command(flatten)]
     pub auth: ClientAuthArgs,
 }
@@ -95,12 +101,32 @@ pub async fn coordinator(a: CoordinatorArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}", a.listen))?;
     tracing::info!(listen = %listener.local_addr()?, state_dir = %a.state_dir.display(), "coordinator ready");
     let coord = Coordinator::new(ledger, settings);
+    if let Some(addr) = &a.metrics_listen {
+        let ledger = coord.ledger.clone();
+        spawn_metrics(addr, move || {
+            kafka_backup_coordinator::metrics::render(&ledger, kafka_backup_coordinator::now_ms())
+        })
+        .await?;
+    }
     coord
         .serve(listener, &security, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves Prometheus metrics on `addr` in the background.
+async fn spawn_metrics(
+    addr: &str,
+    render: impl Fn() -> String + Send + Sync + 'static,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on --metrics-listen {addr}"))?;
+    tracing::info!(listen = %listener.local_addr()?, "metrics endpoint ready (GET /metrics)");
+    tokio::spawn(kafka_backup_common::metrics::serve(listener, render));
+    Ok(())
 }
 
 pub async fn worker(a: WorkerArgs) -> Result<ExitCode> {
@@ -111,6 +137,9 @@ pub async fn worker(a: WorkerArgs) -> Result<ExitCode> {
         security: a.auth.security(),
     };
     tracing::info!(worker = %cfg.worker_id, coordinator = %cfg.coordinator_url, "worker started");
+    if let Some(addr) = &a.metrics_listen {
+        spawn_metrics(addr, kafka_backup_worker::metrics::render).await?;
+    }
     tokio::select! {
         r = run_worker(cfg) => r?,
         _ = tokio::signal::ctrl_c() => {}

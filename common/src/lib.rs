@@ -7,6 +7,7 @@ pub mod config;
 pub mod filters;
 pub mod kafka;
 pub mod manifest;
+pub mod metrics;
 pub mod segment;
 pub mod storage;
 pub mod telemetry;

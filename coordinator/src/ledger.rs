@@ -347,7 +347,9 @@ impl Ledger {
                 }
                 if task.state == TaskState::Leased {
                     tracing::warn!(plan = %plan_id, task = task.task_id, "lease expired; re-granting");
+                    crate::metrics::METRICS.lease_expiries.inc();
                 }
+                crate::metrics::METRICS.leases_granted.inc();
                 task.epoch += 1;
                 task.state = TaskState::Leased;
                 task.attempts += 1;
@@ -459,6 +461,13 @@ impl Ledger {
                     });
                 }
             }
+            let prev = task.checkpoint.clone().unwrap_or_default();
+            let m = &crate::metrics::METRICS;
+            m.checkpoints.inc();
+            m.records_restored
+                .add(cp.records_done.saturating_sub(prev.records_done));
+            m.bytes_restored
+                .add(cp.bytes_done.saturating_sub(prev.bytes_done));
             task.checkpoint = Some(cp.clone());
             for run in runs {
                 r.insert(run_key(plan_id, task_id, run.source_start), enc(run))?;

@@ -4,6 +4,7 @@
 //! loopback port, so there is one restore engine, not two.
 
 pub mod ledger;
+pub mod metrics;
 pub mod offsets;
 pub mod plan_service;
 pub mod planner;

@@ -419,6 +419,7 @@ impl PlanService {
         ledger
             .create_plan(&record, &records)
             .map_err(ledger_status)?;
+        crate::metrics::METRICS.plans_submitted.inc();
         let span = tracing::Span::current();
         span.record("plan_id", plan_id.as_str());
         span.record("tasks", records.len());

@@ -25,7 +25,10 @@ impl WorkerService {
 
 pub fn ledger_status(e: LedgerError) -> Status {
     match e {
-        LedgerError::Fenced { .. } => Status::failed_precondition(e.to_string()),
+        LedgerError::Fenced { .. } => {
+            crate::metrics::METRICS.fenced_reports.inc();
+            Status::failed_precondition(e.to_string())
+        }
         LedgerError::UnknownPlan(_) | LedgerError::UnknownTask { .. } => {
             Status::not_found(e.to_string())
         }
@@ -207,6 +210,7 @@ impl RestoreWorkers for WorkerService {
         req: Request<FailTaskRequest>,
     ) -> Result<Response<FailTaskResponse>, Status> {
         let r = req.into_inner();
+        crate::metrics::METRICS.task_failures.inc();
         let l = lease_ref(r.lease)?;
         tracing::warn!(plan = %l.plan_id, task = l.task_id, retryable = r.retryable, error = %r.error, "task failed");
         self.coord

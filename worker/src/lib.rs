@@ -5,6 +5,7 @@
 
 pub mod connect;
 pub mod lease;
+pub mod metrics;
 pub mod produce;
 pub mod reconcile;
 pub mod source;

@@ -51,6 +51,8 @@ pub struct Acked {
 
 impl Acked {
     pub fn record(&mut self, source: i64, target: i64, bytes: u64) {
+        crate::metrics::METRICS.records_produced.inc();
+        crate::metrics::METRICS.bytes_produced.add(bytes);
         self.source_next = source + 1;
         self.target_next = target + 1;
         self.records += 1;
@@ -183,6 +185,7 @@ impl PartitionProducer {
                     return Ok(());
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    crate::metrics::METRICS.produce_queue_full_retries.inc();
                     if self.in_flight.is_empty() {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     } else {
@@ -197,6 +200,7 @@ impl PartitionProducer {
     }
 
     fn delivery_error(&self, source_offset: i64, error: KafkaError) -> ProduceError {
+        crate::metrics::METRICS.produce_errors.inc();
         ProduceError::Delivery {
             topic: self.topic.clone(),
             partition: self.partition,

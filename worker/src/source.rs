@@ -33,12 +33,17 @@ pub async fn fetch_segment(
     store: &BackupStore,
     seg: &SegmentRef,
 ) -> Result<DecodedSegment, SourceError> {
+    let started = std::time::Instant::now();
     let bytes = store.get(&seg.key).await?;
     let key = seg.key.clone();
-    tokio::task::spawn_blocking(move || DecodedSegment::decode(&key, &bytes))
+    let decoded = tokio::task::spawn_blocking(move || DecodedSegment::decode(&key, &bytes))
         .await
         .map_err(|e| SourceError::Decoder(e.to_string()))?
-        .map_err(SourceError::from)
+        .map_err(SourceError::from);
+    crate::metrics::METRICS
+        .segment_fetch_seconds
+        .observe(started.elapsed().as_secs_f64());
+    decoded
 }
 
 /// Starts the prefetching stage for the segments that may hold offsets >= `from_offset`.

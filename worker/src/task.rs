@@ -88,15 +88,26 @@ pub async fn run_task(
         target = %format!("{}/{}", lease.target_topic, lease.target_partition),
     );
     kafka_backup_common::telemetry::set_remote_parent(&span, &lease.trace_parent);
+    let m = &crate::metrics::METRICS;
+    m.tasks_started.inc();
+    m.active_tasks.set(m.active_tasks.get() + 1);
     let result = execute(client.clone(), &lease_ref, &lease, &state)
         .instrument(span)
         .await;
+    m.active_tasks.set(m.active_tasks.get().saturating_sub(1));
     heartbeats.abort();
     let mut client = client;
     match result {
-        Ok(records) => tracing::info!(task = %label, records, "task completed"),
-        Err(TaskError::Fenced) => tracing::warn!(task = %label, "task fenced; dropped it"),
+        Ok(records) => {
+            m.tasks_completed.inc();
+            tracing::info!(task = %label, records, "task completed")
+        }
+        Err(TaskError::Fenced) => {
+            m.tasks_fenced.inc();
+            tracing::warn!(task = %label, "task fenced; dropped it")
+        }
         Err(e) => {
+            m.tasks_failed.inc();
             let retryable = e.retryable();
             tracing::error!(task = %label, error = %e, retryable, "task failed");
             let req = FailTaskRequest {
@@ -205,6 +216,7 @@ async fn execute(
     let mut last_checkpoint = Instant::now();
     let mut segments = prefetch(store.clone(), lease.segments.clone(), filter.from_offset);
     let mut throttle = Throttle::new(lease.max_records_per_sec);
+    let mut bytes_at_checkpoint = out.acked.bytes;
     while let Some(seg) = segments.recv().await {
         let seg = match seg {
             Ok(seg) => seg,
@@ -237,8 +249,14 @@ async fn execute(
                 wait_for_lease(state, write_window, &mut out).await?;
                 out.send(&rec).await?;
                 if last_checkpoint.elapsed() >= interval {
+                    let secs = last_checkpoint.elapsed().as_secs_f64();
                     last_checkpoint = Instant::now();
                     out.collect_ready()?;
+                    let bytes = out.acked.bytes;
+                    crate::metrics::METRICS
+                        .throughput_bytes_per_sec
+                        .set(((bytes - bytes_at_checkpoint) as f64 / secs) as u64);
+                    bytes_at_checkpoint = bytes;
                     // One produce batch = what was acknowledged since the last checkpoint.
                     let batch = tracing::info_span!(
                         "produce_batch",

@@ -1,0 +1,176 @@
+//! Prometheus endpoints of a real coordinator and worker, scraped while they restore: the
+//! counters move while the restore runs and end at the restored record count.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+fn scrape(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+fn value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn coordinator_and_worker_counters_move_during_a_restore() {
+    let topic = unique("metered");
+    create_topic(&broker(), &topic, 2).await;
+    for p in 0..2 {
+        produce(
+            &broker(),
+            &topic,
+            p,
+            &simple_records(600, 1_750_000_000_000, 2),
+        )
+        .await;
+    }
+    let backup = backup_local(&broker(), &topic, "bk");
+    let dir = temp_dir();
+    let (grpc, cm, wm) = (free_port(), free_port(), free_port());
+    let url = format!("http://127.0.0.1:{grpc}");
+    let ledger = dir.path().join("ledger");
+    let spawn = |args: Vec<String>| {
+        Killed(
+            Command::new(bin())
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn"),
+        )
+    };
+    let _coord = spawn(vec![
+        "coordinator".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{grpc}"),
+        "--state-dir".into(),
+        ledger.to_str().expect("p").into(),
+        "--metrics-listen".into(),
+        format!("127.0.0.1:{cm}"),
+    ]);
+    wait_port(grpc);
+    wait_port(cm);
+    let _worker = spawn(vec![
+        "worker".into(),
+        "--coordinator".into(),
+        url.clone(),
+        "--metrics-listen".into(),
+        format!("127.0.0.1:{wm}"),
+    ]);
+    wait_port(wm);
+    let before = (scrape(cm), scrape(wm));
+    assert_eq!(value(&before.0, "kafka_backup_records_restored_total"), 0.0);
+    let target = format!("{topic}-restored");
+    let b = broker();
+    kb_ok(&[
+        "restore",
+        "--coordinator",
+        &url,
+        "--detach",
+        "--storage",
+        backup.path().to_str().expect("p"),
+        "--backup-id",
+        "bk",
+        "--source-topic",
+        &topic,
+        "--target-topic",
+        &target,
+        "--bootstrap-servers",
+        &b,
+        "--create-topics",
+        "--checkpoint-interval",
+        "100ms",
+        "--max-records-per-sec",
+        "400",
+    ]);
+    // During the restore: leases are held and the counters grow between scrapes.
+    let mut samples = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (c, w) = (scrape(cm), scrape(wm));
+        let restored = value(&c, "kafka_backup_records_restored_total");
+        samples.push((
+            restored,
+            value(&w, "kafka_backup_worker_records_produced_total"),
+            value(&c, "kafka_backup_active_leases"),
+        ));
+        if restored >= 1200.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restore did not finish: {samples:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let moving: Vec<_> = samples
+        .iter()
+        .filter(|s| s.0 > 0.0 && s.0 < 1200.0)
+        .collect();
+    assert!(
+        moving.len() >= 2,
+        "several scrapes saw the restore in progress: {samples:?}"
+    );
+    assert!(
+        moving
+            .windows(2)
+            .any(|w| w[1].0 > w[0].0 && w[1].1 > w[0].1),
+        "counters moved: {samples:?}"
+    );
+    assert!(
+        samples.iter().any(|s| s.2 >= 1.0),
+        "active leases seen: {samples:?}"
+    );
+    let (c, w) = (scrape(cm), scrape(wm));
+    assert_eq!(
+        value(&w, "kafka_backup_worker_records_produced_total"),
+        1200.0
+    );
+    assert!(value(&c, "kafka_backup_leases_granted_total") >= 2.0);
+    assert!(
+        value(&w, "kafka_backup_worker_segment_fetch_seconds_count") >= 24.0,
+        "one fetch per segment"
+    );
+    assert_eq!(value(&w, "kafka_backup_worker_tasks_completed_total"), 2.0);
+}

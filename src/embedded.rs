@@ -2,9 +2,7 @@
 //! process, talking over loopback gRPC — the same code as the distributed mode) or by
 //! submitting to a remote coordinator. Both then follow the plan to its end.
 
-use crate::cli_output::{
-    print_json, print_report, print_status, progress_line, report_json, status_json, Format,
-};
+use crate::cli_output::{print_json, print_report, print_status, report_json, status_json, Format};
 use crate::cli_restore::{Resolved, RestoreArgs};
 use anyhow::{Context, Result};
 use kafka_backup_coordinator::ledger::Ledger;
@@ -188,13 +186,11 @@ pub async fn follow(client: &mut PlansClient, plan_id: &str, progress: bool) -> 
         .map_err(rpc_error)?
         .into_inner();
     let mut last = None;
-    let mut last_print = Instant::now() - Duration::from_secs(10);
+    let mut view = crate::progress::Progress::new(progress);
     while let Some(s) = stream.message().await.map_err(rpc_error)? {
-        if progress && last_print.elapsed() >= Duration::from_secs(1) {
-            last_print = Instant::now();
-            eprintln!("{}", progress_line(&s, started.elapsed().as_secs_f64()));
-        }
+        view.update(&s, started);
         last = Some(s);
     }
+    view.finish();
     last.context("the coordinator ended the status stream without a status")
 }

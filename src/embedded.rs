@@ -180,7 +180,7 @@ pub async fn follow(client: &mut PlansClient, plan_id: &str, progress: bool) -> 
     let mut stream = client
         .watch_plan(WatchPlanRequest {
             plan_id: plan_id.to_string(),
-            interval_ms: 500,
+            interval_ms: 200,
         })
         .await
         .map_err(rpc_error)?

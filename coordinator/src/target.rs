@@ -50,6 +50,9 @@ pub struct TargetView {
 pub struct TargetCluster {
     bootstrap: String,
     properties: BTreeMap<String, String>,
+    /// One client for every metadata and watermark request of a plan: connecting once keeps
+    /// a dry run of thousands of segments and many partitions fast.
+    client: std::sync::OnceLock<BaseConsumer>,
 }
 
 impl TargetCluster {
@@ -57,6 +60,7 @@ impl TargetCluster {
         Self {
             bootstrap: bootstrap.to_string(),
             properties: properties.clone(),
+            client: std::sync::OnceLock::new(),
         }
     }
 
@@ -67,12 +71,16 @@ impl TargetCluster {
         }
     }
 
-    fn consumer(&self) -> Result<BaseConsumer, TargetError> {
-        client_config(&self.bootstrap, &self.properties)
+    fn consumer(&self) -> Result<&BaseConsumer, TargetError> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let created: BaseConsumer = client_config(&self.bootstrap, &self.properties)
             .set("group.id", "kafka-backup-planner")
             .set("enable.auto.commit", "false")
             .create()
-            .map_err(self.unreachable())
+            .map_err(self.unreachable())?;
+        Ok(self.client.get_or_init(|| created))
     }
 
     /// Reads metadata and checks every task's target against it.

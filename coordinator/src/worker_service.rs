@@ -159,7 +159,7 @@ impl RestoreWorkers for WorkerService {
         };
         Ok(Response::new(AcquireLeaseResponse {
             lease: None,
-            retry_after_ms: 500,
+            retry_after_ms: 200,
             plan_finished,
         }))
     }

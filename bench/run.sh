@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The benchmark: one command, one generated backup, one broker kind, every figure next to
+# the baseline measured in the same run (DESIGN §8). Prints a markdown table.
+# Usage: bash bench/run.sh [SIZE_MB=200]
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+SIZE_MB="${1:-200}"
+export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+export PATH="$HOME/.cargo/bin:$PATH"
+PORT="${BENCH_BROKER_PORT:-19292}"
+BROKER="127.0.0.1:$PORT"
+scripts/test-env.sh install >&2
+cargo build --release --quiet -p kafka-backup -p kafka-backup-bench >&2
+KB="$ROOT/target/release/kafka-backup"
+BENCH="$ROOT/target/release/kb-bench"
+W="$(mktemp -d /tmp/kb-bench.XXXXXX)"
+BROKER_PID=""
+cleanup() { [ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null; rm -rf "$W"; }
+trap cleanup EXIT
+
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+now() { date +%s.%N; }
+secs() { python3 -c "print(max($2 - $1, 1e-9))"; }
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+
+start_broker() {
+  [ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null && sleep 0.3
+  rm -f "$W"/broker.db*
+  (cd "$W" && exec tansu broker --listener-url "tcp://$BROKER" --advertised-listener-url "tcp://$BROKER" \
+     --storage-engine sqlite://broker.db >broker.log 2>&1) &
+  BROKER_PID=$!
+  for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0; sleep 0.1; done
+  echo "broker did not start" >&2; exit 1
+}
+
+# 4 partitions of ~1 KiB records (keys, two headers, half-compressible values).
+PER_PART=$(( SIZE_MB * 1000000 / 1100 / 4 ))
+GEN=$("$BENCH" gen "$W/backups" bk bench 4 "$PER_PART" 1000 20000)
+BYTES=$(echo "$GEN" | json '["uncompressed_bytes"]')
+MB=$(python3 -c "print(f'{$BYTES/1e6:.0f}')")
+
+# 1. decode + filter vs zstd -d of the same bodies.
+DEC=$("$BENCH" decode "$W/backups" bk)
+OURS_DEC=$(echo "$DEC" | json '["ours_mb_s"]')
+"$BENCH" bodies "$W/backups" bk "$W/bodies.zst" >/dev/null
+t0=$(now); zstd -d -q -c "$W/bodies.zst" >/dev/null; t1=$(now)
+ZSTD_DEC=$(python3 -c "print($BYTES/1e6/$(secs "$t0" "$t1"))")
+
+# 2. end-to-end restore vs a raw rdkafka producer of the same records, fresh broker each.
+start_broker
+RAW=$("$BENCH" produce "$W/backups" bk "$BROKER" raw-ceiling | json '["mb_s"]')
+declare -A RESTORE
+for n in 1 2 4; do
+  start_broker
+  rm -rf "$W/state$n"
+  t0=$(now)
+  /usr/bin/time -f "%M" -o "$W/rss$n" "$KB" restore --storage "$W/backups" --backup-id bk --source-topic bench \
+    --target-topic restored --bootstrap-servers "$BROKER" --create-topics --workers "$n" \
+    --checkpoint-state "$W/state$n" >/dev/null
+  t1=$(now)
+  RESTORE[$n]=$(python3 -c "print($BYTES/1e6/$(secs "$t0" "$t1"))")
+done
+RSS_MB=$(python3 -c "print(f'{$(cat "$W/rss4")/1024:.0f}')")
+
+# 3. dry-run latency of a 10,000-segment backup (median of 5 runs, whole process).
+"$BENCH" gen "$W/backups" bk10k wide 4 25000 100 10 >/dev/null
+DRY=()
+for _ in 1 2 3 4 5; do
+  t0=$(now)
+  "$KB" restore --storage "$W/backups" --backup-id bk10k --source-topic wide --target-topic wide \
+    --bootstrap-servers "$BROKER" --create-topics --dry-run >/dev/null
+  t1=$(now)
+  DRY+=("$(python3 -c "print(($t1 - $t0) * 1000)")")
+done
+DRY_MS=$(printf '%s\n' "${DRY[@]}" | sort -n | sed -n 3p)
+
+# 4. time to the first record of a mid-partition --from-timestamp.
+MID_TS=$(( 1700000000000 + PER_PART * 10 / 2 ))
+SEEK=()
+for _ in 1 2 3 4 5; do SEEK+=("$("$BENCH" seek "$W/backups" bk bench 0 "$MID_TS" | json '["ms"]')"); done
+SEEK_MS=$(printf '%s\n' "${SEEK[@]}" | sort -n | sed -n 3p)
+
+f1() { python3 -c "print(f'{$1:.1f}')"; }
+echo "Benchmark of $(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), ${MB} MB backup (4 partitions, ~1 KiB records), tansu 0.6.0 SQLite on loopback"
+echo
+echo "| measurement | kafka-backup | baseline | ratio |"
+echo "|---|---|---|---|"
+echo "| decode + filter (MB/s, no Kafka) | $(f1 "$OURS_DEC") | zstd -d: $(f1 "$ZSTD_DEC") | $(ratio "$OURS_DEC" "$ZSTD_DEC") |"
+for n in 1 2 4; do
+  echo "| restore, $n worker(s) (MB/s, whole process) | $(f1 "${RESTORE[$n]}") | raw rdkafka producer: $(f1 "$RAW") | $(ratio "${RESTORE[$n]}" "$RAW") |"
+done
+echo "| peak RSS, 4 concurrent partitions (MB) | $RSS_MB | target 200 (PRD 500) | $(ratio "$RSS_MB" 200) |"
+echo "| dry-run, 10,000 segments (ms, whole process, median of 5) | $(f1 "$DRY_MS") | target 20 (PRD 100) | $(ratio "$DRY_MS" 20) |"
+echo "| first record of a mid-partition --from-timestamp (ms, median of 5) | $(f1 "$SEEK_MS") | target 10 (PRD 100) | $(ratio "$SEEK_MS" 10) |"

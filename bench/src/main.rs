@@ -1,0 +1,354 @@
+//! kb-bench: the measurements behind `bench/run.sh`.
+//!   gen     DIR ID TOPIC PARTITIONS RECORDS_PER_PARTITION VALUE_BYTES SEGMENT_RECORDS
+//!   decode  DIR ID            decode+filter throughput vs in-process zstd of the same bodies
+//!   bodies  DIR ID OUT        concatenated zstd bodies, for the `zstd -d` baseline
+//!   produce DIR ID BOOTSTRAP TOPIC   raw rdkafka producer ceiling, same records, same broker
+//!   seek    DIR ID TOPIC PARTITION TS  time to the first record at or after TS
+//! Every command prints one JSON object on stdout.
+
+use kafka_backup_common::manifest::{
+    segment_key, Manifest, PartitionManifest, SegmentMeta, TopicManifest,
+};
+use kafka_backup_common::segment::{
+    build_segment, encode_record, DecodedSegment, SegmentHeader, FOOTER_LEN, HEADER_LEN,
+};
+use kafka_backup_common::storage::BackupStore;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientConfig;
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn arg(args: &[String], i: usize, what: &str) -> Res<String> {
+    args.get(i)
+        .cloned()
+        .ok_or_else(|| format!("missing argument {what}").into())
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so runs are comparable.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+async fn gen(args: &[String]) -> Res<()> {
+    let (dir, id, topic) = (
+        arg(args, 2, "DIR")?,
+        arg(args, 3, "ID")?,
+        arg(args, 4, "TOPIC")?,
+    );
+    let partitions: i32 = arg(args, 5, "PARTITIONS")?.parse()?;
+    let per_partition: u64 = arg(args, 6, "RECORDS_PER_PARTITION")?.parse()?;
+    let value_bytes: usize = arg(args, 7, "VALUE_BYTES")?.parse()?;
+    let segment_records: u64 = arg(args, 8, "SEGMENT_RECORDS")?.parse()?;
+    let store = BackupStore::open(&dir, &HashMap::new(), true)?;
+    let base_ts = 1_700_000_000_000i64;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut parts = Vec::new();
+    let mut total_bytes = 0u64;
+    for p in 0..partitions {
+        let mut segments = Vec::new();
+        let mut offset = 0i64;
+        while (offset as u64) < per_partition {
+            let n = segment_records.min(per_partition - offset as u64);
+            let mut region = Vec::with_capacity(n as usize * (value_bytes + 64));
+            let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
+            let (mut first_ts, mut last_ts) = (0, 0);
+            for i in 0..n {
+                let o = offset + i as i64;
+                // Mostly increasing timestamps with jitter: not monotonic, like real topics.
+                let ts = base_ts + o * 10 + (rng.next() % 50) as i64 - 25;
+                let key = format!("customer-{}", rng.next() % 100_000);
+                // Half-compressible values: a repeated JSON-ish prefix plus random bytes.
+                let mut value = Vec::with_capacity(value_bytes);
+                while value.len() < value_bytes {
+                    if value.len() % 2 == 0 {
+                        value.extend_from_slice(br#"{"order":"#);
+                    } else {
+                        value.extend_from_slice(&rng.next().to_le_bytes());
+                    }
+                }
+                value.truncate(value_bytes);
+                let seq = o.to_string();
+                let headers = [
+                    ("trace-id", Some(seq.as_bytes())),
+                    ("source", Some(&b"bench"[..])),
+                ];
+                encode_record(
+                    &mut region,
+                    o,
+                    ts,
+                    Some(key.as_bytes()),
+                    Some(&value),
+                    headers.into_iter(),
+                );
+                if i == 0 {
+                    first_ts = ts;
+                }
+                last_ts = ts;
+                min_ts = min_ts.min(ts);
+                max_ts = max_ts.max(ts);
+            }
+            let header = SegmentHeader {
+                compression: 1,
+                record_count: n,
+                start_offset: offset,
+                end_offset: offset + n as i64 - 1,
+            };
+            let bytes = build_segment(&region, header, 3)?;
+            let key = segment_key(&id, &topic, p, offset);
+            total_bytes += region.len() as u64;
+            segments.push(SegmentMeta {
+                key: key.clone(),
+                start_offset: offset,
+                end_offset: offset + n as i64 - 1,
+                start_timestamp: first_ts,
+                end_timestamp: last_ts,
+                record_count: n,
+                uncompressed_size: region.len() as u64,
+                compressed_size: bytes.len() as u64,
+                min_timestamp: Some(min_ts),
+                max_timestamp: Some(max_ts),
+            });
+            store.put(&key, bytes).await?;
+            offset += n as i64;
+        }
+        parts.push(PartitionManifest {
+            partition_id: p,
+            segments,
+            gaps: vec![],
+        });
+    }
+    let segments: usize = parts.iter().map(|p| p.segments.len()).sum();
+    store
+        .write_manifest(&Manifest {
+            backup_id: id.clone(),
+            created_at: base_ts,
+            source_cluster_id: None,
+            source_brokers: None,
+            compression: Some("zstd".into()),
+            topics: vec![TopicManifest {
+                name: topic,
+                original_partition_count: Some(partitions),
+                partitions: parts,
+            }],
+            consumer_group_offsets: vec![],
+        })
+        .await?;
+    println!(
+        "{}",
+        json!({"segments": segments, "uncompressed_bytes": total_bytes, "records": per_partition * partitions as u64})
+    );
+    Ok(())
+}
+
+async fn segments_of(dir: &str, id: &str) -> Res<Vec<(String, Vec<u8>)>> {
+    let store = BackupStore::open(dir, &HashMap::new(), false)?;
+    let m = store.read_manifest(id).await?;
+    let mut out = Vec::new();
+    for s in m.segments() {
+        out.push((s.key.clone(), store.get(&s.key).await?.to_vec()));
+    }
+    Ok(out)
+}
+
+async fn decode(args: &[String]) -> Res<()> {
+    let segs = segments_of(&arg(args, 2, "DIR")?, &arg(args, 3, "ID")?).await?;
+    // Baseline: decompress the same bodies, nothing else.
+    let t = Instant::now();
+    let mut raw = 0usize;
+    for (_, b) in &segs {
+        raw += zstd::stream::decode_all(&b[HEADER_LEN..b.len() - FOOTER_LEN])?.len();
+    }
+    let zstd_secs = t.elapsed().as_secs_f64();
+    // Ours: verify CRC, decompress, parse every record, apply a time filter.
+    let t = Instant::now();
+    let (mut kept, mut bytes) = (0u64, 0usize);
+    for (k, b) in &segs {
+        let seg = DecodedSegment::decode(k, b)?;
+        bytes += seg.uncompressed_len();
+        for r in seg.records() {
+            let r = r?;
+            if r.timestamp >= 0 && r.value.is_some() {
+                kept += 1;
+            }
+        }
+    }
+    let ours_secs = t.elapsed().as_secs_f64();
+    assert_eq!(bytes, raw);
+    println!(
+        "{}",
+        json!({"bytes": raw, "records": kept, "zstd_mb_s": raw as f64 / 1e6 / zstd_secs, "ours_mb_s": raw as f64 / 1e6 / ours_secs})
+    );
+    Ok(())
+}
+
+async fn bodies(args: &[String]) -> Res<()> {
+    let segs = segments_of(&arg(args, 2, "DIR")?, &arg(args, 3, "ID")?).await?;
+    let mut out = Vec::new();
+    for (_, b) in &segs {
+        out.extend_from_slice(&b[HEADER_LEN..b.len() - FOOTER_LEN]);
+    }
+    std::fs::write(arg(args, 4, "OUT")?, &out)?;
+    println!("{}", json!({"bytes": out.len()}));
+    Ok(())
+}
+
+async fn produce(args: &[String]) -> Res<()> {
+    let segs = segments_of(&arg(args, 2, "DIR")?, &arg(args, 3, "ID")?).await?;
+    let (bootstrap, topic) = (arg(args, 4, "BOOTSTRAP")?, arg(args, 5, "TOPIC")?);
+    let decoded: Vec<DecodedSegment> = segs
+        .iter()
+        .map(|(k, b)| DecodedSegment::decode(k, b))
+        .collect::<Result<_, _>>()?;
+    let partitions = decoded
+        .iter()
+        .filter_map(|s| {
+            s.key
+                .split("partition=")
+                .nth(1)
+                .and_then(|s| s.split('/').next())
+                .and_then(|s| s.parse::<i32>().ok())
+        })
+        .max()
+        .map_or(1, |p| p + 1);
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()?;
+    admin
+        .create_topics(
+            &[rdkafka::admin::NewTopic::new(
+                &topic,
+                partitions,
+                rdkafka::admin::TopicReplication::Fixed(1),
+            )],
+            &rdkafka::admin::AdminOptions::new(),
+        )
+        .await?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.kbytes", "65536")
+        .set("message.max.bytes", "16777216")
+        .create()?;
+    // The same partition layout as the backup: segment keys name the partition.
+    let t = Instant::now();
+    let mut bytes = 0usize;
+    let mut pending = std::collections::VecDeque::new();
+    for seg in &decoded {
+        let p: i32 = seg
+            .key
+            .split("partition=")
+            .nth(1)
+            .and_then(|s| s.split('/').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        for r in seg.records() {
+            let r = r?;
+            bytes += r.encoded_len;
+            let mut fr: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&topic).partition(p).timestamp(r.timestamp);
+            if let Some(k) = r.key {
+                fr = fr.key(k);
+            }
+            if let Some(v) = r.value {
+                fr = fr.payload(v);
+            }
+            loop {
+                match producer.send_result(fr) {
+                    Ok(f) => {
+                        pending.push_back(f);
+                        break;
+                    }
+                    Err((_, back)) => {
+                        fr = back;
+                        if let Some(f) = pending.pop_front() {
+                            f.await?.map_err(|(e, _)| e)?;
+                        }
+                    }
+                }
+            }
+            if pending.len() > 20_000 {
+                if let Some(f) = pending.pop_front() {
+                    f.await?.map_err(|(e, _)| e)?;
+                }
+            }
+        }
+    }
+    for f in pending {
+        f.await?.map_err(|(e, _)| e)?;
+    }
+    producer.flush(Duration::from_secs(30))?;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({"bytes": bytes, "secs": secs, "mb_s": bytes as f64 / 1e6 / secs})
+    );
+    Ok(())
+}
+
+async fn seek(args: &[String]) -> Res<()> {
+    let (dir, id, topic) = (
+        arg(args, 2, "DIR")?,
+        arg(args, 3, "ID")?,
+        arg(args, 4, "TOPIC")?,
+    );
+    let partition: i32 = arg(args, 5, "PARTITION")?.parse()?;
+    let ts: i64 = arg(args, 6, "TS")?.parse()?;
+    let store = BackupStore::open(&dir, &HashMap::new(), false)?;
+    let manifest = store.read_manifest(&id).await?;
+    // What a worker does for a mid-partition --from-timestamp: plan (prune segments by true
+    // min/max timestamps), fetch the first candidate, decode, skip to the first record.
+    let t = Instant::now();
+    let spec = kafka_backup_proto::RestoreSpec {
+        backup_id: id.clone(),
+        source_topics: vec![topic.clone()],
+        source_partitions: vec![partition],
+        from_timestamp_ms: Some(ts),
+        ..Default::default()
+    };
+    let tasks = kafka_backup_coordinator::planner::plan(&manifest, &spec)?;
+    let mut found = None;
+    'outer: for seg in tasks
+        .first()
+        .map(|t| t.segments.as_slice())
+        .unwrap_or_default()
+    {
+        let bytes = store.get(&seg.key).await?;
+        let decoded = DecodedSegment::decode(&seg.key, &bytes)?;
+        for r in decoded.records() {
+            let r = r?;
+            if r.timestamp >= ts {
+                found = Some(r.offset);
+                break 'outer;
+            }
+        }
+    }
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    println!("{}", json!({"ms": ms, "offset": found}));
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("gen") => gen(&args).await,
+        Some("decode") => decode(&args).await,
+        Some("bodies") => bodies(&args).await,
+        Some("produce") => produce(&args).await,
+        Some("seek") => seek(&args).await,
+        _ => Err("usage: kb-bench gen|decode|bodies|produce|seek ...".into()),
+    }
+}

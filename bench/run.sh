@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The benchmark: one command, one generated backup, one broker kind, every figure next to
 # the baseline measured in the same run (DESIGN §8). Prints a markdown table.
-# Usage: bash bench/run.sh [SIZE_MB=200]
+# Usage: bash bench/run.sh [SIZE_MB=50]
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-SIZE_MB="${1:-200}"
+SIZE_MB="${1:-50}"
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 export PATH="$HOME/.cargo/bin:$PATH"
 PORT="${BENCH_BROKER_PORT:-19292}"

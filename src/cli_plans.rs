@@ -22,11 +22,13 @@ pub struct CoordinatorArgs {
     /// Directory of the sled ledger.
     #[arg(long)]
     pub state_dir: PathBuf,
-    /// Lease time-to-live, e.g. "10s".
-    #[arg(long, default_value = "10s")]
+    /// Lease time-to-live, e.g. "30s". Workers only hand records to the producer while they
+    /// would be delivered (message timeout = 40% of this) before the lease ends, so a slow
+    /// target cluster needs a longer TTL.
+    #[arg(long, default_value = "30s")]
     pub lease_ttl: String,
     /// Wait after a lease expires before re-granting it, e.g. "3s".
-    #[arg(long, default_value = "3s")]
+    #[arg(long, default_value = "5s")]
     pub lease_grace: String,
     /// Serve Prometheus metrics on this address (GET /metrics), e.g. 0.0.0.0:9464.
     #[arg(long)]

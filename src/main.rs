@@ -60,10 +60,12 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let (service, default_filter) = match cli.command {
-        Command::Coordinator(_) => ("kafka-backup-coordinator", "info"),
-        Command::Worker(_) => ("kafka-backup-worker", "info"),
-        Command::Backup(_) => ("kafka-backup", "info"),
-        _ => ("kafka-backup", "warn"),
+        // librdkafka's own warnings (config notes, transient disconnects it retries) are
+        // noise at the default level; RUST_LOG=librdkafka=warn brings them back.
+        Command::Coordinator(_) => ("kafka-backup-coordinator", "info,librdkafka=error"),
+        Command::Worker(_) => ("kafka-backup-worker", "info,librdkafka=error"),
+        Command::Backup(_) => ("kafka-backup", "info,librdkafka=error"),
+        _ => ("kafka-backup", "warn,librdkafka=error"),
     };
     let telemetry = kafka_backup_common::telemetry::init(service, default_filter);
     let result = match cli.command {

@@ -265,6 +265,13 @@ async fn produce(args: &[String]) -> Res<()> {
             if let Some(v) = r.value {
                 fr = fr.payload(v);
             }
+            if !r.headers.is_empty() {
+                let mut h = rdkafka::message::OwnedHeaders::new_with_capacity(r.headers.len());
+                for (key, value) in &r.headers {
+                    h = h.insert(rdkafka::message::Header { key, value: *value });
+                }
+                fr = fr.headers(h);
+            }
             loop {
                 match producer.send_result(fr) {
                     Ok(f) => {

@@ -44,8 +44,8 @@ pub struct CoordinatorSettings {
 impl Default for CoordinatorSettings {
     fn default() -> Self {
         Self {
-            lease_ttl_ms: 10_000,
-            grace_ms: 3_000,
+            lease_ttl_ms: 30_000,
+            grace_ms: 5_000,
             max_attempts: 8,
         }
     }

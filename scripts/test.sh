@@ -5,6 +5,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+# Fresh servers every run: tansu's SQLite engine slows down as its database grows.
+scripts/test-env.sh stop
 scripts/test-env.sh start
 trap 'scripts/test-env.sh stop' EXIT
 eval "$(scripts/test-env.sh env)"

@@ -6,23 +6,7 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
+use std::process::{Command, Stdio};
 
 fn start(args: &[&str], log: &Path) -> Killed {
     let file = std::fs::File::create(log).expect("log");
@@ -34,17 +18,6 @@ fn start(args: &[&str], log: &Path) -> Killed {
             .spawn()
             .expect("spawn"),
     )
-}
-
-fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "coordinator did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -143,7 +116,7 @@ fn token_is_required_by_every_service() {
         ],
         &dir.path().join("c.log"),
     );
-    wait_listening(port);
+    wait_port(port);
     kb_err(&["list-plans", "--coordinator", &url], "requires a token");
     kb_err(
         &["list-plans", "--coordinator", &url, "--token", "wrong"],
@@ -198,7 +171,7 @@ async fn mutual_tls_refuses_clients_without_a_certificate_and_restores_with_one(
         ],
         &dir.path().join("c.log"),
     );
-    wait_listening(port);
+    wait_port(port);
     let ca = p("ca.pem");
     let (cert, key) = (p("client.pem"), p("client.key"));
     // Plain text, no client certificate, wrong CA: all refused.

@@ -72,13 +72,6 @@ fn assert_exact(src: &Source, target: &str) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 fn spawn_logged(args: &[&str], log: &std::path::Path) -> Child {
     let file = std::fs::OpenOptions::new()
         .create(true)

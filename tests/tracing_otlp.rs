@@ -109,10 +109,7 @@ async fn one_trace_spans_cli_coordinator_and_worker() {
     }
     let backup = backup_local(&broker(), &topic, "bk");
     let dir = temp_dir();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let url = format!("http://{listen}");
     let env = [
@@ -137,11 +134,7 @@ async fn one_trace_spans_cli_coordinator_and_worker() {
         "--state-dir",
         ledger.to_str().expect("p"),
     ]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "coordinator did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_port(port);
     let worker = spawn(&[
         "worker",
         "--coordinator",

@@ -117,6 +117,7 @@ pub fn status_json(s: &PlanStatus) -> Value {
             "source_next_offset": t.source_next_offset,
             "target_next_offset": t.target_next_offset,
             "error": t.error,
+            "skipped_segments": t.skipped_segments,
         })).collect::<Vec<_>>(),
     })
 }
@@ -145,6 +146,11 @@ pub fn print_status(s: &PlanStatus) {
             t.records_total,
             err
         );
+    }
+    for t in &s.tasks {
+        for sk in &t.skipped_segments {
+            println!("├─ SKIPPED {}/{}: {sk}", t.source_topic, t.source_partition);
+        }
     }
     println!(
         "└─ Overall: {}% ({} / {} records, {} / {} bytes)",

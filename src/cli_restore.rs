@@ -90,6 +90,10 @@ pub struct RestoreArgs {
     /// Start a new run even if the same restore already completed.
     #[arg(long)]
     pub new_run: bool,
+    /// Skip missing or corrupt segments instead of failing their partition; every skipped
+    /// object is listed in the status and the offset report. Skipping loses those records.
+    #[arg(long)]
+    pub skip_corrupt_segments: bool,
     /// Throttle each partition task to this many records per second (0 = unlimited).
     #[arg(long)]
     pub max_records_per_sec: Option<u32>,
@@ -282,6 +286,7 @@ pub fn resolve(a: &RestoreArgs) -> Result<Resolved> {
                 .add_original_offset_headers
                 .unwrap_or(false),
         consumer_group_strategy: strategy,
+        skip_corrupt_segments: a.skip_corrupt_segments,
         max_records_per_sec: a
             .max_records_per_sec
             .or(r.performance.max_records_per_sec)

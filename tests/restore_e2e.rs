@@ -608,3 +608,55 @@ async fn corrupt_segment_stops_only_its_task_and_keeps_what_was_restored() {
     assert_same_records(&f.source[0], &consume_all(&broker(), &target, 0));
     assert_same_records(&f.source[1][..50], &consume_all(&broker(), &target, 1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skip_corrupt_segments_restores_the_rest_and_reports_what_was_skipped() {
+    let f = fixture("skip-corrupt", 1, 150).await;
+    let bad = format!(
+        "bk/topics/{}/partition=0/segment-{:020}.bin.zst",
+        f.topic, 50
+    );
+    let path = f.backup.path().join(&bad);
+    let mut bytes = std::fs::read(&path).expect("segment");
+    bytes[40] ^= 0x55;
+    std::fs::write(&path, bytes).expect("write");
+    // A second object is missing altogether.
+    let gone = format!(
+        "bk/topics/{}/partition=0/segment-{:020}.bin.zst",
+        f.topic, 100
+    );
+    std::fs::remove_file(f.backup.path().join(&gone)).expect("remove");
+    let target = unique("skip-target");
+    let out = kb_ok(&f.restore_args(&[
+        "--source-topic",
+        &f.topic,
+        "--target-topic",
+        &target,
+        "--bootstrap-servers",
+        &broker(),
+        "--create-topics",
+        "--skip-corrupt-segments",
+        "--format",
+        "json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["state"], "completed");
+    let skipped: Vec<String> = v["tasks"][0]["skipped_segments"]
+        .as_array()
+        .expect("skipped list")
+        .iter()
+        .map(|s| s.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(
+        skipped[0].starts_with(&bad) && skipped[0].contains("CRC32"),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped[1].starts_with(&gone) && skipped[1].contains("not found"),
+        "{skipped:?}"
+    );
+    // Everything except the two skipped segments (offsets 50..=99 and 100..=149) is restored.
+    let expected: Vec<_> = f.source[0][..50].to_vec();
+    assert_same_records(&expected, &consume_all(&broker(), &target, 0));
+}

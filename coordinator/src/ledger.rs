@@ -118,6 +118,9 @@ pub struct TaskRecord {
     /// Not re-granted before this time (backoff after a retryable failure).
     pub not_before_ms: i64,
     pub started_at_ms: i64,
+    /// Segments skipped as missing or corrupt, with the reason (skip_corrupt_segments).
+    #[serde(default)]
+    pub skipped_segments: Vec<String>,
 }
 
 /// A run of consecutive source offsets mapped one to one onto target offsets.
@@ -445,6 +448,7 @@ impl Ledger {
         holder: Holder<'_>,
         cp: &Checkpoint,
         runs: &[OffsetRunRecord],
+        skipped: &[String],
         complete: bool,
     ) -> Result<(), LedgerError> {
         let (plan_id, task_id) = (holder.plan_id, holder.task_id);
@@ -469,6 +473,7 @@ impl Ledger {
             m.bytes_restored
                 .add(cp.bytes_done.saturating_sub(prev.bytes_done));
             task.checkpoint = Some(cp.clone());
+            task.skipped_segments.extend(skipped.iter().cloned());
             for run in runs {
                 r.insert(run_key(plan_id, task_id, run.source_start), enc(run))?;
             }

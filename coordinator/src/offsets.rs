@@ -56,6 +56,7 @@ mod tests {
             error: String::new(),
             not_before_ms: 0,
             started_at_ms: 0,
+            skipped_segments: vec![],
         }
     }
 

@@ -403,6 +403,7 @@ impl PlanService {
                     error: String::new(),
                     not_before_ms: 0,
                     started_at_ms: 0,
+                    skipped_segments: vec![],
                 }
             })
             .collect();

@@ -83,6 +83,7 @@ pub fn plan_status(plan: &PlanRecord, tasks: &[TaskRecord]) -> PlanStatus {
             error: t.error.clone(),
             attempts: t.attempts,
             started_at_ms: t.started_at_ms,
+            skipped_segments: t.skipped_segments.clone(),
         });
     }
     st

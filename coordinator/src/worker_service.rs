@@ -88,6 +88,7 @@ fn build_lease(spec: &RestoreSpec, task: &TaskRecord, plan: &PlanRecord, ttl_ms:
         bytes_done: cp.as_ref().map_or(0, |c| c.bytes_done),
         max_records_per_sec: spec.max_records_per_sec,
         trace_parent: plan.trace_parent.clone(),
+        skip_corrupt_segments: spec.skip_corrupt_segments,
     }
 }
 
@@ -247,7 +248,7 @@ impl WorkerService {
             .collect();
         self.coord
             .ledger
-            .checkpoint(holder(&l), &cp, &runs, complete)
+            .checkpoint(holder(&l), &cp, &runs, &r.skipped_segments, complete)
             .map_err(ledger_status)?;
         if complete {
             tracing::info!(plan = %l.plan_id, task = l.task_id, records = r.records_done, "task completed");

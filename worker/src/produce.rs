@@ -47,6 +47,8 @@ pub struct Acked {
     pub bytes: u64,
     /// Runs not yet reported to the coordinator.
     pub runs: Vec<OffsetRun>,
+    /// Segments skipped (skip_corrupt_segments) not yet reported.
+    pub skipped: Vec<String>,
 }
 
 impl Acked {

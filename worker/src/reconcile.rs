@@ -88,6 +88,7 @@ struct SourceCursor<'a> {
     segments: std::iter::Cloned<std::slice::Iter<'a, SegmentRef>>,
     current: Option<(DecodedSegment, usize)>,
     filter: RecordFilter,
+    skip_bad: bool,
 }
 
 impl SourceCursor<'_> {
@@ -111,7 +112,12 @@ impl SourceCursor<'_> {
             if seg.end_offset < self.filter.from_offset {
                 continue;
             }
-            self.current = Some((fetch_segment(self.store, &seg).await?, 0));
+            match fetch_segment(self.store, &seg).await {
+                Ok(decoded) => self.current = Some((decoded, 0)),
+                // The producing pass skipped this object too (skip_corrupt_segments).
+                Err(e) if self.skip_bad && e.is_bad_object() => continue,
+                Err(e) => return Err(e),
+            }
         }
     }
 }
@@ -190,6 +196,7 @@ pub async fn reconcile(
     segments: &[SegmentRef],
     filter: RecordFilter,
     add_headers: bool,
+    skip_bad: bool,
     mut acked: Acked,
 ) -> Result<Acked, ReconcileError> {
     let end = target.end_offset().await?;
@@ -220,6 +227,7 @@ pub async fn reconcile(
             from_offset: acked.source_next,
             ..filter
         },
+        skip_bad,
     };
     let mut expected = cursor.next().await?;
     let mut at = acked.target_next;

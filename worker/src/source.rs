@@ -19,6 +19,15 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// A missing or damaged object (as opposed to a storage outage): what
+    /// `--skip-corrupt-segments` may skip.
+    pub fn is_bad_object(&self) -> bool {
+        matches!(
+            self,
+            SourceError::Segment(_) | SourceError::Storage(StorageError::SegmentNotFound { .. })
+        )
+    }
+
     /// Missing or corrupt objects will not heal by retrying; I/O errors may.
     pub fn retryable(&self) -> bool {
         matches!(
@@ -51,13 +60,14 @@ pub fn prefetch(
     store: BackupStore,
     segments: Vec<SegmentRef>,
     from_offset: i64,
-) -> mpsc::Receiver<Result<DecodedSegment, SourceError>> {
+    continue_after_error: bool,
+) -> mpsc::Receiver<(String, Result<DecodedSegment, SourceError>)> {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
         for seg in segments.into_iter().filter(|s| s.end_offset >= from_offset) {
             let res = fetch_segment(&store, &seg).await;
-            let stop = res.is_err();
-            if tx.send(res).await.is_err() || stop {
+            let stop = res.is_err() && !continue_after_error;
+            if tx.send((seg.key.clone(), res)).await.is_err() || stop {
                 return;
             }
         }

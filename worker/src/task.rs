@@ -138,6 +138,7 @@ fn checkpoint_request(lease: &LeaseRef, acked: &mut Acked) -> CheckpointRequest 
         records_done: acked.records,
         bytes_done: acked.bytes,
         offset_runs: std::mem::take(&mut acked.runs),
+        skipped_segments: std::mem::take(&mut acked.skipped),
     }
 }
 
@@ -169,7 +170,7 @@ async fn execute(
             target_next: lease.target_next_offset,
             records: lease.records_done,
             bytes: lease.bytes_done,
-            runs: vec![],
+            ..Default::default()
         };
         reconcile(
             &target,
@@ -177,6 +178,7 @@ async fn execute(
             &lease.segments,
             filter,
             lease.add_original_offset_headers,
+            lease.skip_corrupt_segments,
             cp,
         )
         .await?
@@ -214,12 +216,22 @@ async fn execute(
     };
     let interval = Duration::from_millis(lease.checkpoint_interval_ms.max(200));
     let mut last_checkpoint = Instant::now();
-    let mut segments = prefetch(store.clone(), lease.segments.clone(), filter.from_offset);
+    let mut segments = prefetch(
+        store.clone(),
+        lease.segments.clone(),
+        filter.from_offset,
+        lease.skip_corrupt_segments,
+    );
     let mut throttle = Throttle::new(lease.max_records_per_sec);
     let mut bytes_at_checkpoint = out.acked.bytes;
-    while let Some(seg) = segments.recv().await {
+    while let Some((key, seg)) = segments.recv().await {
         let seg = match seg {
             Ok(seg) => seg,
+            Err(e) if lease.skip_corrupt_segments && e.is_bad_object() => {
+                tracing::error!(%key, error = %e, "skipping a missing or corrupt segment (--skip-corrupt-segments)");
+                out.acked.skipped.push(format!("{key}: {e}"));
+                continue;
+            }
             Err(e) => {
                 // Keep everything before the bad segment: finish producing it and checkpoint,
                 // so the task stops exactly at the damaged object.

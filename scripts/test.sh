@@ -10,4 +10,4 @@ scripts/test-env.sh stop
 scripts/test-env.sh start
 trap 'scripts/test-env.sh stop' EXIT
 eval "$(scripts/test-env.sh env)"
-cargo test --workspace -- --test-threads=2 "$@"
+cargo test --workspace --no-fail-fast -- --test-threads=2 "$@"

@@ -303,7 +303,7 @@ async fn execute(
 }
 
 /// Blocks the produce loop until a write may start inside the lease; stops the task (and
-/// purges the producer) once fenced or past the deadline.
+/// drops its queue) once fenced or past the deadline.
 async fn wait_for_lease(
     state: &LeaseState,
     window: Duration,

@@ -31,18 +31,7 @@ fn value(text: &str, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn coordinator_and_worker_counters_move_during_a_restore() {
-    let topic = unique("metered");
-    create_topic(&broker(), &topic, 2).await;
-    for p in 0..2 {
-        produce(
-            &broker(),
-            &topic,
-            p,
-            &simple_records(600, 1_750_000_000_000, 2),
-        )
-        .await;
-    }
-    let backup = backup_local(&broker(), &topic, "bk");
+    let (topic, _, backup) = backed_up_topic("metered", 2, 600, 1_750_000_000_000, 2).await;
     let dir = temp_dir();
     let (grpc, cm, wm) = (free_port(), free_port(), free_port());
     let url = format!("http://127.0.0.1:{grpc}");
@@ -79,28 +68,13 @@ async fn coordinator_and_worker_counters_move_during_a_restore() {
     let before = (scrape(cm), scrape(wm));
     assert_eq!(value(&before.0, "kafka_backup_records_restored_total"), 0.0);
     let target = format!("{topic}-restored");
-    let b = broker();
-    kb_ok(&[
-        "restore",
-        "--coordinator",
+    submit_detached(
         &url,
-        "--detach",
-        "--storage",
-        backup.path().to_str().expect("p"),
-        "--backup-id",
-        "bk",
-        "--source-topic",
+        backup.path(),
         &topic,
-        "--target-topic",
         &target,
-        "--bootstrap-servers",
-        &b,
-        "--create-topics",
-        "--checkpoint-interval",
-        "100ms",
-        "--max-records-per-sec",
-        "400",
-    ]);
+        &["--max-records-per-sec", "400"],
+    );
     // During the restore: leases are held and the counters grow between scrapes.
     let mut samples = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -9,18 +9,7 @@ use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn progress_tree_in_a_terminal_reaches_100_percent_and_json_matches_the_ledger() {
-    let topic = unique("progress");
-    create_topic(&broker(), &topic, 2).await;
-    for p in 0..2 {
-        produce(
-            &broker(),
-            &topic,
-            p,
-            &simple_records(300, 1_760_000_000_000, 4),
-        )
-        .await;
-    }
-    let backup = backup_local(&broker(), &topic, "bk");
+    let (topic, _, backup) = backed_up_topic("progress", 2, 300, 1_760_000_000_000, 4).await;
     let state = temp_dir();
     let cmd = format!(
         "{} restore --storage {} --backup-id bk --source-topic {topic} --target-topic {topic}-r --bootstrap-servers {} --create-topics --checkpoint-state {} --progress --max-records-per-sec 300 --checkpoint-interval 200ms",

@@ -246,32 +246,7 @@ async fn distributed_restore_survives_worker_kills_and_a_coordinator_restart() {
             (id, child)
         })
         .collect();
-    let b = broker();
-    let out = kb_ok(&[
-        "restore",
-        "--coordinator",
-        &url,
-        "--detach",
-        "--format",
-        "json",
-        "--storage",
-        src.backup.path().to_str().expect("p"),
-        "--backup-id",
-        "bk",
-        "--source-topic",
-        &src.topic,
-        "--target-topic",
-        &target,
-        "--bootstrap-servers",
-        &b,
-        "--create-topics",
-        "--checkpoint-interval",
-        "100ms",
-    ]);
-    let plan_id = serde_json::from_str::<serde_json::Value>(&out).expect("json")["plan_id"]
-        .as_str()
-        .expect("plan id")
-        .to_string();
+    let plan_id = submit_detached(&url, src.backup.path(), &src.topic, &target, &[]);
 
     let mut rng = Rng::new();
     let total: u64 = src.records.iter().map(|r| r.len() as u64).sum();
@@ -381,34 +356,13 @@ async fn paused_worker_is_fenced_and_never_writes_after_takeover() {
         &["worker", "--coordinator", &url, "--worker-id", "paused"],
         &log("paused"),
     );
-    let b = broker();
-    let out = kb_ok(&[
-        "restore",
-        "--coordinator",
+    let plan_id = submit_detached(
         &url,
-        "--detach",
-        "--format",
-        "json",
-        "--storage",
-        src.backup.path().to_str().expect("p"),
-        "--backup-id",
-        "bk",
-        "--source-topic",
+        src.backup.path(),
         &src.topic,
-        "--target-topic",
         &target,
-        "--bootstrap-servers",
-        &b,
-        "--create-topics",
-        "--checkpoint-interval",
-        "100ms",
-        "--max-records-per-sec",
-        "800",
-    ]);
-    let plan_id = serde_json::from_str::<serde_json::Value>(&out).expect("json")["plan_id"]
-        .as_str()
-        .expect("plan")
-        .to_string();
+        &["--max-records-per-sec", "800"],
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while end_offset(&broker(), &target, 0) < 600 {
         assert!(Instant::now() < deadline, "worker made no progress");
@@ -490,34 +444,13 @@ async fn status_cancel_and_resume_through_the_grpc_api() {
         &log("coordinator"),
     );
     let mut client = plans_client(&url).await;
-    let b = broker();
-    let out = kb_ok(&[
-        "restore",
-        "--coordinator",
+    let plan_id = submit_detached(
         &url,
-        "--detach",
-        "--format",
-        "json",
-        "--storage",
-        src.backup.path().to_str().expect("p"),
-        "--backup-id",
-        "bk",
-        "--source-topic",
+        src.backup.path(),
         &src.topic,
-        "--target-topic",
         &target,
-        "--bootstrap-servers",
-        &b,
-        "--create-topics",
-        "--checkpoint-interval",
-        "100ms",
-        "--max-records-per-sec",
-        "500",
-    ]);
-    let plan_id = serde_json::from_str::<serde_json::Value>(&out).expect("json")["plan_id"]
-        .as_str()
-        .expect("plan")
-        .to_string();
+        &["--max-records-per-sec", "500"],
+    );
     // No worker yet: the plan is pending, visible to any client.
     let st = client
         .get_plan_status(PlanRef {

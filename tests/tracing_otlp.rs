@@ -96,18 +96,7 @@ async fn one_trace_spans_cli_coordinator_and_worker() {
             .await;
     });
 
-    let topic = unique("traced");
-    create_topic(&broker(), &topic, 2).await;
-    for p in 0..2 {
-        produce(
-            &broker(),
-            &topic,
-            p,
-            &simple_records(300, 1_740_000_000_000, 3),
-        )
-        .await;
-    }
-    let backup = backup_local(&broker(), &topic, "bk");
+    let (topic, _, backup) = backed_up_topic("traced", 2, 300, 1_740_000_000_000, 3).await;
     let dir = temp_dir();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");

@@ -377,3 +377,62 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// A new topic of `partitions` × `per_partition` simple records (timestamps base_ts + i*step),
+/// backed up as `bk` into a fresh directory. Returns the topic, the records with their
+/// offsets per partition, and the backup directory.
+pub async fn backed_up_topic(
+    name: &str,
+    partitions: i32,
+    per_partition: usize,
+    base_ts: i64,
+    step: i64,
+) -> (String, Vec<Vec<Record>>, tempfile::TempDir) {
+    let topic = unique(name);
+    create_topic(&broker(), &topic, partitions).await;
+    let mut records = Vec::new();
+    for p in 0..partitions {
+        let recs = simple_records(per_partition, base_ts, step);
+        records.push(produce(&broker(), &topic, p, &recs).await);
+    }
+    let backup = backup_local(&broker(), &topic, "bk");
+    (topic, records, backup)
+}
+
+/// Submits a restore of backup `bk` to a coordinator with --detach and returns the plan id.
+pub fn submit_detached(
+    url: &str,
+    storage: &std::path::Path,
+    topic: &str,
+    target: &str,
+    extra: &[&str],
+) -> String {
+    let b = broker();
+    let mut args = vec![
+        "restore",
+        "--coordinator",
+        url,
+        "--detach",
+        "--format",
+        "json",
+        "--storage",
+        storage.to_str().expect("utf8 path"),
+        "--backup-id",
+        "bk",
+        "--source-topic",
+        topic,
+        "--target-topic",
+        target,
+        "--bootstrap-servers",
+        &b,
+        "--create-topics",
+        "--checkpoint-interval",
+        "100ms",
+    ];
+    args.extend_from_slice(extra);
+    let out = kb_ok(&args);
+    serde_json::from_str::<serde_json::Value>(&out).expect("json")["plan_id"]
+        .as_str()
+        .expect("plan id")
+        .to_string()
+}

@@ -94,6 +94,48 @@ fn signal(child: &Child, sig: i32) {
     }
 }
 
+/// A real coordinator process on a fresh loopback port, its ledger and every process log in
+/// one temp dir. Short leases (6 s TTL, 2 s grace) make takeovers happen within seconds.
+struct TestCoordinator {
+    state: tempfile::TempDir,
+    listen: String,
+    url: String,
+}
+
+impl TestCoordinator {
+    fn new() -> Self {
+        let listen = format!("127.0.0.1:{}", free_port());
+        TestCoordinator {
+            state: temp_dir(),
+            url: format!("http://{listen}"),
+            listen,
+        }
+    }
+
+    fn log(&self, name: &str) -> std::path::PathBuf {
+        self.state.path().join(format!("{name}.log"))
+    }
+
+    /// Starts (or restarts) the coordinator on the same port and ledger.
+    fn spawn(&self) -> Child {
+        let ledger = self.state.path().join("ledger");
+        spawn_logged(
+            &[
+                "coordinator",
+                "--listen",
+                &self.listen,
+                "--state-dir",
+                ledger.to_str().expect("utf8 path"),
+                "--lease-ttl",
+                "6s",
+                "--lease-grace",
+                "2s",
+            ],
+            &self.log("coordinator"),
+        )
+    }
+}
+
 async fn plans_client(url: &str) -> RestorePlansClient<tonic::transport::Channel> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -217,24 +259,10 @@ async fn distributed_restore_survives_worker_kills_and_a_coordinator_restart() {
     let _serial = SERIAL.lock().await;
     let src = source("dist", 4, 2500).await;
     let target = unique("dist-target");
-    let state = temp_dir();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let url = format!("http://{listen}");
-    let ledger = state.path().join("ledger");
-    let coord_args = [
-        "coordinator",
-        "--listen",
-        &listen,
-        "--state-dir",
-        ledger.to_str().expect("p"),
-        "--lease-ttl",
-        "6s",
-        "--lease-grace",
-        "2s",
-    ];
-    let log = |name: &str| state.path().join(format!("{name}.log"));
-    let mut coordinator = spawn_logged(&coord_args, &log("coordinator"));
+    let coord = TestCoordinator::new();
+    let url = coord.url.clone();
+    let log = |name: &str| coord.log(name);
+    let mut coordinator = coord.spawn();
     plans_client(&url).await;
     let mut workers: Vec<(String, Child)> = (1..=3)
         .map(|i| {
@@ -261,7 +289,7 @@ async fn distributed_restore_survives_worker_kills_and_a_coordinator_restart() {
         assert!(
             Instant::now() < deadline,
             "distributed restore did not finish; logs in {}",
-            state.path().display()
+            coord.state.path().display()
         );
         let Some(st) = status(&url, &plan_id).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -301,7 +329,7 @@ async fn distributed_restore_survives_worker_kills_and_a_coordinator_restart() {
             coordinator.kill().expect("kill -9 coordinator");
             let _ = coordinator.wait();
             eprintln!("coordinator killed at {written}/{total}; restarting");
-            coordinator = spawn_logged(&coord_args, &log("coordinator"));
+            coordinator = coord.spawn();
             plans_client(&url).await;
             restarted = true;
         }
@@ -331,26 +359,10 @@ async fn paused_worker_is_fenced_and_never_writes_after_takeover() {
     let _serial = SERIAL.lock().await;
     let src = source("fence", 1, 6000).await;
     let target = unique("fence-target");
-    let state = temp_dir();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let url = format!("http://{listen}");
-    let ledger = state.path().join("ledger");
-    let log = |name: &str| state.path().join(format!("{name}.log"));
-    let mut coordinator = spawn_logged(
-        &[
-            "coordinator",
-            "--listen",
-            &listen,
-            "--state-dir",
-            ledger.to_str().expect("p"),
-            "--lease-ttl",
-            "6s",
-            "--lease-grace",
-            "2s",
-        ],
-        &log("coordinator"),
-    );
+    let coord = TestCoordinator::new();
+    let url = coord.url.clone();
+    let log = |name: &str| coord.log(name);
+    let mut coordinator = coord.spawn();
     plans_client(&url).await;
     let mut a = spawn_logged(
         &["worker", "--coordinator", &url, "--worker-id", "paused"],
@@ -423,26 +435,10 @@ async fn status_cancel_and_resume_through_the_grpc_api() {
     let _serial = SERIAL.lock().await;
     let src = source("cancel", 2, 3000).await;
     let target = unique("cancel-target");
-    let state = temp_dir();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let url = format!("http://{listen}");
-    let ledger = state.path().join("ledger");
-    let log = |name: &str| state.path().join(format!("{name}.log"));
-    let mut coordinator = spawn_logged(
-        &[
-            "coordinator",
-            "--listen",
-            &listen,
-            "--state-dir",
-            ledger.to_str().expect("p"),
-            "--lease-ttl",
-            "6s",
-            "--lease-grace",
-            "2s",
-        ],
-        &log("coordinator"),
-    );
+    let coord = TestCoordinator::new();
+    let url = coord.url.clone();
+    let log = |name: &str| coord.log(name);
+    let mut coordinator = coord.spawn();
     let mut client = plans_client(&url).await;
     let plan_id = submit_detached(
         &url,

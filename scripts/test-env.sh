@@ -9,6 +9,9 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DIR="$ROOT/.test-env"
 BROKER1_PORT="${KB_TEST_BROKER1_PORT:-19092}"
 BROKER2_PORT="${KB_TEST_BROKER2_PORT:-19093}"
+# A third broker on tansu's memory engine: its group coordinator answers DescribeGroups
+# (SQLite's fails on any known group), so the active-group refusal is tested against it.
+BROKERMEM_PORT="${KB_TEST_BROKERMEM_PORT:-19094}"
 MOTO_PORT="${KB_TEST_MOTO_PORT:-15000}"
 TANSU_VERSION=0.6.0
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -36,14 +39,14 @@ wait_port() {
 }
 
 start_broker() {
-  local name=$1 port=$2
+  local name=$1 port=$2 engine=${3:-sqlite://$1.db}
   if [ -f "$DIR/$name.pid" ] && kill -0 "$(cat "$DIR/$name.pid")" 2>/dev/null; then return 0; fi
   rm -f "$DIR/$name.db" "$DIR/$name.db-"*
   (cd "$DIR" || exit 1
    nohup tansu broker \
       --listener-url "tcp://127.0.0.1:$port" \
       --advertised-listener-url "tcp://127.0.0.1:$port" \
-      --storage-engine "sqlite://$name.db" >"$name.log" 2>&1 &
+      --storage-engine "$engine" >"$name.log" 2>&1 &
    echo $! >"$name.pid")
   wait_port "$port" "$name"
 }
@@ -57,7 +60,7 @@ start_moto() {
 }
 
 stop() {
-  for name in broker1 broker2 moto; do
+  for name in broker1 broker2 brokermem moto; do
     if [ -f "$DIR/$name.pid" ]; then
       local pid; pid="$(cat "$DIR/$name.pid")"
       kill "$pid" 2>/dev/null || true
@@ -72,6 +75,7 @@ print_env() {
   cat <<EOV
 export KAFKA_BACKUP_TEST_BROKER=127.0.0.1:$BROKER1_PORT
 export KAFKA_BACKUP_TEST_BROKER2=127.0.0.1:$BROKER2_PORT
+export KAFKA_BACKUP_TEST_BROKER_MEM=127.0.0.1:$BROKERMEM_PORT
 export KAFKA_BACKUP_TEST_S3_ENDPOINT=http://127.0.0.1:$MOTO_PORT
 EOV
 }
@@ -83,6 +87,7 @@ case "${1:-}" in
     mkdir -p "$DIR"
     start_broker broker1 "$BROKER1_PORT"
     start_broker broker2 "$BROKER2_PORT"
+    start_broker brokermem "$BROKERMEM_PORT" "memory://tansu/"
     start_moto
     ;;
   stop) stop ;;

@@ -4,6 +4,7 @@
 
 use crate::cli_output::Format;
 use crate::embedded;
+use crate::offset_reset::{ResetRequest, ResetStrategy};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kafka_backup_common::config::{self, MappingConfig, RestoreSection, StorageSection};
@@ -70,10 +71,23 @@ pub struct RestoreArgs {
     /// Create missing target topics with the source partition count.
     #[arg(long)]
     pub create_topics: bool,
-    /// Consumer offset strategy: skip (default) or header-based (adds x-original-offset and
-    /// x-original-timestamp headers).
+    /// Consumer offset strategy: skip (default), header-based or cluster-scan (both add
+    /// x-original-offset / x-original-timestamp headers), timestamp-based, or manual (only
+    /// writes --offset-report). The non-skip ones also pick the default --offset-strategy.
     #[arg(long)]
     pub consumer_group_strategy: Option<String>,
+    /// Consent to write the committed offsets of the --consumer-group groups on the target
+    /// once the restore completes. Without it no group offset is ever written.
+    #[arg(long)]
+    pub reset_consumer_offsets: bool,
+    /// A consumer group whose offsets --reset-consumer-offsets translates and writes
+    /// (repeatable, comma separated). Groups not named are never touched.
+    #[arg(long = "consumer-group", visible_alias = "consumer-groups")]
+    pub consumer_groups: Vec<String>,
+    /// How reset offsets are found: exact (default; from the delivery reports), header-based,
+    /// cluster-scan or timestamp-based.
+    #[arg(long)]
+    pub offset_strategy: Option<String>,
     /// Add x-original-offset / x-original-timestamp headers to restored records.
     #[arg(long)]
     pub add_original_offset_headers: bool,
@@ -137,8 +151,78 @@ fn yaml_timestamp(what: &str, v: &serde_yaml::Value) -> Result<i64> {
 pub struct Resolved {
     pub spec: RestoreSpec,
     pub offset_report: Option<PathBuf>,
+    /// Consent and scope of a consumer-offset reset after the restore.
+    pub reset: Option<ResetRequest>,
     pub workers: u32,
     pub state_dir: PathBuf,
+}
+
+/// Consent rules of PRD §8.4, checked before anything connects: groups are only reset with
+/// --reset-consumer-offsets, only the named ones, and never under the manual strategy.
+fn resolve_reset(
+    a: &RestoreArgs,
+    r: &RestoreSection,
+    group_strategy: &str,
+    has_headers: bool,
+    has_report: bool,
+) -> Result<Option<ResetRequest>> {
+    let consent =
+        a.reset_consumer_offsets || r.restore_strategy.reset_consumer_offsets == Some(true);
+    let mut groups: Vec<String> = a
+        .consumer_groups
+        .iter()
+        .flat_map(|g| split_list(g))
+        .collect();
+    if groups.is_empty() {
+        groups = r
+            .restore_strategy
+            .consumer_groups
+            .as_ref()
+            .map(|g| g.to_vec())
+            .unwrap_or_default();
+    }
+    groups.sort();
+    groups.dedup();
+    if group_strategy == "manual" {
+        if consent {
+            bail!("--consumer-group-strategy manual only reports offsets and never writes them: drop --reset-consumer-offsets, or pick exact/header-based/cluster-scan/timestamp-based with --offset-strategy");
+        }
+        if !has_report {
+            bail!("--consumer-group-strategy manual writes the offset report for the operator: give --offset-report FILE (or restore.offset_report)");
+        }
+    }
+    let strategy_text = a
+        .offset_strategy
+        .clone()
+        .or(r.restore_strategy.reset_strategy.clone());
+    if !consent {
+        if !groups.is_empty() {
+            bail!("--consumer-group {} names groups whose offsets would be reset, but --reset-consumer-offsets was not given: add it to consent to writing their committed offsets on the target, or drop --consumer-group. No group offset is written without consent", groups.join(","));
+        }
+        if strategy_text.is_some() {
+            bail!("--offset-strategy only applies to --reset-consumer-offsets: add --reset-consumer-offsets --consumer-group G, or drop --offset-strategy");
+        }
+        return Ok(None);
+    }
+    if groups.is_empty() {
+        bail!("--reset-consumer-offsets needs --consumer-group G (repeatable): only the groups named are ever touched");
+    }
+    if a.detach {
+        bail!("--reset-consumer-offsets writes offsets when the restore completes, so it cannot --detach: drop --detach (rerunning the same restore later resumes it and then resets)");
+    }
+    let strategy = match strategy_text {
+        Some(s) => ResetStrategy::parse("--offset-strategy", &s)?,
+        None => match group_strategy {
+            "header-based" => ResetStrategy::HeaderBased,
+            "cluster-scan" => ResetStrategy::ClusterScan,
+            "timestamp-based" => ResetStrategy::TimestampBased,
+            _ => ResetStrategy::Exact,
+        },
+    };
+    if strategy.needs_headers() && !has_headers {
+        bail!("--offset-strategy {} reads the x-original-offset headers, which this restore does not write: add --add-original-offset-headers (or --consumer-group-strategy header-based), or use --offset-strategy exact", strategy.name());
+    }
+    Ok(Some(ResetRequest { groups, strategy }))
 }
 
 pub fn resolve(a: &RestoreArgs) -> Result<Resolved> {
@@ -238,16 +322,20 @@ pub fn resolve(a: &RestoreArgs) -> Result<Resolved> {
         .or(r.restore_strategy.consumer_group_strategy.clone())
         .unwrap_or_else(|| "skip".into());
     let header_based = match strategy.as_str() {
-        "skip" => false,
-        "header-based" => true,
-        "timestamp-based" | "cluster-scan" | "manual" => bail!(
-            "--consumer-group-strategy {strategy} is not available in this build yet; use skip or header-based"
-        ),
+        "skip" | "timestamp-based" | "manual" => false,
+        "header-based" | "cluster-scan" => true,
         other => bail!("invalid --consumer-group-strategy {other:?}: use skip, header-based, timestamp-based, cluster-scan or manual"),
     };
-    if r.restore_strategy.reset_consumer_offsets == Some(true) {
-        bail!("restore.restore_strategy.reset_consumer_offsets is not available in this build yet; remove it (offsets are never written)");
-    }
+    let add_headers = a.add_original_offset_headers
+        || header_based
+        || r.restore_strategy
+            .add_original_offset_headers
+            .unwrap_or(false);
+    let offset_report = a
+        .offset_report
+        .clone()
+        .or(r.offset_report.as_ref().map(PathBuf::from));
+    let reset = resolve_reset(a, &r, &strategy, add_headers, offset_report.is_some())?;
     let interval = match (
         &a.checkpoint_interval,
         r.performance.checkpoint_interval_secs,
@@ -280,11 +368,7 @@ pub fn resolve(a: &RestoreArgs) -> Result<Resolved> {
         kafka_properties: r.target.security.to_properties(),
         create_topics: a.create_topics || r.target.create_topics.unwrap_or(false),
         checkpoint_interval_ms: interval.as_millis() as u64,
-        add_original_offset_headers: a.add_original_offset_headers
-            || header_based
-            || r.restore_strategy
-                .add_original_offset_headers
-                .unwrap_or(false),
+        add_original_offset_headers: add_headers,
         consumer_group_strategy: strategy,
         skip_corrupt_segments: a.skip_corrupt_segments,
         max_records_per_sec: a
@@ -297,13 +381,10 @@ pub fn resolve(a: &RestoreArgs) -> Result<Resolved> {
         .clone()
         .or(r.checkpoint_state.as_ref().map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("kafka-backup-state"));
-    let offset_report = a
-        .offset_report
-        .clone()
-        .or(r.offset_report.as_ref().map(PathBuf::from));
     Ok(Resolved {
         spec,
         offset_report,
+        reset,
         workers,
         state_dir,
     })

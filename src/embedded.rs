@@ -66,8 +66,12 @@ pub async fn run_embedded(
     a: &RestoreArgs,
     lease_ttl: Option<Duration>,
 ) -> Result<ExitCode> {
-    let ledger = if dry_run {
+    // A dry run reads an existing ledger (to show what a completed restore means for
+    // consumer offsets) but never creates one.
+    let ledger = if dry_run && !r.state_dir.is_dir() {
         Ledger::temporary()?
+    } else if dry_run {
+        Ledger::open(&r.state_dir)?
     } else {
         std::fs::create_dir_all(&r.state_dir)
             .with_context(|| format!("cannot create state dir {}", r.state_dir.display()))?;
@@ -105,6 +109,9 @@ async fn submit_and_follow(
     } else {
         a.auth.security()
     };
+    if let Some(req) = &r.reset {
+        crate::offset_reset::preflight(&r.spec, req).await?;
+    }
     let mut client = connect_plans(url, &security).await?;
     let submit_span = tracing::info_span!("restore.submit", backup_id = %r.spec.backup_id, dry_run);
     let resp = client
@@ -119,9 +126,22 @@ async fn submit_and_follow(
         .into_inner();
     let report = resp.report.unwrap_or_default();
     if dry_run {
-        match a.format {
-            Format::Json => print_json(&report_json(&report))?,
-            Format::Table => print_report(&report, true),
+        let mut out = report_json(&report);
+        if a.format == Format::Table {
+            print_report(&report, true);
+        }
+        if let Some(req) = &r.reset {
+            let resets = planned_resets(&mut client, &resp.plan_id, &r, req, &report).await?;
+            match a.format {
+                Format::Json => {
+                    out["consumer_offset_reset"] =
+                        crate::offset_reset::resets_json(req.strategy, false, &resets)
+                }
+                Format::Table => crate::offset_reset::print_resets(req.strategy, false, &resets),
+            }
+        }
+        if a.format == Format::Json {
+            print_json(&out)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -159,11 +179,78 @@ async fn submit_and_follow(
     for w in workers {
         w.abort();
     }
-    match a.format {
-        Format::Json => print_json(&status_json(&last))?,
-        Format::Table => print_status(&last),
+    let mut out = status_json(&last);
+    if a.format == Format::Table {
+        print_status(&last);
     }
-    Ok(exit_code(&last))
+    let mut code = exit_code(&last);
+    if let Some(req) = &r.reset {
+        if last.state == "completed" {
+            let mapping = crate::cli_offsets::fetch_mapping(&mut client, &plan_id).await?;
+            let resets = crate::offset_reset::compute(&r.spec, &mapping, req).await?;
+            crate::offset_reset::apply(&r.spec, &resets).await?;
+            match a.format {
+                Format::Json => {
+                    out["consumer_offset_reset"] =
+                        crate::offset_reset::resets_json(req.strategy, true, &resets)
+                }
+                Format::Table => crate::offset_reset::print_resets(req.strategy, true, &resets),
+            }
+        } else {
+            eprintln!(
+                "consumer offsets were NOT reset: the restore ended {}; rerun the same restore to finish it, and the reset runs then",
+                last.state
+            );
+            code = ExitCode::from(1);
+        }
+    }
+    if a.format == Format::Json {
+        print_json(&out)?;
+    }
+    Ok(code)
+}
+
+/// What a dry run would write: the real offsets when the same restore already completed,
+/// otherwise the committed source offsets with their target partitions.
+async fn planned_resets(
+    client: &mut PlansClient,
+    existing_plan: &str,
+    r: &Resolved,
+    req: &crate::offset_reset::ResetRequest,
+    report: &kafka_backup_proto::PlanReport,
+) -> Result<Vec<crate::offset_reset::GroupReset>> {
+    if !existing_plan.is_empty() {
+        let mapping = crate::cli_offsets::fetch_mapping(client, existing_plan).await?;
+        if mapping.partitions.iter().all(|p| p.state == "completed") {
+            return crate::offset_reset::compute(&r.spec, &mapping, req).await;
+        }
+    }
+    let options = r.spec.storage_options.clone().into_iter().collect();
+    let store =
+        kafka_backup_common::storage::BackupStore::open(&r.spec.storage_url, &options, false)?;
+    let manifest = store.read_manifest(&r.spec.backup_id).await?;
+    let mut out = Vec::new();
+    for g in manifest
+        .consumer_group_offsets
+        .iter()
+        .filter(|g| req.groups.contains(&g.group))
+    {
+        if let Some(t) = report
+            .tasks
+            .iter()
+            .find(|t| t.source_topic == g.topic && t.source_partition == g.partition)
+        {
+            out.push(crate::offset_reset::GroupReset {
+                group: g.group.clone(),
+                source: format!("{}/{}", g.topic, g.partition),
+                source_offset: g.offset,
+                target_topic: t.target_topic.clone(),
+                target_partition: t.target_partition,
+                target_offset: -1,
+            });
+        }
+    }
+    Ok(out)
 }
 
 pub fn exit_code(s: &PlanStatus) -> ExitCode {

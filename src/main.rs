@@ -8,6 +8,7 @@ mod cli_output;
 mod cli_plans;
 mod cli_restore;
 mod embedded;
+mod offset_reset;
 mod progress;
 
 use clap::{Parser, Subcommand};

@@ -89,9 +89,12 @@ async fn committed_offsets_translate_exactly_across_gaps_and_a_time_window() {
     let topic = unique("gapped");
     // g-mid committed 140 (a present offset), g-gap committed 141 (a missing offset, next is 142),
     // g-early committed before the window, g-done past the end.
+    // Group names are unique per run: the SQLite broker cannot describe a known group, and
+    // the reset below refuses groups it cannot prove inactive.
+    let (g_mid, g_gap) = (format!("g-mid-{topic}"), format!("g-gap-{topic}"));
     let groups = [
-        ("g-mid", 140),
-        ("g-gap", 141),
+        (g_mid.as_str(), 140),
+        (g_gap.as_str(), 141),
         ("g-early", 101),
         ("g-done", 500),
     ];
@@ -165,7 +168,7 @@ async fn committed_offsets_translate_exactly_across_gaps_and_a_time_window() {
             .cloned()
             .expect("source record")
     };
-    for (group, committed) in [("g-mid", 140), ("g-gap", 141)] {
+    for (group, committed) in [(g_mid.as_str(), 140), (g_gap.as_str(), 141)] {
         let t = target_of(group);
         let got = record_at(t).unwrap_or_else(|| panic!("{group}: no target record at {t}"));
         assert!(
@@ -201,5 +204,72 @@ async fn committed_offsets_translate_exactly_across_gaps_and_a_time_window() {
         "json",
     ]))
     .expect("json");
-    assert_eq!(out["offset"].as_i64(), Some(target_of("g-mid")));
+    assert_eq!(out["offset"].as_i64(), Some(target_of(&g_mid)));
+
+    // The same restore again with consent: no record is written twice, and a consumer of each
+    // group on the target starts at exactly the record after its source commit.
+    let end = end_offset(&broker(), &target, 0);
+    kb_ok(&[
+        "restore",
+        "--storage",
+        dir.path().to_str().expect("p"),
+        "--backup-id",
+        "gapped",
+        "--checkpoint-state",
+        state.path().to_str().expect("p"),
+        "--source-topic",
+        &topic,
+        "--target-topic",
+        &target,
+        "--bootstrap-servers",
+        &broker(),
+        "--from-timestamp",
+        &from,
+        "--reset-consumer-offsets",
+        "--consumer-group",
+        &format!("{g_mid},{g_gap}"),
+    ]);
+    assert_eq!(end_offset(&broker(), &target, 0), end);
+    for (group, committed) in [(g_mid.as_str(), 140), (g_gap.as_str(), 141)] {
+        let first = first_record_of_group(&broker(), group, &target);
+        assert!(
+            same_content(&first, &source_at(committed)),
+            "{group} starts at {first:?}"
+        );
+    }
+}
+
+/// The first record a new member of `group` receives from partition 0 of `topic`, starting
+/// from the group's committed offset (no automatic reset).
+fn first_record_of_group(bootstrap: &str, group: &str, topic: &str) -> Record {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "error")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{group} received nothing"
+        );
+        match consumer.poll(std::time::Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                return Record {
+                    offset: m.offset(),
+                    timestamp: m.timestamp().to_millis().unwrap_or(-1),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    headers: vec![],
+                }
+            }
+            Some(Err(e)) => panic!("{group}: {e}"),
+            None => {}
+        }
+    }
 }

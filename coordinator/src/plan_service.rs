@@ -335,17 +335,17 @@ impl PlanService {
                 "the selection holds no records: 0 records will be restored".to_string()
             });
         }
+        let ledger = &self.coord.ledger;
+        let fp = fingerprint(&spec);
+        let existing = ledger.plan_for_fingerprint(&fp).map_err(ledger_status)?;
         if r.dry_run {
             return Ok(Response::new(SubmitPlanResponse {
-                plan_id: String::new(),
+                plan_id: existing.map(|p| p.plan_id).unwrap_or_default(),
                 resumed: false,
                 report: Some(report),
             }));
         }
-
-        let ledger = &self.coord.ledger;
-        let fp = fingerprint(&spec);
-        if let Some(existing) = ledger.plan_for_fingerprint(&fp).map_err(ledger_status)? {
+        if let Some(existing) = existing {
             let state = self.status_of(&existing.plan_id)?.state;
             if !r.new_run || !TERMINAL_STATES.contains(&state.as_str()) || state == "cancelled" {
                 tracing::info!(plan = %existing.plan_id, %state, "resubmitted plan resumes from the ledger");

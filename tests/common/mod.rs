@@ -33,6 +33,11 @@ pub fn broker2() -> String {
 }
 
 /// The moto S3 endpoint.
+/// A tansu broker on the memory engine: answers DescribeGroups, but not ListOffsets correctly.
+pub fn broker_mem() -> String {
+    env_addr("KAFKA_BACKUP_TEST_BROKER_MEM")
+}
+
 pub fn s3_endpoint() -> String {
     env_addr("KAFKA_BACKUP_TEST_S3_ENDPOINT")
 }

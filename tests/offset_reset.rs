@@ -170,7 +170,7 @@ fn expected_first(src: &Source, p: i32) -> &Record {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_strategy_resets_a_group_to_exactly_the_next_record() {
-    let strategies = ["exact", "header-based", "timestamp-based"];
+    let strategies = ["exact", "header-based", "cluster-scan", "timestamp-based"];
     let group_of = |s: &str| format!("reset-{s}-{}", std::process::id());
     let names: Vec<String> = strategies.iter().map(|s| group_of(s)).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -193,7 +193,7 @@ async fn every_strategy_resets_a_group_to_exactly_the_next_record() {
             "--format",
             "json",
         ]);
-        if strategy == "header-based" {
+        if strategy == "header-based" || strategy == "cluster-scan" {
             args.push("--add-original-offset-headers");
         }
         let out: serde_json::Value = serde_json::from_str(&kb_ok(&args)).expect("json");
@@ -370,6 +370,14 @@ async fn resets_without_consent_or_for_unknown_groups_are_refused_before_any_wri
             "manual",
         ],
         "never writes them",
+    );
+    run(
+        &["--consumer-group-strategy", "manual"],
+        "give --offset-report",
+    );
+    run(
+        &["--offset-strategy", "exact"],
+        "only applies to --reset-consumer-offsets",
     );
     assert!(
         !topic_exists(&b2, &target),

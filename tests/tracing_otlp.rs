@@ -4,66 +4,11 @@
 
 mod common;
 
+use common::otlp::{attr, start_receiver};
 use common::*;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-#[derive(Clone, Default)]
-struct Receiver {
-    spans: Arc<Mutex<Vec<(String, Span)>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.spans.lock().unwrap_or_else(|p| p.into_inner());
-        for rs in req.into_inner().resource_spans {
-            let service = rs
-                .resource
-                .iter()
-                .flat_map(|r| r.attributes.iter())
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| kv.value.as_ref())
-                .and_then(|v| match &v.value {
-                    Some(AnyValue::StringValue(s)) => Some(s.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            for ss in rs.scope_spans {
-                for sp in ss.spans {
-                    spans.push((service.clone(), sp));
-                }
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
-fn attr(span: &Span, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .map(|v| match &v.value {
-            Some(AnyValue::StringValue(s)) => s.clone(),
-            Some(AnyValue::IntValue(i)) => i.to_string(),
-            other => format!("{other:?}"),
-        })
-}
 
 fn interrupt_and_wait(mut child: Child) {
     // SAFETY: kill(2) on our own child; SIGINT lets it flush its spans and exit.
@@ -83,18 +28,7 @@ fn interrupt_and_wait(mut child: Child) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_trace_spans_cli_coordinator_and_worker() {
-    let receiver = Receiver::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let otlp = format!("http://{}", listener.local_addr().expect("addr"));
-    let svc = TraceServiceServer::new(receiver.clone());
-    tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await;
-    });
+    let (receiver, otlp) = start_receiver().await;
 
     let (topic, _, backup) = backed_up_topic("traced", 2, 300, 1_740_000_000_000, 3).await;
     let dir = temp_dir();

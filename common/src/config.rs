@@ -165,7 +165,20 @@ pub fn parse(
         return Ok(ConfigFile::default());
     }
     expand(&mut value, "", path, env)?;
-    serde_yaml::from_value(value).map_err(|e| parse_err(e.to_string()))
+    let file: ConfigFile = serde_yaml::from_value(value).map_err(|e| parse_err(e.to_string()))?;
+    let sections = [
+        ("backup.security", file.backup.as_ref().map(|b| &b.security)),
+        (
+            "restore.target.security",
+            file.restore.as_ref().map(|r| &r.target.security),
+        ),
+    ];
+    for (at, security) in sections {
+        if let Some(Err((key, reason))) = security.map(|s| s.check()) {
+            return Err(parse_err(format!("{at}.{key} {reason}")));
+        }
+    }
+    Ok(file)
 }
 
 fn expand(

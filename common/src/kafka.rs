@@ -23,7 +23,73 @@ pub struct SecurityConfig {
     pub properties: BTreeMap<String, String>,
 }
 
+const PROTOCOLS: &[&str] = &["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"];
+const MECHANISMS: &[&str] = &[
+    "PLAIN",
+    "SCRAM-SHA-256",
+    "SCRAM-SHA-512",
+    "OAUTHBEARER",
+    "GSSAPI",
+];
+
 impl SecurityConfig {
+    /// Refuses settings librdkafka would only reject at connect time, or silently ignore (a
+    /// SASL mechanism under a non-SASL protocol), naming the key and the accepted values.
+    /// Returns (key, reason).
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let protocol = self
+            .security_protocol
+            .as_deref()
+            .map(str::to_ascii_uppercase);
+        if let Some(p) = &protocol {
+            if !PROTOCOLS.contains(&p.as_str()) {
+                return Err((
+                    "security_protocol",
+                    format!("{p:?} is not one of {}", PROTOCOLS.join(", ")),
+                ));
+            }
+        }
+        let sasl = protocol.as_deref().is_some_and(|p| p.starts_with("SASL_"));
+        if let Some(m) = &self.sasl_mechanism {
+            let upper = m.to_ascii_uppercase();
+            if !MECHANISMS.contains(&upper.as_str()) {
+                return Err((
+                    "sasl_mechanism",
+                    format!("{m:?} is not one of {}", MECHANISMS.join(", ")),
+                ));
+            }
+            if !sasl {
+                return Err((
+                    "sasl_mechanism",
+                    "is set but security_protocol is not SASL_PLAINTEXT or SASL_SSL, so it would be ignored".into(),
+                ));
+            }
+        }
+        let user_pw = matches!(
+            self.sasl_mechanism
+                .as_deref()
+                .map(str::to_ascii_uppercase)
+                .as_deref(),
+            Some("PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512")
+        );
+        if user_pw && (self.sasl_username.is_none() || self.sasl_password.is_none()) {
+            return Err((
+                "sasl_username",
+                "PLAIN and SCRAM need both sasl_username and sasl_password".into(),
+            ));
+        }
+        if sasl && self.sasl_mechanism.is_none() {
+            return Err((
+                "sasl_mechanism",
+                format!(
+                    "is required with a SASL security_protocol: one of {}",
+                    MECHANISMS.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// librdkafka properties for these settings.
     pub fn to_properties(&self) -> BTreeMap<String, String> {
         let mut p = self.properties.clone();
@@ -64,4 +130,89 @@ pub fn client_config<'a>(
 pub fn is_secret_property(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     n.contains("password") || n.contains("secret") || n.ends_with(".key") || n.contains("token")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::consumer::BaseConsumer;
+
+    fn sec(protocol: &str, mechanism: Option<&str>) -> SecurityConfig {
+        SecurityConfig {
+            security_protocol: Some(protocol.into()),
+            sasl_mechanism: mechanism.map(Into::into),
+            sasl_username: mechanism.map(|_| "user".into()),
+            sasl_password: mechanism.map(|_| "pw".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_supported_mechanism_maps_to_a_client_librdkafka_accepts() {
+        for (protocol, mechanism) in [
+            ("SASL_PLAINTEXT", Some("plain")),
+            ("SASL_SSL", Some("PLAIN")),
+            ("sasl_plaintext", Some("scram-sha-256")),
+            ("SASL_SSL", Some("SCRAM-SHA-512")),
+            ("SSL", None),
+            ("PLAINTEXT", None),
+        ] {
+            let s = sec(protocol, mechanism);
+            s.check().expect("valid");
+            let props = s.to_properties();
+            if let Some(m) = mechanism {
+                assert_eq!(props["sasl.mechanism"], m.to_uppercase());
+                assert_eq!(props["sasl.username"], "user");
+                assert_eq!(props["sasl.password"], "pw");
+            }
+            let created: Result<BaseConsumer, _> = client_config("127.0.0.1:9", &props)
+                .set("group.id", "g")
+                .create();
+            assert!(
+                created.is_ok(),
+                "{protocol} {mechanism:?}: {:?}",
+                created.err()
+            );
+        }
+        let ssl = SecurityConfig {
+            security_protocol: Some("SSL".into()),
+            ssl_ca_location: Some("/etc/ca.pem".into()),
+            ssl_certificate_location: Some("/etc/c.pem".into()),
+            ssl_key_location: Some("/etc/k.pem".into()),
+            ssl_key_password: Some("kp".into()),
+            ..Default::default()
+        }
+        .to_properties();
+        assert_eq!(ssl["ssl.ca.location"], "/etc/ca.pem");
+        assert_eq!(ssl["ssl.certificate.location"], "/etc/c.pem");
+        assert_eq!(ssl["ssl.key.location"], "/etc/k.pem");
+        assert_eq!(ssl["ssl.key.password"], "kp");
+    }
+
+    #[test]
+    fn inconsistent_settings_name_the_key() {
+        let bad = [
+            (sec("SASL_SSL", Some("SCRAM-SHA-1")), "sasl_mechanism"),
+            (sec("TLS", None), "security_protocol"),
+            (sec("SSL", Some("PLAIN")), "sasl_mechanism"),
+            (sec("SASL_SSL", None), "sasl_mechanism"),
+            (
+                SecurityConfig {
+                    sasl_password: None,
+                    ..sec("SASL_SSL", Some("PLAIN"))
+                },
+                "sasl_username",
+            ),
+        ];
+        for (s, key) in bad {
+            assert_eq!(s.check().map_err(|e| e.0), Err(key), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn secret_names() {
+        assert!(is_secret_property("sasl.password"));
+        assert!(is_secret_property("ssl.key.password"));
+        assert!(!is_secret_property("sasl.username"));
+    }
 }

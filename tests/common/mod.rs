@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+pub mod otlp;
+
 const HOW_TO_START: &str = "start the loopback test servers first: `scripts/test-env.sh start && eval \"$(scripts/test-env.sh env)\"`, or run everything with `bash scripts/test.sh`";
 
 fn env_addr(var: &str) -> String {
@@ -36,6 +38,11 @@ pub fn broker2() -> String {
 /// A tansu broker on the memory engine: answers DescribeGroups, but not ListOffsets correctly.
 pub fn broker_mem() -> String {
     env_addr("KAFKA_BACKUP_TEST_BROKER_MEM")
+}
+
+/// The tansu binary, for tests that start a broker of their own (e.g. with authentication).
+pub fn tansu() -> String {
+    env_addr("KAFKA_BACKUP_TEST_TANSU")
 }
 
 pub fn s3_endpoint() -> String {

@@ -66,6 +66,22 @@ impl ServerAuthArgs {
         if self.max_concurrent_requests == 0 {
             anyhow::bail!("--max-concurrent-requests must be > 0");
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some()
+            || (self.tls_client_ca.is_some() && self.tls_cert.is_none())
+        {
+            anyhow::bail!("--tls-cert and --tls-key go together (and --tls-client-ca needs both)");
+        }
+        for (flag, path) in [
+            ("--tls-cert", &self.tls_cert),
+            ("--tls-key", &self.tls_key),
+            ("--tls-client-ca", &self.tls_client_ca),
+        ] {
+            if let Some(p) = path {
+                if !p.is_file() {
+                    anyhow::bail!("{flag} {}: no such file", p.display());
+                }
+            }
+        }
         Ok(ServerSecurity {
             token: self.token.clone().filter(|t| !t.is_empty()),
             tls_cert: self.tls_cert.clone(),

@@ -48,13 +48,13 @@ pub struct BackupArgs {
     #[arg(long)]
     pub consumer_groups: Option<String>,
     /// Close a segment after this many uncompressed bytes.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub segment_max_bytes: Option<u64>,
     /// Close a segment after this many records.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub segment_max_records: Option<u64>,
     /// zstd level (1-22).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub zstd_level: Option<i32>,
 }
 
@@ -106,7 +106,7 @@ pub async fn backup(a: BackupArgs) -> Result<ExitCode> {
         .or(b.segment_max_records)
         .unwrap_or(1_000_000);
     if segment_max_bytes == 0 || segment_max_records == 0 {
-        bail!("segment limits must be > 0");
+        bail!("invalid --segment-max-bytes/--segment-max-records: segment limits must be > 0");
     }
     let req = BackupRequest {
         backup_id,
@@ -122,6 +122,7 @@ pub async fn backup(a: BackupArgs) -> Result<ExitCode> {
         segment_max_records,
         zstd_level,
     };
+    req.validate()?;
     let store = open_store(&a.storage, true)?;
     let manifest = run_backup(&store, &req).await?;
     match a.storage.format {

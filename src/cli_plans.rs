@@ -95,12 +95,18 @@ pub async fn coordinator(a: CoordinatorArgs) -> Result<ExitCode> {
         grace_ms: parse_duration("--lease-grace", &a.lease_grace)?.as_millis() as u64,
         ..Default::default()
     };
+    // Bind first: a bad or busy --listen must not leave a new state directory behind.
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on --listen {}: give a free host:port, e.g. 0.0.0.0:50051",
+                a.listen
+            )
+        })?;
     std::fs::create_dir_all(&a.state_dir)
         .with_context(|| format!("cannot create --state-dir {}", a.state_dir.display()))?;
     let ledger = Ledger::open(&a.state_dir)?;
-    let listener = tokio::net::TcpListener::bind(&a.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", a.listen))?;
     tracing::info!(listen = %listener.local_addr()?, state_dir = %a.state_dir.display(), "coordinator ready");
     let coord = Coordinator::new(ledger, settings);
     if let Some(addr) = &a.metrics_listen {
@@ -132,6 +138,9 @@ async fn spawn_metrics(
 }
 
 pub async fn worker(a: WorkerArgs) -> Result<ExitCode> {
+    // A malformed address or unreadable TLS file is an operator error, not an outage to
+    // retry forever.
+    kafka_backup_worker::connect::CoordinatorEndpoint::new(&a.coordinator, &a.auth.security())?;
     let cfg = WorkerConfig {
         coordinator_url: a.coordinator,
         worker_id: a.worker_id.unwrap_or_else(default_worker_id),

@@ -66,7 +66,7 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub progress: bool,
     /// In-process workers in embedded mode (default: max_concurrent_partitions, else 4).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub workers: Option<u32>,
     /// Create missing target topics with the source partition count.
     #[arg(long)]
@@ -109,7 +109,7 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub skip_corrupt_segments: bool,
     /// Throttle each partition task to this many records per second (0 = unlimited).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub max_records_per_sec: Option<u32>,
     #[command(flatten)]
     pub auth: crate::cli_auth::ClientAuthArgs,

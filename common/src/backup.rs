@@ -26,7 +26,7 @@ pub enum BackupError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Filter(#[from] FilterError),
-    #[error("invalid backup id {0:?}: use letters, digits, '.', '_' and '-' only")]
+    #[error("invalid --backup-id {0:?}: use letters, digits, '.', '_' and '-' only, not starting with '.'")]
     BadBackupId(String),
     #[error("cluster {bootstrap} unreachable or refused {what}: {source}; check --bootstrap-servers and the security settings")]
     Kafka {
@@ -66,21 +66,30 @@ pub struct BackupRequest {
 const META_TIMEOUT: Duration = Duration::from_secs(10);
 const STALL_LIMIT: Duration = Duration::from_secs(60);
 
+impl BackupRequest {
+    /// Checks the request without touching the cluster or the store, so a typo never leaves
+    /// a half-created backup location behind. Returns the parsed topic patterns.
+    pub fn validate(&self) -> Result<Vec<TopicPattern>, BackupError> {
+        let id = &self.backup_id;
+        let id_ok = !id.is_empty()
+            && !id.starts_with('.')
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !id_ok {
+            return Err(BackupError::BadBackupId(id.clone()));
+        }
+        Ok(self
+            .topics
+            .iter()
+            .map(|t| TopicPattern::parse(t))
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
 /// Runs a snapshot backup and returns the manifest it wrote.
 pub async fn run_backup(store: &BackupStore, req: &BackupRequest) -> Result<Manifest, BackupError> {
-    let id_ok = !req.backup_id.is_empty()
-        && req
-            .backup_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !id_ok {
-        return Err(BackupError::BadBackupId(req.backup_id.clone()));
-    }
-    let patterns = req
-        .topics
-        .iter()
-        .map(|t| TopicPattern::parse(t))
-        .collect::<Result<Vec<_>, _>>()?;
+    let patterns = req.validate()?;
     if store.exists(&manifest_key(&req.backup_id)).await? {
         return Err(StorageError::BackupExists {
             backup_id: req.backup_id.clone(),

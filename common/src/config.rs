@@ -165,7 +165,11 @@ pub fn parse(
         return Ok(ConfigFile::default());
     }
     expand(&mut value, "", path, env)?;
-    let file: ConfigFile = serde_yaml::from_value(value).map_err(|e| parse_err(e.to_string()))?;
+    // Deserialising from text (not from the Value) makes serde_yaml name the key path of a
+    // wrongly typed value, e.g. "restore.source.partitions[0]: invalid type".
+    let expanded = serde_yaml::to_string(&value).map_err(|e| parse_err(e.to_string()))?;
+    let file: ConfigFile =
+        serde_yaml::from_str(&expanded).map_err(|e| parse_err(strip_location(e.to_string())))?;
     let sections = [
         ("backup.security", file.backup.as_ref().map(|b| &b.security)),
         (
@@ -179,6 +183,14 @@ pub fn parse(
         }
     }
     Ok(file)
+}
+
+/// Line and column refer to the expanded text, not the operator's file: drop them.
+fn strip_location(msg: String) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    }
 }
 
 fn expand(

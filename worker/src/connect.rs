@@ -95,6 +95,11 @@ impl CoordinatorEndpoint {
             url: url.to_string(),
             reason,
         };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(bad(
+                "use http://host:port, or https://host:port with TLS".into()
+            ));
+        }
         let mut endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| bad(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))

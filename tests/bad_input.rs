@@ -1,0 +1,323 @@
+//! The bad-input matrix: every malformed flag or YAML value is refused with an error that
+//! names the input, before any connection or write. The target is an address where nothing
+//! listens and the backup location does not exist, so an error about either would mean the
+//! input was not checked first; no state directory may appear.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+/// Runs `args`, expects failure with `needle` in stderr, and no `state` directory.
+fn refused(args: &[&str], needle: &str, state: &Path) {
+    let out = kb(args);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{args:?} was accepted");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected an error mentioning {needle:?}, got: {err}"
+    );
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    assert!(!state.exists(), "{args:?} created {}", state.display());
+}
+
+#[test]
+fn malformed_restore_flags_are_refused_before_connecting() {
+    let dir = temp_dir();
+    let state = dir.path().join("state");
+    let st = state.to_str().expect("p");
+    let base = [
+        "restore",
+        "--storage",
+        "/nonexistent/kafka-backup-test-storage",
+        "--backup-id",
+        "bk",
+        "--bootstrap-servers",
+        "127.0.0.1:1",
+        "--checkpoint-state",
+        st,
+        "--source-topics",
+        "orders",
+    ];
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--from-timestamp", "2025-13-45T00:00:00Z"],
+            "--from-timestamp",
+        ),
+        (&["--to-timestamp", "noon"], "--to-timestamp"),
+        (&["--from-timestamp", "-5"], "--from-timestamp"),
+        (&["--source-partitions", "0,x"], "--source-partitions"),
+        (&["--source-partitions", "-3"], "--source-partitions"),
+        (
+            &["--source-partitions", "99999999999"],
+            "--source-partitions",
+        ),
+        (&["--partition-mapping", "0:"], "invalid partition mapping"),
+        (&["--partition-mapping", "a:b"], "invalid partition mapping"),
+        (
+            &["--partition-mapping", "0:-1"],
+            "invalid partition mapping",
+        ),
+        (
+            &["--partition-mapping", "0:1,0:2"],
+            "invalid partition mapping",
+        ),
+        (&["--partition-mapping", "0:0,1:0"], "N:1"),
+        (
+            &["--target-topics-rewrite", "s/a/b"],
+            "invalid topic rewrite",
+        ),
+        (
+            &["--target-topics-rewrite", "x/a/b/"],
+            "invalid topic rewrite",
+        ),
+        (
+            &["--target-topics-rewrite", "s/(/x/"],
+            "invalid topic rewrite",
+        ),
+        (&["--source-topics", "pay-(["], "invalid topic pattern"),
+        (&["--checkpoint-interval", "5x"], "--checkpoint-interval"),
+        (&["--checkpoint-interval", "0s"], "--checkpoint-interval"),
+        (&["--workers", "0"], "--workers"),
+        (&["--workers", "1000"], "--workers"),
+        (&["--max-records-per-sec", "-5"], "--max-records-per-sec"),
+        (&["--max-records-per-sec", "fast"], "--max-records-per-sec"),
+        (
+            &["--consumer-group-strategy", "bogus"],
+            "--consumer-group-strategy",
+        ),
+        (&["--offset-strategy", "bogus"], "--offset-strategy"),
+        (&["--consumer-group", "g1"], "--reset-consumer-offsets"),
+        (
+            &[
+                "--reset-consumer-offsets",
+                "--consumer-group",
+                "g",
+                "--offset-strategy",
+                "nearest",
+            ],
+            "--offset-strategy",
+        ),
+        (&["--lease-ttl", "forever"], "--lease-ttl"),
+    ];
+    for (extra, needle) in cases {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        refused(&args, needle, &state);
+    }
+    // Required inputs missing.
+    refused(
+        &[
+            "restore",
+            "--bootstrap-servers",
+            "127.0.0.1:1",
+            "--storage",
+            "/x",
+            "--source-topics",
+            "t",
+            "--checkpoint-state",
+            st,
+        ],
+        "--backup-id",
+        &state,
+    );
+    refused(
+        &[
+            "restore",
+            "--backup-id",
+            "bk",
+            "--storage",
+            "/x",
+            "--source-topics",
+            "t",
+            "--checkpoint-state",
+            st,
+        ],
+        "--bootstrap-servers",
+        &state,
+    );
+    refused(
+        &[
+            "restore",
+            "--backup-id",
+            "bk",
+            "--storage",
+            "/x",
+            "--bootstrap-servers",
+            "127.0.0.1:1",
+            "--checkpoint-state",
+            st,
+        ],
+        "--source-topics",
+        &state,
+    );
+}
+
+#[test]
+fn malformed_yaml_values_are_refused_naming_the_key() {
+    let dir = temp_dir();
+    let state = dir.path().join("state");
+    let st = state.to_str().expect("p").to_string();
+    let head =
+        "storage:\n  url: /nonexistent/kafka-backup-test-storage\nrestore:\n  backup_id: bk\n";
+    let target = "  target:\n    bootstrap_servers: [\"127.0.0.1:1\"]\n";
+    let source = "  source:\n    topics: [orders]\n";
+    let cases: Vec<(String, &str)> = vec![
+        (format!("{head}{target}{source}  colour: blue\n"), "colour"),
+        (format!("{head}{target}{source}bogus_section: 1\n"), "bogus_section"),
+        (
+            format!("{head}{target}  source:\n    topics: [orders]\n    from_timestamp: \"not-a-date\"\n"),
+            "restore.source.from_timestamp",
+        ),
+        (
+            format!("{head}{target}  source:\n    topics: [orders]\n    partitions: [0, -1]\n"),
+            "restore.source.partitions",
+        ),
+        (
+            format!("{head}{target}  source:\n    topics: [orders]\n    partitions: [zero]\n"),
+            "partitions",
+        ),
+        (
+            format!("{head}{source}  target:\n    bootstrap_servers: [\"127.0.0.1:1\"]\n    partition_mapping: \"0:0,1:0\"\n"),
+            "N:1",
+        ),
+        (
+            format!("{head}{source}  target:\n    bootstrap_servers: [\"127.0.0.1:1\"]\n    partition_mapping:\n      orders: \"0:x\"\n"),
+            "invalid partition mapping",
+        ),
+        (
+            format!("{head}{source}  target:\n    bootstrap_servers: [\"127.0.0.1:1\"]\n    topics_rewrite: \"s/(/x/\"\n"),
+            "invalid topic rewrite",
+        ),
+        (
+            format!("{head}{target}{source}  performance:\n    checkpoint_interval_secs: 0\n"),
+            "checkpoint_interval_secs",
+        ),
+        (
+            format!("{head}{target}{source}  performance:\n    max_concurrent_partitions: four\n"),
+            "max_concurrent_partitions",
+        ),
+        (
+            format!("{head}{target}{source}  restore_strategy:\n    consumer_group_strategy: psychic\n"),
+            "--consumer-group-strategy",
+        ),
+        (
+            format!("{head}{target}{source}  restore_strategy:\n    consumer_groups: [g]\n"),
+            "--reset-consumer-offsets",
+        ),
+        (
+            format!("{head}{source}  target:\n    bootstrap_servers: [\"${{KB_TEST_SURELY_UNSET_VAR}}\"]\n"),
+            "KB_TEST_SURELY_UNSET_VAR",
+        ),
+        (
+            format!("{head}{source}  target:\n    bootstrap_servers: [\"127.0.0.1:1\"]\n    security:\n      security_protocol: SASL_SSL\n      sasl_mechanism: SCRAM-SHA-1\n      sasl_username: u\n      sasl_password: p\n"),
+            "restore.target.security.sasl_mechanism",
+        ),
+        (
+            format!("{head}{source}  target:\n    bootstrap_servers: [\"127.0.0.1:1\"]\n    security:\n      password: p\n"),
+            "password",
+        ),
+        (format!("{head}  source: [unclosed\n"), "is invalid"),
+    ];
+    for (i, (yaml, needle)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("case-{i}.yaml"));
+        std::fs::write(&path, yaml).expect("write");
+        refused(
+            &[
+                "restore",
+                "--config",
+                path.to_str().expect("p"),
+                "--checkpoint-state",
+                &st,
+            ],
+            needle,
+            &state,
+        );
+    }
+    refused(
+        &[
+            "restore",
+            "--config",
+            "/nonexistent/restore.yaml",
+            "--checkpoint-state",
+            &st,
+        ],
+        "cannot read config file",
+        &state,
+    );
+}
+
+#[test]
+fn malformed_backup_and_server_flags_are_refused() {
+    let dir = temp_dir();
+    let storage = dir.path().join("backups");
+    let s = storage.to_str().expect("p");
+    let backup = |extra: &[&str], needle: &str| {
+        let mut args = vec![
+            "backup",
+            "--bootstrap-servers",
+            "127.0.0.1:1",
+            "--backup-id",
+            "b1",
+            "--storage",
+            s,
+        ];
+        args.extend_from_slice(extra);
+        if !extra.contains(&"--topics") {
+            args.extend_from_slice(&["--topics", "orders"]);
+        }
+        refused(&args, needle, &storage);
+    };
+    backup(&["--topics", "pay-(["], "invalid topic pattern");
+    backup(&["--segment-max-bytes", "0"], "--segment-max-bytes");
+    backup(&["--segment-max-records", "-1"], "--segment-max-records");
+    backup(&["--zstd-level", "99"], "--zstd-level");
+    backup(&["--backup-id", "../escape"], "--backup-id");
+    backup(&["--backup-id", ""], "--backup-id");
+
+    let state = dir.path().join("coord-state");
+    let st = state.to_str().expect("p");
+    refused(
+        &[
+            "coordinator",
+            "--listen",
+            "not-an-address",
+            "--state-dir",
+            st,
+        ],
+        "--listen",
+        &state,
+    );
+    refused(
+        &[
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            st,
+            "--tls-cert",
+            "/nonexistent/c.pem",
+        ],
+        "--tls-key",
+        &state,
+    );
+    refused(
+        &[
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            st,
+            "--lease-ttl",
+            "0s",
+        ],
+        "--lease-ttl",
+        &state,
+    );
+    let worker_state = dir.path().join("never");
+    refused(
+        &["worker", "--coordinator", "ftp://127.0.0.1:1"],
+        "ftp://127.0.0.1:1",
+        &worker_state,
+    );
+}

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 SECONDS_EACH="${1:-600}"
-for target in segment_decode manifest_parse config_parse; do
+for target in segment_decode segment_records manifest_parse config_parse; do
   echo "== $target for ${SECONDS_EACH}s"
   cargo fuzz run -s none -O "$target" "corpus/$target" -- \
     -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -max_len=262144 -print_final_stats=1 2>&1 \

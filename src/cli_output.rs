@@ -102,6 +102,12 @@ pub fn status_json(s: &PlanStatus) -> Value {
         "records_done": s.records_done,
         "bytes_total": s.bytes_total,
         "bytes_done": s.bytes_done,
+        "circuit": {
+            "state": s.circuit,
+            "retry_at": s.circuit_retry_at_ms,
+            "error": s.circuit_error,
+            "times_opened": s.circuit_opened,
+        },
         "tasks": s.tasks.iter().map(|t| json!({
             "task_id": t.task_id,
             "source": format!("{}/{}", t.source_topic, t.source_partition),
@@ -128,6 +134,13 @@ fn pct(done: u64, total: u64) -> u64 {
 
 pub fn print_status(s: &PlanStatus) {
     println!("Plan {} (backup {}): {}", s.plan_id, s.backup_id, s.state);
+    if !s.circuit.is_empty() && s.circuit != "closed" {
+        println!(
+            "├─ CIRCUIT {}: target or object store unreachable, grants paused — {}",
+            s.circuit.to_uppercase(),
+            s.circuit_error
+        );
+    }
     for t in &s.tasks {
         let err = if t.error.is_empty() {
             String::new()
@@ -165,8 +178,13 @@ pub fn print_status(s: &PlanStatus) {
 /// One progress line for non-interactive output.
 pub fn progress_line(s: &PlanStatus, elapsed_secs: f64) -> String {
     let mbps = s.bytes_done as f64 / 1e6 / elapsed_secs.max(0.001);
+    let circuit = if s.circuit.is_empty() || s.circuit == "closed" {
+        String::new()
+    } else {
+        format!(" [circuit {}]", s.circuit)
+    };
     format!(
-        "[{:>6.1}s] {} {}% records {}/{} bytes {}/{} ({:.1} MB/s)",
+        "[{:>6.1}s] {}{circuit} {}% records {}/{} bytes {}/{} ({:.1} MB/s)",
         elapsed_secs,
         s.state,
         pct(s.records_done, s.records_total),

@@ -53,6 +53,17 @@ pub struct BackupStore {
     location: String,
 }
 
+/// Retries inside one request cover blips; a longer outage surfaces as an error within about
+/// 15 s so the restore's circuit breaker can pause the plan instead of every task hanging in
+/// the client for minutes (object_store's default is 10 retries over up to 3 minutes).
+fn short_retries() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(15),
+        ..Default::default()
+    }
+}
+
 impl BackupStore {
     /// Opens a location. `create` makes a missing local directory (backup); restores refuse
     /// a missing one so a typo is not mistaken for an empty store.
@@ -97,7 +108,8 @@ impl BackupStore {
             "s3" | "s3a" => {
                 let mut b = AmazonS3Builder::from_env()
                     .with_bucket_name(url.host_str().unwrap_or_default())
-                    .with_virtual_hosted_style_request(false);
+                    .with_virtual_hosted_style_request(false)
+                    .with_retry(short_retries());
                 for (k, v) in options {
                     let key = k
                         .parse()

@@ -443,6 +443,7 @@ impl Ledger {
     }
 
     /// Stores an acknowledged checkpoint and its offset runs; `complete` also ends the task.
+    /// Returns how many records this checkpoint newly acknowledges.
     pub fn checkpoint(
         &self,
         holder: Holder<'_>,
@@ -450,7 +451,7 @@ impl Ledger {
         runs: &[OffsetRunRecord],
         skipped: &[String],
         complete: bool,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<u64, LedgerError> {
         let (plan_id, task_id) = (holder.plan_id, holder.task_id);
         self.with_lease(holder, None, |task, r| {
             if let Some(prev) = &task.checkpoint {
@@ -481,24 +482,31 @@ impl Ledger {
                 task.state = TaskState::Completed;
                 task.lease = None;
             }
-            Ok(())
+            Ok(cp.records_done.saturating_sub(prev.records_done))
         })
     }
 
     /// The holder gives a task up. Retryable failures go back to pending after a backoff
-    /// until `max_attempts`; others fail the task.
+    /// until `max_attempts`; others fail the task. An `outage` (target or object store
+    /// unreachable) gives the attempt back: the plan's circuit breaker paces those retries,
+    /// and an outage must not fail a task whose data is fine.
     pub fn fail(
         &self,
         holder: Holder<'_>,
         error: &str,
         retryable: bool,
+        outage: bool,
         now_ms: i64,
         max_attempts: u32,
     ) -> Result<(), LedgerError> {
         self.with_lease(holder, None, |task, _| {
             task.lease = None;
             task.error = error.to_string();
-            if retryable && task.attempts < max_attempts {
+            if retryable && outage {
+                task.state = TaskState::Pending;
+                task.attempts = task.attempts.saturating_sub(1);
+                task.not_before_ms = now_ms + 500;
+            } else if retryable && task.attempts < max_attempts {
                 task.state = TaskState::Pending;
                 task.not_before_ms = now_ms + 1000 * (1i64 << task.attempts.min(5));
             } else {

@@ -3,6 +3,7 @@
 //! The embedded mode of `kafka-backup restore` runs this same coordinator in-process on a
 //! loopback port, so there is one restore engine, not two.
 
+pub mod breaker;
 pub mod ledger;
 pub mod metrics;
 pub mod offsets;
@@ -55,6 +56,8 @@ impl Default for CoordinatorSettings {
 pub struct Coordinator {
     pub ledger: Arc<Ledger>,
     pub settings: CoordinatorSettings,
+    /// Per-plan circuit breakers for target/object-store outages (in memory).
+    pub breakers: breaker::Breakers,
 }
 
 impl Coordinator {
@@ -62,6 +65,7 @@ impl Coordinator {
         Arc::new(Self {
             ledger: Arc::new(ledger),
             settings,
+            breakers: breaker::Breakers::default(),
         })
     }
 

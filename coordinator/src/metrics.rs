@@ -14,6 +14,7 @@ pub struct CoordinatorMetrics {
     pub records_restored: Counter,
     pub bytes_restored: Counter,
     pub task_failures: Counter,
+    pub circuit_opened: Counter,
 }
 
 pub static METRICS: LazyLock<CoordinatorMetrics> = LazyLock::new(CoordinatorMetrics::default);
@@ -73,6 +74,11 @@ pub fn render(ledger: &Ledger, now_ms: i64) -> String {
         "kafka_backup_task_failures_total",
         "Task failures reported by workers.",
         m.task_failures.get(),
+    )
+    .counter(
+        "kafka_backup_circuit_opened_total",
+        "Times a plan's circuit breaker opened on target/object-store outages.",
+        m.circuit_opened.get(),
     )
     .gauge(
         "kafka_backup_active_leases",

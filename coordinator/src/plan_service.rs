@@ -2,6 +2,7 @@
 //! cancel and resume it, list plans. Submission validates everything — spec, backup,
 //! target cluster — before the first write; a refused plan leaves no trace anywhere.
 
+use crate::breaker::CircuitView;
 use crate::ledger::{LedgerError, PlanRecord, SegmentEntry, TaskRecord, TaskState};
 use crate::planner::{plan, PlanError};
 use crate::report::{task_report, ReportError};
@@ -44,7 +45,29 @@ impl PlanService {
         let ledger = &self.coord.ledger;
         let plan = ledger.plan(plan_id).map_err(ledger_status)?;
         let tasks = ledger.tasks(plan_id).map_err(ledger_status)?;
-        Ok(plan_status(&plan, &tasks))
+        Ok(self.with_circuit(plan_status(&plan, &tasks)))
+    }
+
+    /// Adds the plan's circuit-breaker state, which lives in memory, not in the ledger.
+    fn with_circuit(&self, mut st: PlanStatus) -> PlanStatus {
+        let breakers = &self.coord.breakers;
+        st.circuit_opened = breakers.times_opened(&st.plan_id);
+        match breakers.view(&st.plan_id, now_ms()) {
+            CircuitView::Closed => st.circuit = "closed".into(),
+            CircuitView::Open {
+                until_ms,
+                last_error,
+            } => {
+                st.circuit = "open".into();
+                st.circuit_retry_at_ms = until_ms;
+                st.circuit_error = last_error;
+            }
+            CircuitView::Probing { last_error } => {
+                st.circuit = "probing".into();
+                st.circuit_error = last_error;
+            }
+        }
+        st
     }
 }
 
@@ -243,7 +266,11 @@ impl RestorePlans for PlanService {
         plans.sort_by_key(|p| std::cmp::Reverse(p.created_at_ms));
         let statuses = plans
             .iter()
-            .map(|p| ledger.tasks(&p.plan_id).map(|t| plan_status(p, &t)))
+            .map(|p| {
+                ledger
+                    .tasks(&p.plan_id)
+                    .map(|t| self.with_circuit(plan_status(p, &t)))
+            })
             .collect::<Result<Vec<_>, LedgerError>>()
             .map_err(ledger_status)?;
         Ok(Response::new(ListPlansResponse { plans: statuses }))

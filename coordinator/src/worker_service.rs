@@ -122,6 +122,20 @@ impl RestoreWorkers for WorkerService {
         } else {
             vec![r.plan_id.clone()]
         };
+        // Plans whose circuit is open wait; the earliest reopening decides the retry hint.
+        let now = now_ms();
+        let probe_ms = (s.lease_ttl_ms + s.grace_ms) as i64;
+        let mut wait_ms: Option<i64> = None;
+        let plan_ids: Vec<String> = plan_ids
+            .into_iter()
+            .filter(|p| match self.coord.breakers.admit(p, now, probe_ms) {
+                Ok(()) => true,
+                Err(ms) => {
+                    wait_ms = Some(wait_ms.map_or(ms, |w| w.min(ms)));
+                    false
+                }
+            })
+            .collect();
         let granted = ledger
             .grant(
                 &plan_ids,
@@ -160,7 +174,7 @@ impl RestoreWorkers for WorkerService {
         };
         Ok(Response::new(AcquireLeaseResponse {
             lease: None,
-            retry_after_ms: 200,
+            retry_after_ms: wait_ms.map_or(200, |w| w.clamp(50, 5_000) as u64),
             plan_finished,
         }))
     }
@@ -213,17 +227,22 @@ impl RestoreWorkers for WorkerService {
         let r = req.into_inner();
         crate::metrics::METRICS.task_failures.inc();
         let l = lease_ref(r.lease)?;
-        tracing::warn!(plan = %l.plan_id, task = l.task_id, retryable = r.retryable, error = %r.error, "task failed");
+        let outage = r.retryable && r.dependency_unavailable;
+        tracing::warn!(plan = %l.plan_id, task = l.task_id, retryable = r.retryable, outage, error = %r.error, "task failed");
         self.coord
             .ledger
             .fail(
                 holder(&l),
                 &r.error,
                 r.retryable,
+                outage,
                 now_ms(),
                 self.coord.settings.max_attempts,
             )
             .map_err(ledger_status)?;
+        if outage {
+            self.coord.breakers.outage(&l.plan_id, now_ms(), &r.error);
+        }
         Ok(Response::new(FailTaskResponse {}))
     }
 }
@@ -246,10 +265,14 @@ impl WorkerService {
                 length: o.length,
             })
             .collect();
-        self.coord
+        let acknowledged = self
+            .coord
             .ledger
             .checkpoint(holder(&l), &cp, &runs, &r.skipped_segments, complete)
             .map_err(ledger_status)?;
+        if acknowledged > 0 || complete {
+            self.coord.breakers.progress(&l.plan_id);
+        }
         if complete {
             tracing::info!(plan = %l.plan_id, task = l.task_id, records = r.records_done, "task completed");
         }

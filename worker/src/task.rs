@@ -45,6 +45,23 @@ pub enum TaskError {
 }
 
 impl TaskError {
+    /// The target cluster or the object store could not be reached: an outage the plan's
+    /// circuit breaker should pace, not a fault of this task.
+    fn is_outage(&self) -> bool {
+        let storage_io =
+            |e: &SourceError| matches!(e, SourceError::Storage(StorageError::Io { .. }));
+        match self {
+            TaskError::Storage(StorageError::Io { .. }) => true,
+            TaskError::Source(e) => storage_io(e),
+            TaskError::Reconcile(ReconcileError::Source(e)) => storage_io(e),
+            TaskError::Reconcile(ReconcileError::Kafka { .. } | ReconcileError::Stalled { .. }) => {
+                true
+            }
+            TaskError::Produce(ProduceError::Delivery { .. }) => true,
+            _ => false,
+        }
+    }
+
     fn retryable(&self) -> bool {
         match self {
             TaskError::Storage(e) => matches!(e, StorageError::Io { .. }),
@@ -114,6 +131,7 @@ pub async fn run_task(
                 lease: Some(lease_ref),
                 error: e.to_string(),
                 retryable,
+                dependency_unavailable: e.is_outage(),
             };
             if let Err(s) = client.fail_task(req).await {
                 tracing::warn!(task = %label, error = %s.message(), "could not report failure; the lease will expire");

@@ -115,7 +115,10 @@ impl Manifest {
     }
 
     pub fn total_records(&self) -> u64 {
-        self.segments().map(|s| s.record_count).sum()
+        // Saturating: a hostile or damaged manifest must not overflow (found by reading the
+        // fuzz target's accessors, see fuzz/fuzz_targets/manifest_parse.rs).
+        self.segments()
+            .fold(0u64, |acc, s| acc.saturating_add(s.record_count))
     }
 
     pub fn segments(&self) -> impl Iterator<Item = &SegmentMeta> {
@@ -132,7 +135,7 @@ impl TopicManifest {
         let seen = self
             .partitions
             .iter()
-            .map(|p| p.partition_id + 1)
+            .map(|p| p.partition_id.saturating_add(1))
             .max()
             .unwrap_or(0);
         self.original_partition_count.unwrap_or(0).max(seen)
@@ -146,4 +149,20 @@ pub fn segment_key(backup_id: &str, topic: &str, partition: i32, start_offset: i
 
 pub fn manifest_key(backup_id: &str) -> String {
     format!("{backup_id}/manifest.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_counts_do_not_overflow() {
+        let text = r#"{"backup_id":"x","created_at":0,"topics":[{"name":"t","partitions":[
+            {"partition_id":2147483647,"segments":[
+              {"key":"a","start_offset":0,"end_offset":1,"start_timestamp":0,"end_timestamp":0,"record_count":18446744073709551615},
+              {"key":"b","start_offset":2,"end_offset":3,"start_timestamp":0,"end_timestamp":0,"record_count":18446744073709551615}]}]}]}"#;
+        let m: Manifest = serde_json::from_str(text).expect("parses");
+        assert_eq!(m.total_records(), u64::MAX);
+        assert_eq!(m.topics[0].partition_count(), i32::MAX);
+    }
 }

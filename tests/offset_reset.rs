@@ -10,7 +10,6 @@ use common::*;
 use kafka_backup_common::groups;
 use kafka_backup_common::segment::Record;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::ClientConfig;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -48,42 +47,6 @@ fn committed(bootstrap: &str, group: &str, topic: &str) -> Vec<i64> {
     .into_iter()
     .map(|o| o.offset)
     .collect()
-}
-
-/// Joins `group` on `topic` as a real subscriber (no auto reset: without a committed offset
-/// it would read nothing) and returns the first record it receives on every partition.
-fn first_records_of_group(bootstrap: &str, group: &str, topic: &str) -> BTreeMap<i32, Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "error")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let mut first = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while first.len() < PARTITIONS as usize {
-        assert!(
-            Instant::now() < deadline,
-            "group {group} received records on only {:?} of {PARTITIONS} partitions",
-            first.keys()
-        );
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                first.entry(m.partition()).or_insert_with(|| Record {
-                    offset: m.offset(),
-                    timestamp: m.timestamp().to_millis().unwrap_or(-1),
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().map(<[u8]>::to_vec),
-                    headers: vec![],
-                });
-            }
-            Some(Err(e)) => panic!("group {group} consuming {topic}: {e}"),
-            None => {}
-        }
-    }
-    first
 }
 
 struct Source {
@@ -201,7 +164,7 @@ async fn every_strategy_resets_a_group_to_exactly_the_next_record() {
         assert_eq!(out["consumer_offset_reset"]["written"], true, "{out}");
         assert_eq!(out["consumer_offset_reset"]["strategy"], strategy);
 
-        let first = first_records_of_group(&b2, &group, &target);
+        let first = first_records_of_group(&b2, &group, &target, PARTITIONS);
         for p in 0..PARTITIONS {
             let want = expected_first(&src, p);
             let got = &first[&p];

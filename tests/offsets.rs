@@ -231,45 +231,10 @@ async fn committed_offsets_translate_exactly_across_gaps_and_a_time_window() {
     ]);
     assert_eq!(end_offset(&broker(), &target, 0), end);
     for (group, committed) in [(g_mid.as_str(), 140), (g_gap.as_str(), 141)] {
-        let first = first_record_of_group(&broker(), group, &target);
+        let first = first_records_of_group(&broker(), group, &target, 1)[&0].clone();
         assert!(
             same_content(&first, &source_at(committed)),
             "{group} starts at {first:?}"
         );
-    }
-}
-
-/// The first record a new member of `group` receives from partition 0 of `topic`, starting
-/// from the group's committed offset (no automatic reset).
-fn first_record_of_group(bootstrap: &str, group: &str, topic: &str) -> Record {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "error")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{group} received nothing"
-        );
-        match consumer.poll(std::time::Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                return Record {
-                    offset: m.offset(),
-                    timestamp: m.timestamp().to_millis().unwrap_or(-1),
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().map(<[u8]>::to_vec),
-                    headers: vec![],
-                }
-            }
-            Some(Err(e)) => panic!("{group}: {e}"),
-            None => {}
-        }
     }
 }

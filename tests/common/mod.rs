@@ -448,3 +448,44 @@ pub fn submit_detached(
         .expect("plan id")
         .to_string()
 }
+
+/// Joins `group` on `topic` as a real subscriber with no automatic offset reset (without a
+/// committed offset it would read nothing) and returns the first record it receives on each
+/// of the `partitions` partitions.
+pub fn first_records_of_group(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> std::collections::BTreeMap<i32, Record> {
+    let consumer: BaseConsumer = config(bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "error")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut first = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first.len() < partitions as usize {
+        assert!(
+            Instant::now() < deadline,
+            "group {group} received records on only {:?} of {partitions} partitions",
+            first.keys()
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                first.entry(m.partition()).or_insert_with(|| Record {
+                    offset: m.offset(),
+                    timestamp: m.timestamp().to_millis().unwrap_or(-1),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    headers: vec![],
+                });
+            }
+            Some(Err(e)) => panic!("group {group} consuming {topic}: {e}"),
+            None => {}
+        }
+    }
+    first
+}

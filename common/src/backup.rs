@@ -125,7 +125,9 @@ fn backup_blocking(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
+        // End of a partition is detected from the snapshot high watermark and the consumer
+        // position, not from EOF events (which librdkafka also logs as global errors).
+        .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
         .create()
         .map_err(kafka("the consumer configuration"))?;

@@ -225,10 +225,7 @@ async fn planned_resets(
             return crate::offset_reset::compute(&r.spec, &mapping, req).await;
         }
     }
-    let options = r.spec.storage_options.clone().into_iter().collect();
-    let store =
-        kafka_backup_common::storage::BackupStore::open(&r.spec.storage_url, &options, false)?;
-    let manifest = store.read_manifest(&r.spec.backup_id).await?;
+    let (_, manifest) = crate::offset_reset::open_backup(&r.spec).await?;
     let mut out = Vec::new();
     for g in manifest
         .consumer_group_offsets

@@ -16,9 +16,10 @@
 
 use anyhow::{bail, Context, Result};
 use kafka_backup_common::groups::{self, GroupDescription, PartitionOffset};
+use kafka_backup_common::manifest::Manifest;
 use kafka_backup_common::segment::DecodedSegment;
 use kafka_backup_common::storage::BackupStore;
-use kafka_backup_proto::{OffsetMapping, RestoreSpec};
+use kafka_backup_proto::{GroupOffsetTranslation, OffsetMapping, RestoreSpec};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -83,12 +84,18 @@ pub struct GroupReset {
     pub target_offset: i64,
 }
 
-/// Refuses groups that are active on the target or have nothing committed in the backup,
-/// before anything is written.
-pub async fn preflight(spec: &RestoreSpec, req: &ResetRequest) -> Result<()> {
+/// The plan's backup location and manifest, read once per reset.
+pub async fn open_backup(spec: &RestoreSpec) -> Result<(BackupStore, Manifest)> {
     let options: HashMap<String, String> = spec.storage_options.clone().into_iter().collect();
     let store = BackupStore::open(&spec.storage_url, &options, false)?;
     let manifest = store.read_manifest(&spec.backup_id).await?;
+    Ok((store, manifest))
+}
+
+/// Refuses groups that are active on the target or have nothing committed in the backup,
+/// before anything is written.
+pub async fn preflight(spec: &RestoreSpec, req: &ResetRequest) -> Result<()> {
+    let (_, manifest) = open_backup(spec).await?;
     let patterns = spec
         .source_topics
         .iter()
@@ -149,6 +156,11 @@ pub async fn compute(
     mapping: &OffsetMapping,
     req: &ResetRequest,
 ) -> Result<Vec<GroupReset>> {
+    // Only the timestamp strategy reads the backup (the source record's timestamp).
+    let backup = match req.strategy {
+        ResetStrategy::TimestampBased => Some(open_backup(spec).await?),
+        _ => None,
+    };
     let mut out = Vec::new();
     for g in mapping
         .groups
@@ -193,17 +205,10 @@ pub async fn compute(
                 )
                 .await?
             }
-            (ResetStrategy::TimestampBased, Some(_)) => {
-                by_timestamp(
-                    spec,
-                    g.source_partition,
-                    &g.source_topic,
-                    g.source_offset,
-                    &g.target_topic,
-                    g.target_partition,
-                )
-                .await?
-            }
+            (ResetStrategy::TimestampBased, Some(_)) => match &backup {
+                Some((store, manifest)) => by_timestamp(spec, store, manifest, g).await?,
+                None => -1,
+            },
         };
         out.push(GroupReset {
             group: g.group.clone(),
@@ -288,15 +293,13 @@ async fn scan_headers(
 /// offset at or after that timestamp; the target's end when there is none.
 async fn by_timestamp(
     spec: &RestoreSpec,
-    source_partition: i32,
-    source_topic: &str,
-    committed: i64,
-    target_topic: &str,
-    target_partition: i32,
+    store: &BackupStore,
+    manifest: &Manifest,
+    g: &GroupOffsetTranslation,
 ) -> Result<i64> {
-    let options: HashMap<String, String> = spec.storage_options.clone().into_iter().collect();
-    let store = BackupStore::open(&spec.storage_url, &options, false)?;
-    let manifest = store.read_manifest(&spec.backup_id).await?;
+    let (source_topic, source_partition, committed) =
+        (&g.source_topic, g.source_partition, g.source_offset);
+    let (target_topic, target_partition) = (g.target_topic.as_str(), g.target_partition);
     let segments = manifest
         .topic(source_topic)
         .and_then(|t| {

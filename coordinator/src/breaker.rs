@@ -56,8 +56,7 @@ impl Breakers {
     }
 
     /// Whether a lease of `plan` may be granted now; `Err(ms)` says when to ask again.
-    /// `probe_ms` is how long a granted probe may take (lease TTL + grace).
-    pub fn admit(&self, plan: &str, now_ms: i64, probe_ms: i64) -> Result<(), i64> {
+    pub fn admit(&self, plan: &str, now_ms: i64) -> Result<(), i64> {
         self.with(plan, |b| {
             if b.open_until_ms == 0 {
                 return Ok(());
@@ -68,8 +67,17 @@ impl Breakers {
             if now_ms < b.probe_until_ms {
                 return Err((b.probe_until_ms - now_ms).min(1_000));
             }
-            b.probe_until_ms = now_ms + probe_ms;
             Ok(())
+        })
+    }
+
+    /// A lease of `plan` was granted. When the breaker is half-open that lease is the probe:
+    /// no other is granted for `probe_ms` (its TTL + grace) unless it reports first.
+    pub fn granted(&self, plan: &str, now_ms: i64, probe_ms: i64) {
+        self.with(plan, |b| {
+            if b.open_until_ms != 0 && now_ms >= b.open_until_ms {
+                b.probe_until_ms = now_ms + probe_ms;
+            }
         })
     }
 
@@ -149,24 +157,31 @@ mod tests {
     fn opens_after_threshold_probes_once_and_backs_off() {
         let b = Breakers::default();
         let p = "plan";
-        assert_eq!(b.admit(p, 0, 500), Ok(()));
+        assert_eq!(b.admit(p, 0), Ok(()));
         b.outage(p, 0, "down");
         b.outage(p, 0, "down");
         assert_eq!(b.view(p, 0), CircuitView::Closed, "below the threshold");
         b.outage(p, 10, "down");
-        assert_eq!(b.admit(p, 10, 500), Err(1_000));
-        assert_eq!(b.admit(p, 1_010, 500), Ok(()), "one probe");
-        assert!(b.admit(p, 1_020, 500).is_err(), "only one probe at a time");
+        assert_eq!(b.admit(p, 10), Err(1_000));
+        assert_eq!(b.admit(p, 1_010), Ok(()), "half-open");
+        assert_eq!(
+            b.admit(p, 1_015),
+            Ok(()),
+            "no probe is out until one is granted"
+        );
+        b.granted(p, 1_010, 500);
+        assert!(b.admit(p, 1_020).is_err(), "only one probe at a time");
         // The probe fails: open again for twice as long.
         b.outage(p, 1_100, "still down");
-        assert_eq!(b.admit(p, 1_100, 500), Err(2_000));
+        assert_eq!(b.admit(p, 1_100), Err(2_000));
         // A probe that never reports (its worker died) is replaced after its deadline.
-        assert_eq!(b.admit(p, 3_100, 500), Ok(()));
-        assert!(b.admit(p, 3_500, 500).is_err());
-        assert_eq!(b.admit(p, 3_600, 500), Ok(()));
+        assert_eq!(b.admit(p, 3_100), Ok(()));
+        b.granted(p, 3_100, 500);
+        assert!(b.admit(p, 3_500).is_err());
+        assert_eq!(b.admit(p, 3_600), Ok(()));
         b.progress(p);
         assert_eq!(b.view(p, 3_700), CircuitView::Closed);
-        assert_eq!(b.admit(p, 3_700, 500), Ok(()));
+        assert_eq!(b.admit(p, 3_700), Ok(()));
         assert_eq!(b.times_opened(p), 2);
     }
 
@@ -178,11 +193,12 @@ mod tests {
             b.outage("p", now, "down");
         }
         for _ in 0..10 {
-            while let Err(wait) = b.admit("p", now, 1) {
+            while let Err(wait) = b.admit("p", now) {
                 now += wait;
             }
+            b.granted("p", now, 1);
             b.outage("p", now, "down");
         }
-        assert_eq!(b.admit("p", now, 1), Err(MAX_OPEN_MS));
+        assert_eq!(b.admit("p", now), Err(MAX_OPEN_MS));
     }
 }

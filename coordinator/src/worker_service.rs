@@ -124,11 +124,10 @@ impl RestoreWorkers for WorkerService {
         };
         // Plans whose circuit is open wait; the earliest reopening decides the retry hint.
         let now = now_ms();
-        let probe_ms = (s.lease_ttl_ms + s.grace_ms) as i64;
         let mut wait_ms: Option<i64> = None;
         let plan_ids: Vec<String> = plan_ids
             .into_iter()
-            .filter(|p| match self.coord.breakers.admit(p, now, probe_ms) {
+            .filter(|p| match self.coord.breakers.admit(p, now) {
                 Ok(()) => true,
                 Err(ms) => {
                     wait_ms = Some(wait_ms.map_or(ms, |w| w.min(ms)));
@@ -146,6 +145,8 @@ impl RestoreWorkers for WorkerService {
             )
             .map_err(ledger_status)?;
         if let Some((plan, task)) = granted {
+            let probe_ms = (s.lease_ttl_ms + s.grace_ms) as i64;
+            self.coord.breakers.granted(&plan.plan_id, now, probe_ms);
             let spec = RestoreSpec::decode(plan.spec.as_slice()).map_err(|e| {
                 Status::internal(format!("stored spec of {} unreadable: {e}", plan.plan_id))
             })?;

@@ -126,10 +126,7 @@ pub async fn preflight(spec: &RestoreSpec, req: &ResetRequest) -> Result<()> {
 async fn refuse_active(spec: &RestoreSpec, groups: &[String]) -> Result<()> {
     let (bootstrap, props, names) = (
         spec.bootstrap_servers.clone(),
-        spec.kafka_properties
-            .clone()
-            .into_iter()
-            .collect::<BTreeMap<_, _>>(),
+        spec.kafka_properties.clone(),
         groups.to_vec(),
     );
     let described: Vec<GroupDescription> =
@@ -373,10 +370,7 @@ pub async fn apply(spec: &RestoreSpec, resets: &[GroupReset]) -> Result<()> {
     for (group, offsets) in by_group {
         let (bootstrap, props, group, offsets) = (
             spec.bootstrap_servers.clone(),
-            spec.kafka_properties
-                .clone()
-                .into_iter()
-                .collect::<BTreeMap<_, _>>(),
+            spec.kafka_properties.clone(),
             group.to_string(),
             offsets,
         );

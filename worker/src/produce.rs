@@ -38,6 +38,40 @@ pub enum ProduceError {
     },
 }
 
+/// Whether a Kafka error means the cluster could not be reached or could not take writes
+/// for now (an outage the plan's circuit breaker paces) rather than something about these
+/// records or this configuration (too large, not authorised, unknown topic), which must use
+/// up the task's attempts and eventually fail it instead of retrying forever.
+pub fn is_transient_kafka_error(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::MessageTimedOut
+                | C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::NetworkException
+                | C::RequestTimedOut
+                | C::OperationTimedOut
+                | C::LeaderNotAvailable
+                | C::NotLeaderForPartition
+                | C::NotEnoughReplicas
+                | C::NotEnoughReplicasAfterAppend
+                | C::BrokerNotAvailable
+        )
+    )
+}
+
+impl ProduceError {
+    /// See [`is_transient_kafka_error`].
+    pub fn is_outage(&self) -> bool {
+        match self {
+            ProduceError::Delivery { error, .. } => is_transient_kafka_error(error),
+            ProduceError::Create { .. } => false,
+        }
+    }
+}
+
 /// What the broker has acknowledged so far, in source order.
 #[derive(Debug, Clone, Default)]
 pub struct Acked {
@@ -269,6 +303,42 @@ impl PartitionProducer {
         self.producer.purge(PurgeConfig::default().queue());
         while let Some((_, _, fut)) = self.in_flight.pop_front() {
             let _ = fut.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(code: RDKafkaErrorCode) -> ProduceError {
+        ProduceError::Delivery {
+            topic: "t".into(),
+            partition: 0,
+            source_offset: 7,
+            error: KafkaError::MessageProduction(code),
+        }
+    }
+
+    #[test]
+    fn only_unreachable_clusters_are_outages() {
+        for code in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::NotLeaderForPartition,
+        ] {
+            assert!(delivery(code).is_outage(), "{code:?}");
+        }
+        // These never heal by waiting: they must use up attempts and fail the task.
+        for code in [
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::InvalidRecord,
+            RDKafkaErrorCode::Fatal,
+        ] {
+            assert!(!delivery(code).is_outage(), "{code:?}");
         }
     }
 }

@@ -54,10 +54,11 @@ impl TaskError {
             TaskError::Storage(StorageError::Io { .. }) => true,
             TaskError::Source(e) => storage_io(e),
             TaskError::Reconcile(ReconcileError::Source(e)) => storage_io(e),
-            TaskError::Reconcile(ReconcileError::Kafka { .. } | ReconcileError::Stalled { .. }) => {
-                true
+            TaskError::Reconcile(ReconcileError::Kafka { source, .. }) => {
+                crate::produce::is_transient_kafka_error(source)
             }
-            TaskError::Produce(ProduceError::Delivery { .. }) => true,
+            TaskError::Reconcile(ReconcileError::Stalled { .. }) => true,
+            TaskError::Produce(e) => e.is_outage(),
             _ => false,
         }
     }

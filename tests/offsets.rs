@@ -106,25 +106,30 @@ async fn committed_offsets_translate_exactly_across_gaps_and_a_time_window() {
     let state = temp_dir();
     let report = state.path().join("offsets.json");
     let from = (TS + 120).to_string();
-    kb_ok(&[
-        "restore",
-        "--storage",
-        dir.path().to_str().expect("p"),
-        "--backup-id",
-        "gapped",
-        "--checkpoint-state",
-        state.path().to_str().expect("p"),
-        "--source-topic",
-        &topic,
-        "--target-topic",
-        &target,
-        "--bootstrap-servers",
-        &broker(),
-        "--from-timestamp",
-        &from,
-        "--offset-report",
-        report.to_str().expect("p"),
-    ]);
+    let b = broker();
+    // The same restore every time: rerunning it resumes the completed plan.
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "--storage",
+            dir.path().to_str().expect("p"),
+            "--backup-id",
+            "gapped",
+            "--checkpoint-state",
+            state.path().to_str().expect("p"),
+            "--source-topic",
+            &topic,
+            "--target-topic",
+            &target,
+            "--bootstrap-servers",
+            &b,
+            "--from-timestamp",
+            &from,
+        ];
+        args.extend_from_slice(extra);
+        kb_ok(&args)
+    };
+    restore(&["--offset-report", report.to_str().expect("p")]);
     let restored: Vec<&Record> = source.iter().filter(|r| r.timestamp >= TS + 120).collect();
     let target_records = consume_all(&broker(), &target, 0);
     assert_eq!(target_records.len(), 7 + restored.len());
@@ -209,26 +214,8 @@ async fn committed_offsets_translate_exactly_across_gaps_and_a_time_window() {
     // The same restore again with consent: no record is written twice, and a consumer of each
     // group on the target starts at exactly the record after its source commit.
     let end = end_offset(&broker(), &target, 0);
-    kb_ok(&[
-        "restore",
-        "--storage",
-        dir.path().to_str().expect("p"),
-        "--backup-id",
-        "gapped",
-        "--checkpoint-state",
-        state.path().to_str().expect("p"),
-        "--source-topic",
-        &topic,
-        "--target-topic",
-        &target,
-        "--bootstrap-servers",
-        &broker(),
-        "--from-timestamp",
-        &from,
-        "--reset-consumer-offsets",
-        "--consumer-group",
-        &format!("{g_mid},{g_gap}"),
-    ]);
+    let groups_arg = format!("{g_mid},{g_gap}");
+    restore(&["--reset-consumer-offsets", "--consumer-group", &groups_arg]);
     assert_eq!(end_offset(&broker(), &target, 0), end);
     for (group, committed) in [(g_mid.as_str(), 140), (g_gap.as_str(), 141)] {
         let first = first_records_of_group(&broker(), group, &target, 1)[&0].clone();

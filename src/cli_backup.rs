@@ -56,6 +56,10 @@ pub struct BackupArgs {
     /// zstd level (1-22).
     #[arg(long, allow_hyphen_values = true)]
     pub zstd_level: Option<i32>,
+    /// Uncompressed bytes between seek-index entries: each starts a new zstd frame, so a
+    /// restore that starts mid-segment decompresses at most this much before its first record.
+    #[arg(long, allow_hyphen_values = true)]
+    pub index_interval_bytes: Option<u64>,
 }
 
 /// Opens the store named by flag, env or config file.
@@ -108,6 +112,13 @@ pub async fn backup(a: BackupArgs) -> Result<ExitCode> {
     if segment_max_bytes == 0 || segment_max_records == 0 {
         bail!("invalid --segment-max-bytes/--segment-max-records: segment limits must be > 0");
     }
+    let frame_bytes = a
+        .index_interval_bytes
+        .or(b.index_interval_bytes)
+        .unwrap_or(kafka_backup_common::frames::DEFAULT_FRAME_BYTES);
+    if frame_bytes == 0 {
+        bail!("invalid --index-interval-bytes 0: use a positive number of bytes (default 4194304)");
+    }
     let req = BackupRequest {
         backup_id,
         bootstrap_servers: bootstrap,
@@ -121,6 +132,7 @@ pub async fn backup(a: BackupArgs) -> Result<ExitCode> {
         segment_max_bytes,
         segment_max_records,
         zstd_level,
+        frame_bytes,
     };
     req.validate()?;
     let store = open_store(&a.storage, true)?;

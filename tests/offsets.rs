@@ -51,6 +51,7 @@ async fn gapped_backup(
             compressed_size: bytes.len() as u64,
             min_timestamp: chunk.iter().map(|r| r.timestamp).min(),
             max_timestamp: chunk.iter().map(|r| r.timestamp).max(),
+            frames: vec![],
         });
         store.put(&key, bytes).await.expect("put");
     }

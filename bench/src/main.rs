@@ -6,11 +6,12 @@
 //!   seek    DIR ID TOPIC PARTITION TS  time to the first record at or after TS
 //! Every command prints one JSON object on stdout.
 
+use kafka_backup_common::frames::{build_indexed_segment, FrameCuts, DEFAULT_FRAME_BYTES};
 use kafka_backup_common::manifest::{
     segment_key, Manifest, PartitionManifest, SegmentMeta, TopicManifest,
 };
 use kafka_backup_common::segment::{
-    build_segment, encode_record, DecodedSegment, SegmentHeader, FOOTER_LEN, HEADER_LEN,
+    encode_record, DecodedSegment, SegmentHeader, FOOTER_LEN, HEADER_LEN,
 };
 use kafka_backup_common::storage::BackupStore;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -59,6 +60,8 @@ async fn gen(args: &[String]) -> Res<()> {
         while (offset as u64) < per_partition {
             let n = segment_records.min(per_partition - offset as u64);
             let mut region = Vec::with_capacity(n as usize * (value_bytes + 64));
+            // The seek index exactly as `backup` writes it.
+            let mut cuts = FrameCuts::new(DEFAULT_FRAME_BYTES);
             let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
             let (mut first_ts, mut last_ts) = (0, 0);
             for i in 0..n {
@@ -77,6 +80,7 @@ async fn gen(args: &[String]) -> Res<()> {
                 }
                 value.truncate(value_bytes);
                 let seq = o.to_string();
+                cuts.record(region.len(), o, ts);
                 let headers = [
                     ("trace-id", Some(seq.as_bytes())),
                     ("source", Some(&b"bench"[..])),
@@ -102,7 +106,7 @@ async fn gen(args: &[String]) -> Res<()> {
                 start_offset: offset,
                 end_offset: offset + n as i64 - 1,
             };
-            let bytes = build_segment(&region, header, 3)?;
+            let (bytes, frames) = build_indexed_segment(&region, header, 3, &cuts)?;
             let key = segment_key(&id, &topic, p, offset);
             total_bytes += region.len() as u64;
             segments.push(SegmentMeta {
@@ -116,6 +120,7 @@ async fn gen(args: &[String]) -> Res<()> {
                 compressed_size: bytes.len() as u64,
                 min_timestamp: Some(min_ts),
                 max_timestamp: Some(max_ts),
+                frames,
             });
             store.put(&key, bytes).await?;
             offset += n as i64;
@@ -315,8 +320,10 @@ async fn seek(args: &[String]) -> Res<()> {
     let ts: i64 = arg(args, 6, "TS")?.parse()?;
     let store = BackupStore::open(&dir, &HashMap::new(), false)?;
     let manifest = store.read_manifest(&id).await?;
-    // What a worker does for a mid-partition --from-timestamp: plan (prune segments by true
-    // min/max timestamps), fetch the first candidate, decode, skip to the first record.
+    // What a worker does for a mid-partition --from-timestamp, through the worker's own
+    // fetch stage: plan (prune segments by true min/max timestamps), lease the first segment
+    // with its seek index, read from the first frame that can hold the window's first record,
+    // decode, skip to that record.
     let t = Instant::now();
     let spec = kafka_backup_proto::RestoreSpec {
         backup_id: id.clone(),
@@ -326,17 +333,25 @@ async fn seek(args: &[String]) -> Res<()> {
         ..Default::default()
     };
     let tasks = kafka_backup_coordinator::planner::plan(&manifest, &spec)?;
-    let mut found = None;
-    'outer: for seg in tasks
+    let segments: Vec<kafka_backup_proto::SegmentRef> = tasks
         .first()
-        .map(|t| t.segments.as_slice())
-        .unwrap_or_default()
-    {
-        let bytes = store.get(&seg.key).await?;
-        let decoded = DecodedSegment::decode(&seg.key, &bytes)?;
-        for r in decoded.records() {
+        .map(|t| {
+            let entries = kafka_backup_coordinator::ledger::SegmentEntry::for_task(&t.segments);
+            kafka_backup_coordinator::worker_service::segment_refs(&entries, None)
+        })
+        .unwrap_or_default();
+    let filter = kafka_backup_worker::source::RecordFilter {
+        from_offset: segments.first().map_or(0, |s| s.start_offset),
+        from_ts: Some(ts),
+        to_ts: None,
+    };
+    let mut rx = kafka_backup_worker::source::prefetch(store, segments, filter, false);
+    let mut found = None;
+    'outer: while let Some((_, seg)) = rx.recv().await {
+        let seg = seg?;
+        for r in seg.records() {
             let r = r?;
-            if r.timestamp >= ts {
+            if filter.keeps(&r) {
                 found = Some(r.offset);
                 break 'outer;
             }

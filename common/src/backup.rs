@@ -5,11 +5,12 @@
 //! written last: a backup that crashed half-way has no manifest and never looks complete.
 
 use crate::filters::{FilterError, TopicPattern};
+use crate::frames::{build_indexed_segment, FrameCuts};
 use crate::kafka::client_config;
 use crate::manifest::{
     manifest_key, segment_key, GroupOffset, Manifest, PartitionManifest, SegmentMeta, TopicManifest,
 };
-use crate::segment::{build_segment, encode_record, Compression, SegmentHeader};
+use crate::segment::{encode_record, Compression, SegmentHeader};
 use crate::storage::{BackupStore, StorageError};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -61,6 +62,8 @@ pub struct BackupRequest {
     pub segment_max_bytes: u64,
     pub segment_max_records: u64,
     pub zstd_level: i32,
+    /// Uncompressed bytes per zstd frame / seek-index entry (see `frames.rs`).
+    pub frame_bytes: u64,
 }
 
 const META_TIMEOUT: Duration = Duration::from_secs(10);
@@ -338,6 +341,7 @@ struct PartitionWriter {
     high: i64,
     done: bool,
     region: Vec<u8>,
+    cuts: FrameCuts,
     count: u64,
     start_offset: i64,
     end_offset: i64,
@@ -356,6 +360,7 @@ impl PartitionWriter {
             high,
             done: false,
             region: Vec::with_capacity((req.segment_max_bytes as usize).min(1 << 20)),
+            cuts: FrameCuts::new(req.frame_bytes),
             count: 0,
             start_offset: 0,
             end_offset: 0,
@@ -384,6 +389,7 @@ impl PartitionWriter {
         self.last_ts = ts;
         self.min_ts = self.min_ts.min(ts);
         self.max_ts = self.max_ts.max(ts);
+        self.cuts.record(self.region.len(), offset, ts);
         encode_record(
             &mut self.region,
             offset,
@@ -413,8 +419,9 @@ impl PartitionWriter {
             start_offset: self.start_offset,
             end_offset: self.end_offset,
         };
-        let bytes =
-            build_segment(&self.region, header, req.zstd_level).map_err(BackupError::Compress)?;
+        let (bytes, frames) =
+            build_indexed_segment(&self.region, header, req.zstd_level, &self.cuts)
+                .map_err(BackupError::Compress)?;
         let key = segment_key(
             &req.backup_id,
             &self.topic,
@@ -432,11 +439,13 @@ impl PartitionWriter {
             compressed_size: bytes.len() as u64,
             min_timestamp: Some(self.min_ts),
             max_timestamp: Some(self.max_ts),
+            frames,
         };
         handle.block_on(store.put(&key, bytes))?;
         tracing::debug!(%key, records = self.count, "segment written");
         self.segments.push(meta);
         self.region.clear();
+        self.cuts.clear();
         self.count = 0;
         self.min_ts = i64::MAX;
         self.max_ts = i64::MIN;

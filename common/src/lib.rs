@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod config;
 pub mod filters;
+pub mod frames;
 pub mod groups;
 pub mod kafka;
 pub mod manifest;

@@ -63,6 +63,28 @@ pub struct SegmentMeta {
     /// Extension: largest record timestamp in the segment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_timestamp: Option<i64>,
+    /// Extension: the sparse seek index. Present when the record region was compressed as
+    /// several zstd frames (still one valid zstd stream, so readers that ignore this field
+    /// decode the whole body as before); lets a restore that starts mid-segment read and
+    /// decompress only the frames from its start point on. See `frames.rs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frames: Vec<SegmentFrame>,
+}
+
+/// One zstd frame of a segment's record region: where its bytes are in the object, which
+/// records it holds and the CRC32 of its compressed bytes (a ranged read cannot check the
+/// object's footer CRC, so every frame carries its own).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SegmentFrame {
+    /// Byte offset of the frame in the segment object.
+    pub position: u64,
+    pub compressed_len: u64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub record_count: u64,
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+    pub crc32: u32,
 }
 
 impl SegmentMeta {

@@ -154,6 +154,11 @@ pub fn build_segment(
         0 => record_region.to_vec(),
         _ => zstd::bulk::compress(record_region, zstd_level)?,
     };
+    Ok(assemble_segment(header, &body))
+}
+
+/// Wraps an already compressed body in the segment header and CRC footer.
+pub fn assemble_segment(header: SegmentHeader, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + body.len() + FOOTER_LEN);
     out.extend_from_slice(HEADER_MAGIC);
     out.push(FORMAT_VERSION);
@@ -162,11 +167,11 @@ pub fn build_segment(
     out.extend_from_slice(&header.record_count.to_le_bytes());
     out.extend_from_slice(&header.start_offset.to_le_bytes());
     out.extend_from_slice(&header.end_offset.to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(FOOTER_MAGIC);
-    Ok(out)
+    out
 }
 
 /// Encodes owned records into a complete segment (used by the backup and by tests).
@@ -230,6 +235,16 @@ impl DecodedSegment {
                 })
             }
         };
+        Self::from_region(key, header, region)
+    }
+
+    /// A decompressed region whose records must be exactly the ones `header` names (count,
+    /// first and last offset, increasing offsets); used for whole segments and single frames.
+    pub fn from_region(
+        key: &str,
+        header: SegmentHeader,
+        region: Vec<u8>,
+    ) -> Result<Self, SegmentError> {
         let seg = DecodedSegment {
             key: key.to_string(),
             header,

@@ -174,6 +174,22 @@ impl BackupStore {
         }
     }
 
+    /// Reads a byte range of an object (the frames a seek index points at).
+    pub async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, StorageError> {
+        match self.store.get_range(&self.path(key), range).await {
+            Ok(b) => Ok(b),
+            Err(object_store::Error::NotFound { .. }) => Err(StorageError::SegmentNotFound {
+                key: key.to_string(),
+                location: self.location.clone(),
+            }),
+            Err(e) => Err(self.io(key, e)),
+        }
+    }
+
     /// Writes an object; object stores make a single put atomic (local: temp file + rename).
     pub async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), StorageError> {
         self.store

@@ -96,6 +96,28 @@ pub struct SegmentEntry {
     pub end_offset: i64,
     pub record_count: u64,
     pub compressed_size: u64,
+    /// The seek index, kept for a task's first segment only (where a time window starts):
+    /// task records are rewritten on every checkpoint and must stay small.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frames: Vec<kafka_backup_common::manifest::SegmentFrame>,
+}
+
+impl SegmentEntry {
+    /// A planned task's segments as the ledger keeps them (seek index on the first only).
+    pub fn for_task(segments: &[kafka_backup_common::manifest::SegmentMeta]) -> Vec<Self> {
+        segments
+            .iter()
+            .enumerate()
+            .map(|(n, s)| SegmentEntry {
+                key: s.key.clone(),
+                start_offset: s.start_offset,
+                end_offset: s.end_offset,
+                record_count: s.record_count,
+                compressed_size: s.compressed_size,
+                frames: if n == 0 { s.frames.clone() } else { Vec::new() },
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -409,17 +409,7 @@ impl PlanService {
                     source_partition: t.source_partition,
                     target_topic: t.target_topic.clone(),
                     target_partition: t.target_partition,
-                    segments: t
-                        .segments
-                        .iter()
-                        .map(|s| SegmentEntry {
-                            key: s.key.clone(),
-                            start_offset: s.start_offset,
-                            end_offset: s.end_offset,
-                            record_count: s.record_count,
-                            compressed_size: s.compressed_size,
-                        })
-                        .collect(),
+                    segments: SegmentEntry::for_task(&t.segments),
                     records_total: tr.map_or(0, |r| r.records),
                     bytes_total: tr.map_or(0, |r| r.bytes),
                     state: TaskState::Pending,

@@ -211,6 +211,7 @@ mod tests {
             compressed_size: 50,
             min_timestamp: Some(min),
             max_timestamp: Some(max),
+            frames: vec![],
         }
     }
 

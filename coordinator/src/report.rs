@@ -4,6 +4,7 @@
 //! the report matches the restore without scanning a whole backup.
 
 use crate::planner::PlannedTask;
+use kafka_backup_common::frames;
 use kafka_backup_common::segment::DecodedSegment;
 use kafka_backup_common::storage::BackupStore;
 use kafka_backup_proto::TaskReport;
@@ -53,22 +54,31 @@ pub async fn task_report(
             if let Some((min, max)) = seg.timestamp_bounds() {
                 widen(min, max);
             }
+        } else if let Some(frames) = frames::usable(&seg.frames) {
+            // Frames wholly inside or outside the window are counted from the seek index;
+            // only the frames the window cuts are read.
+            for f in frames {
+                if frames::outside(f, from, to) {
+                    continue;
+                }
+                if frames::inside(f, from, to) {
+                    counted += f.record_count;
+                    if r.first_offset < 0 {
+                        r.first_offset = f.first_offset;
+                    }
+                    r.last_offset = f.last_offset;
+                    widen(f.min_timestamp, f.max_timestamp);
+                    continue;
+                }
+                let range = f.position..f.position + f.compressed_len;
+                let bytes = store.get_range(&seg.key, range).await?;
+                let decoded = frames::decode_frame(&seg.key, &bytes, f)?;
+                counted += count_in_window(&decoded, from, to, &mut r, &mut widen)?;
+            }
         } else {
             let bytes = store.get(&seg.key).await?;
             let decoded = DecodedSegment::decode(&seg.key, &bytes)?;
-            for rec in decoded.records() {
-                let rec = rec?;
-                if from.is_some_and(|f| rec.timestamp < f) || to.is_some_and(|t| rec.timestamp > t)
-                {
-                    continue;
-                }
-                counted += 1;
-                if r.first_offset < 0 {
-                    r.first_offset = rec.offset;
-                }
-                r.last_offset = rec.offset;
-                widen(rec.timestamp, rec.timestamp);
-            }
+            counted += count_in_window(&decoded, from, to, &mut r, &mut widen)?;
         }
         if counted > 0 {
             r.segments += 1;
@@ -78,4 +88,29 @@ pub async fn task_report(
         }
     }
     Ok((r, ts_range))
+}
+
+/// Counts the records of a decoded segment or frame inside the inclusive window, moving the
+/// report's first/last offsets and the timestamp range along.
+fn count_in_window(
+    decoded: &DecodedSegment,
+    from: Option<i64>,
+    to: Option<i64>,
+    r: &mut TaskReport,
+    widen: &mut impl FnMut(i64, i64),
+) -> Result<u64, ReportError> {
+    let mut counted = 0;
+    for rec in decoded.records() {
+        let rec = rec?;
+        if from.is_some_and(|f| rec.timestamp < f) || to.is_some_and(|t| rec.timestamp > t) {
+            continue;
+        }
+        counted += 1;
+        if r.first_offset < 0 {
+            r.first_offset = rec.offset;
+        }
+        r.last_offset = rec.offset;
+        widen(rec.timestamp, rec.timestamp);
+    }
+    Ok(counted)
 }

@@ -2,10 +2,13 @@
 //! worker) and is checked against the ledger: a stale epoch, a cancelled plan or an expired
 //! lease answers FAILED_PRECONDITION, which tells the worker to stop that task now.
 
-use crate::ledger::{Checkpoint, Holder, LedgerError, OffsetRunRecord, PlanRecord, TaskRecord};
+use crate::ledger::{
+    Checkpoint, Holder, LedgerError, OffsetRunRecord, PlanRecord, SegmentEntry, TaskRecord,
+};
 use crate::plan_service::remote_parent;
 use crate::status::{plan_state, TERMINAL_STATES};
 use crate::{now_ms, Coordinator};
+use kafka_backup_common::manifest::SegmentFrame as IndexFrame;
 use kafka_backup_common::telemetry::set_remote_parent;
 use kafka_backup_proto::restore_workers_server::RestoreWorkers;
 use kafka_backup_proto::*;
@@ -66,17 +69,7 @@ fn build_lease(spec: &RestoreSpec, task: &TaskRecord, plan: &PlanRecord, ttl_ms:
         source_partition: task.source_partition,
         target_topic: task.target_topic.clone(),
         target_partition: task.target_partition,
-        segments: task
-            .segments
-            .iter()
-            .map(|s| SegmentRef {
-                key: s.key.clone(),
-                start_offset: s.start_offset,
-                end_offset: s.end_offset,
-                record_count: s.record_count,
-                compressed_size: s.compressed_size,
-            })
-            .collect(),
+        segments: segment_refs(&task.segments, cp.as_ref().map(|c| c.source_next_offset)),
         from_timestamp_ms: spec.from_timestamp_ms,
         to_timestamp_ms: spec.to_timestamp_ms,
         checkpoint_interval_ms: spec.checkpoint_interval_ms,
@@ -89,6 +82,46 @@ fn build_lease(spec: &RestoreSpec, task: &TaskRecord, plan: &PlanRecord, ttl_ms:
         max_records_per_sec: spec.max_records_per_sec,
         trace_parent: plan.trace_parent.clone(),
         skip_corrupt_segments: spec.skip_corrupt_segments,
+    }
+}
+
+/// The task's segments for its lease. Only the segment the worker starts in carries its seek
+/// index (the first one that can hold the resume point), which keeps a lease small however
+/// many segments a partition has.
+pub fn segment_refs(segments: &[SegmentEntry], resume_at: Option<i64>) -> Vec<SegmentRef> {
+    let start = resume_at.unwrap_or(i64::MIN);
+    let mut indexed = false;
+    segments
+        .iter()
+        .map(|s| {
+            let starts_here = !indexed && s.end_offset >= start;
+            indexed |= starts_here;
+            SegmentRef {
+                key: s.key.clone(),
+                start_offset: s.start_offset,
+                end_offset: s.end_offset,
+                record_count: s.record_count,
+                compressed_size: s.compressed_size,
+                frames: if starts_here {
+                    s.frames.iter().map(frame_ref).collect()
+                } else {
+                    Vec::new()
+                },
+            }
+        })
+        .collect()
+}
+
+fn frame_ref(f: &IndexFrame) -> SegmentFrame {
+    SegmentFrame {
+        position: f.position,
+        compressed_len: f.compressed_len,
+        first_offset: f.first_offset,
+        last_offset: f.last_offset,
+        record_count: f.record_count,
+        min_timestamp: f.min_timestamp,
+        max_timestamp: f.max_timestamp,
+        crc32: f.crc32,
     }
 }
 

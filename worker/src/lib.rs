@@ -79,6 +79,7 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), WorkerError> {
             }
         };
         backoff = Duration::from_millis(200);
+        let mut producers = produce::ProducerCache::default();
         loop {
             let sent = Instant::now();
             let resp = client
@@ -91,8 +92,15 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), WorkerError> {
                 Ok(r) => {
                     let r = r.into_inner();
                     if let Some(lease) = r.lease {
-                        task::run_task(client.clone(), &cfg.worker_id, lease, sent, heartbeat)
-                            .await;
+                        task::run_task(
+                            client.clone(),
+                            &cfg.worker_id,
+                            lease,
+                            sent,
+                            heartbeat,
+                            &mut producers,
+                        )
+                        .await;
                         continue;
                     }
                     if r.plan_finished {

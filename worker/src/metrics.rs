@@ -13,6 +13,8 @@ pub struct WorkerMetrics {
     pub tasks_completed: Counter,
     pub tasks_failed: Counter,
     pub tasks_fenced: Counter,
+    /// Tasks that started on the previous task's idle producer instead of a new one.
+    pub producers_reused: Counter,
     pub active_tasks: Gauge,
     /// Bytes per second over the last checkpoint interval.
     pub throughput_bytes_per_sec: Gauge,
@@ -63,6 +65,11 @@ pub fn render() -> String {
         "kafka_backup_worker_tasks_fenced_total",
         "Tasks stopped because the lease was superseded, expired or cancelled.",
         m.tasks_fenced.get(),
+    )
+    .counter(
+        "kafka_backup_worker_producers_reused_total",
+        "Tasks that started on an idle producer kept from the previous task of the plan.",
+        m.producers_reused.get(),
     )
     .gauge(
         "kafka_backup_worker_active_tasks",

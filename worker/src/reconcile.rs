@@ -18,6 +18,7 @@ use kafka_backup_proto::SegmentRef;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -48,6 +49,9 @@ pub struct TargetPartition<'a> {
     pub properties: &'a BTreeMap<String, String>,
     pub topic: &'a str,
     pub partition: i32,
+    /// The task's producer: its connections answer the end-offset query, which a fresh
+    /// client would spend a connect and a metadata round trip on.
+    pub client: &'a FutureProducer,
 }
 
 impl TargetPartition<'_> {
@@ -70,10 +74,12 @@ impl TargetPartition<'_> {
 
     /// Current end offset (high watermark).
     pub async fn end_offset(&self) -> Result<i64, ReconcileError> {
-        let consumer = self.consumer()?;
+        let producer = self.client.clone();
         let (topic, p) = (self.topic.to_string(), self.partition);
         tokio::task::spawn_blocking(move || {
-            consumer.fetch_watermarks(&topic, p, Duration::from_secs(10))
+            producer
+                .client()
+                .fetch_watermarks(&topic, p, Duration::from_secs(10))
         })
         .await
         .map_err(|_| self.err()(KafkaError::Canceled))?

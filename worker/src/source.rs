@@ -3,6 +3,8 @@
 //! decodes them off the async threads. Segments wholly before the resume point are skipped
 //! without being fetched.
 
+use kafka_backup_common::frames::{byte_range, decode_frame, frames_needed};
+use kafka_backup_common::manifest::SegmentFrame;
 use kafka_backup_common::segment::{DecodedSegment, RecordRef, SegmentError};
 use kafka_backup_common::storage::{BackupStore, StorageError};
 use kafka_backup_proto::SegmentRef;
@@ -55,16 +57,31 @@ pub async fn fetch_segment(
     decoded
 }
 
-/// Starts the prefetching stage for the segments that may hold offsets >= `from_offset`.
+/// Starts the prefetching stage for the segments that may hold records `filter` keeps.
+/// A segment whose seek index shows that its first frames hold none of them is read from the
+/// first frame that may, and handed on one decoded frame at a time.
 pub fn prefetch(
     store: BackupStore,
     segments: Vec<SegmentRef>,
-    from_offset: i64,
+    filter: RecordFilter,
     continue_after_error: bool,
 ) -> mpsc::Receiver<(String, Result<DecodedSegment, SourceError>)> {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
-        for seg in segments.into_iter().filter(|s| s.end_offset >= from_offset) {
+        for seg in segments
+            .into_iter()
+            .filter(|s| s.end_offset >= filter.from_offset)
+        {
+            let index: Vec<SegmentFrame> = seg.frames.iter().map(index_frame).collect();
+            if let Some(needed) = frames_needed(&index, filter.from_offset, filter.from_ts) {
+                match send_frames(&store, &seg.key, needed, &tx, continue_after_error).await {
+                    FramesSent::Done => continue,
+                    FramesSent::Stop => return,
+                    // The ranged read failed: read the whole object, which names the damage
+                    // (or the outage) precisely.
+                    FramesSent::Unread => {}
+                }
+            }
             let res = fetch_segment(&store, &seg).await;
             let stop = res.is_err() && !continue_after_error;
             if tx.send((seg.key.clone(), res)).await.is_err() || stop {
@@ -73,6 +90,65 @@ pub fn prefetch(
         }
     });
     rx
+}
+
+enum FramesSent {
+    Done,
+    Stop,
+    Unread,
+}
+
+/// Reads `frames` with one ranged read and sends them decoded, one frame at a time.
+async fn send_frames(
+    store: &BackupStore,
+    key: &str,
+    frames: &[SegmentFrame],
+    tx: &mpsc::Sender<(String, Result<DecodedSegment, SourceError>)>,
+    continue_after_error: bool,
+) -> FramesSent {
+    let Some(range) = byte_range(frames) else {
+        return FramesSent::Done;
+    };
+    let started = std::time::Instant::now();
+    let bytes = match store.get_range(key, range.clone()).await {
+        Ok(b) if b.len() as u64 == range.end - range.start => b,
+        Ok(_) | Err(_) => return FramesSent::Unread,
+    };
+    tracing::debug!(%key, frames = frames.len(), from_byte = range.start, "reading from the seek index");
+    for frame in frames.iter().copied() {
+        let start = (frame.position - range.start) as usize;
+        let part = bytes.slice(start..start + frame.compressed_len as usize);
+        let owned_key = key.to_string();
+        let res = tokio::task::spawn_blocking(move || decode_frame(&owned_key, &part, &frame))
+            .await
+            .map_err(|e| SourceError::Decoder(e.to_string()))
+            .and_then(|r| r.map_err(SourceError::from));
+        crate::metrics::METRICS
+            .segment_fetch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let failed = res.is_err();
+        if tx.send((key.to_string(), res)).await.is_err() || (failed && !continue_after_error) {
+            return FramesSent::Stop;
+        }
+        if failed {
+            // Skipped as a damaged segment: the rest of it is not read either.
+            return FramesSent::Done;
+        }
+    }
+    FramesSent::Done
+}
+
+fn index_frame(f: &kafka_backup_proto::SegmentFrame) -> SegmentFrame {
+    SegmentFrame {
+        position: f.position,
+        compressed_len: f.compressed_len,
+        first_offset: f.first_offset,
+        last_offset: f.last_offset,
+        record_count: f.record_count,
+        min_timestamp: f.min_timestamp,
+        max_timestamp: f.max_timestamp,
+        crc32: f.crc32,
+    }
 }
 
 /// The record filter of a task: resume point and inclusive time window.

@@ -15,7 +15,7 @@
 
 use crate::connect::WorkersClient;
 use crate::lease::{spawn_heartbeats, LeaseState};
-use crate::produce::{create_producer, Acked, PartitionProducer, ProduceError};
+use crate::produce::{Acked, PartitionProducer, ProduceError, ProducerCache, ProducerKey};
 use crate::reconcile::{reconcile, ReconcileError, TargetPartition};
 use crate::source::{prefetch, RecordFilter, SourceError};
 use kafka_backup_common::storage::{BackupStore, StorageError};
@@ -80,6 +80,7 @@ pub async fn run_task(
     lease: TaskLease,
     granted_at: Instant,
     heartbeat_interval: Duration,
+    producers: &mut ProducerCache,
 ) {
     let lease_ref = LeaseRef {
         plan_id: lease.plan_id.clone(),
@@ -109,7 +110,7 @@ pub async fn run_task(
     let m = &crate::metrics::METRICS;
     m.tasks_started.inc();
     m.active_tasks.set(m.active_tasks.get() + 1);
-    let result = execute(client.clone(), &lease_ref, &lease, &state)
+    let result = execute(client.clone(), &lease_ref, &lease, &state, producers)
         .instrument(span)
         .await;
     m.active_tasks.set(m.active_tasks.get().saturating_sub(1));
@@ -166,14 +167,28 @@ async fn execute(
     lease_ref: &LeaseRef,
     lease: &TaskLease,
     state: &Arc<LeaseState>,
+    producers: &mut ProducerCache,
 ) -> Result<u64, TaskError> {
     let options: HashMap<String, String> = lease.storage_options.clone().into_iter().collect();
     let store = BackupStore::open(&lease.storage_url, &options, false)?;
+    let ttl = Duration::from_millis(lease.ttl_ms);
+    let message_timeout = (ttl * 2 / 5).max(Duration::from_secs(1));
+    let write_window = message_timeout + Duration::from_millis(500);
+    // Take the producer first: a new one acquires its producer id in the background while
+    // the resume point is worked out. Nothing is sent before the resume point is known.
+    let producer_key = ProducerKey {
+        plan_id: lease.plan_id.clone(),
+        bootstrap: lease.bootstrap_servers.clone(),
+        properties: lease.kafka_properties.clone(),
+        message_timeout,
+    };
+    let producer = producers.take_or_create(&producer_key)?;
     let target = TargetPartition {
         bootstrap: &lease.bootstrap_servers,
         properties: &lease.kafka_properties,
         topic: &lease.target_topic,
         partition: lease.target_partition,
+        client: &producer,
     };
     let first_offset = lease.segments.first().map_or(0, |s| s.start_offset);
     let filter = RecordFilter {
@@ -214,14 +229,6 @@ async fn execute(
         .await
         .map_err(report_error)?;
 
-    let ttl = Duration::from_millis(lease.ttl_ms);
-    let message_timeout = (ttl * 2 / 5).max(Duration::from_secs(1));
-    let write_window = message_timeout + Duration::from_millis(500);
-    let producer = create_producer(
-        &lease.bootstrap_servers,
-        &lease.kafka_properties,
-        message_timeout,
-    )?;
     let mut out = PartitionProducer::new(
         producer,
         &lease.target_topic,
@@ -238,7 +245,7 @@ async fn execute(
     let mut segments = prefetch(
         store.clone(),
         lease.segments.clone(),
-        filter.from_offset,
+        filter,
         lease.skip_corrupt_segments,
     );
     let mut throttle = Throttle::new(lease.max_records_per_sec);
@@ -318,6 +325,7 @@ async fn execute(
         .complete_task(checkpoint_request(lease_ref, &mut out.acked))
         .await
         .map_err(report_error)?;
+    producers.keep(producer_key, out.into_producer());
     Ok(records)
 }
 

@@ -133,4 +133,10 @@ async fn coordinator_and_worker_counters_move_during_a_restore() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // One worker, two partition tasks of one plan in turn: the second starts on the first
+    // one's idle producer.
+    assert_eq!(
+        value(&scrape(wm), "kafka_backup_worker_producers_reused_total"),
+        1.0
+    );
 }

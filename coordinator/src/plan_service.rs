@@ -296,22 +296,32 @@ impl PlanService {
         let store =
             BackupStore::open(&spec.storage_url, &options, false).map_err(storage_status)?;
         tracing::Span::current().record("backup_id", spec.backup_id.as_str());
+        // Ask the target for its topic layout while the manifest is read and planned: the
+        // two round trips overlap instead of adding up.
+        let target = Arc::new(TargetCluster::new(
+            &spec.bootstrap_servers,
+            &spec.kafka_properties,
+        ));
+        // A plain thread, not spawn_blocking: when planning fails first, nothing (not even a
+        // runtime shutting down) waits for an unreachable cluster's metadata timeout.
+        let layout = {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let target = target.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(target.topic_partitions());
+            });
+            rx
+        };
         let manifest = store
             .read_manifest(&spec.backup_id)
             .await
             .map_err(storage_status)?;
         let tasks = plan(&manifest, &spec).map_err(plan_error_status)?;
-
-        let target = Arc::new(TargetCluster::new(
-            &spec.bootstrap_servers,
-            &spec.kafka_properties,
-        ));
-        let view = {
-            let (target, tasks) = (target.clone(), tasks.clone());
-            blocking(move || target.inspect(&tasks))
-                .await?
-                .map_err(target_status)?
-        };
+        let existing = layout
+            .await
+            .map_err(|_| Status::internal("the target metadata thread ended without an answer"))?
+            .map_err(target_status)?;
+        let view = TargetCluster::check(&tasks, &existing).map_err(target_status)?;
         if !view.missing.is_empty() && !spec.create_topics {
             return Err(target_status(TargetError::MissingTopics {
                 bootstrap: spec.bootstrap_servers.clone(),

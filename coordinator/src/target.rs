@@ -83,8 +83,9 @@ impl TargetCluster {
         Ok(self.client.get_or_init(|| created))
     }
 
-    /// Reads metadata and checks every task's target against it.
-    pub fn inspect(&self, tasks: &[PlannedTask]) -> Result<TargetView, TargetError> {
+    /// Reads the cluster's topic layout (topic → partition count). Needs only the spec, so
+    /// the coordinator starts it while it reads and plans the manifest.
+    pub fn topic_partitions(&self) -> Result<BTreeMap<String, i32>, TargetError> {
         let consumer = self.consumer()?;
         let md = consumer
             .fetch_metadata(None, TIMEOUT)
@@ -97,12 +98,19 @@ impl TargetCluster {
                 ),
             });
         }
-        let existing: BTreeMap<String, i32> = md
+        Ok(md
             .topics()
             .iter()
             .filter(|t| t.error().is_none() && !t.partitions().is_empty())
             .map(|t| (t.name().to_string(), t.partitions().len() as i32))
-            .collect();
+            .collect())
+    }
+
+    /// Checks every task's target against the cluster's topic layout.
+    pub fn check(
+        tasks: &[PlannedTask],
+        existing: &BTreeMap<String, i32>,
+    ) -> Result<TargetView, TargetError> {
         let mut view = TargetView::default();
         for task in tasks {
             let needed = task.target_partition;

@@ -4,6 +4,7 @@
 //!   bodies  DIR ID OUT        concatenated zstd bodies, for the `zstd -d` baseline
 //!   produce DIR ID BOOTSTRAP TOPIC   raw rdkafka producer ceiling, same records, same broker
 //!   seek    DIR ID TOPIC PARTITION TS  time to the first record at or after TS
+//!   metadata BOOTSTRAP        a bare client's first full metadata answer (dry-run baseline)
 //! Every command prints one JSON object on stdout.
 
 use kafka_backup_common::frames::{build_indexed_segment, FrameCuts, DEFAULT_FRAME_BYTES};
@@ -21,6 +22,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// The restore's producer batch size (worker/src/produce.rs), used by the raw baseline too.
+const BATCH_BYTES: usize = 1_000_000;
 
 fn arg(args: &[String], i: usize, what: &str) -> Res<String> {
     args.get(i)
@@ -242,15 +246,17 @@ async fn produce(args: &[String]) -> Res<()> {
         .set("bootstrap.servers", &bootstrap)
         .set("enable.idempotence", "true")
         .set("acks", "all")
+        .set("enable.sparse.connections", "false")
         .set("linger.ms", "5")
-        .set("batch.size", "1000000")
+        .set("batch.size", BATCH_BYTES.to_string())
         .set("queue.buffering.max.kbytes", "65536")
         .set("message.max.bytes", "16777216")
         .create()?;
-    // The same partition layout as the backup: segment keys name the partition.
-    let t = Instant::now();
-    let mut bytes = 0usize;
-    let mut pending = std::collections::VecDeque::new();
+    // The strongest plain producer we know for this broker: one client, every partition
+    // sending at once, each with at most one batch awaiting acknowledgement (more than that
+    // makes librdkafka's idempotent producer busy-poll; see worker/src/produce.rs).
+    let mut by_partition: std::collections::BTreeMap<i32, Vec<&DecodedSegment>> =
+        Default::default();
     for seg in &decoded {
         let p: i32 = seg
             .key
@@ -259,47 +265,56 @@ async fn produce(args: &[String]) -> Res<()> {
             .and_then(|s| s.split('/').next())
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        for r in seg.records() {
-            let r = r?;
-            bytes += r.encoded_len;
-            let mut fr: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(&topic).partition(p).timestamp(r.timestamp);
-            if let Some(k) = r.key {
-                fr = fr.key(k);
-            }
-            if let Some(v) = r.value {
-                fr = fr.payload(v);
-            }
-            if !r.headers.is_empty() {
-                let mut h = rdkafka::message::OwnedHeaders::new_with_capacity(r.headers.len());
-                for (key, value) in &r.headers {
-                    h = h.insert(rdkafka::message::Header { key, value: *value });
-                }
-                fr = fr.headers(h);
-            }
-            loop {
-                match producer.send_result(fr) {
-                    Ok(f) => {
-                        pending.push_back(f);
-                        break;
-                    }
-                    Err((_, back)) => {
-                        fr = back;
-                        if let Some(f) = pending.pop_front() {
+        by_partition.entry(p).or_default().push(seg);
+    }
+    let t = Instant::now();
+    let sends = by_partition.into_iter().map(|(p, segs)| {
+        let (producer, topic) = (&producer, &topic);
+        async move {
+            let mut bytes = 0usize;
+            let mut pending = std::collections::VecDeque::new();
+            let mut in_flight = 0usize;
+            for seg in segs {
+                for r in seg.records() {
+                    let r = r?;
+                    while in_flight + r.encoded_len > BATCH_BYTES && !pending.is_empty() {
+                        if let Some((len, f)) = pending.pop_front() {
+                            let f: rdkafka::producer::DeliveryFuture = f;
                             f.await?.map_err(|(e, _)| e)?;
+                            in_flight -= len;
                         }
                     }
+                    let mut fr: FutureRecord<'_, [u8], [u8]> =
+                        FutureRecord::to(topic).partition(p).timestamp(r.timestamp);
+                    if let Some(k) = r.key {
+                        fr = fr.key(k);
+                    }
+                    if let Some(v) = r.value {
+                        fr = fr.payload(v);
+                    }
+                    if !r.headers.is_empty() {
+                        let mut h =
+                            rdkafka::message::OwnedHeaders::new_with_capacity(r.headers.len());
+                        for (key, value) in &r.headers {
+                            h = h.insert(rdkafka::message::Header { key, value: *value });
+                        }
+                        fr = fr.headers(h);
+                    }
+                    let f = producer.send_result(fr).map_err(|(e, _)| e)?;
+                    pending.push_back((r.encoded_len, f));
+                    in_flight += r.encoded_len;
+                    bytes += r.encoded_len;
                 }
             }
-            if pending.len() > 20_000 {
-                if let Some(f) = pending.pop_front() {
-                    f.await?.map_err(|(e, _)| e)?;
-                }
+            for (_, f) in pending {
+                f.await?.map_err(|(e, _)| e)?;
             }
+            Ok::<usize, Box<dyn std::error::Error>>(bytes)
         }
-    }
-    for f in pending {
-        f.await?.map_err(|(e, _)| e)?;
+    });
+    let mut bytes = 0usize;
+    for sent in futures::future::join_all(sends).await {
+        bytes += sent?;
     }
     producer.flush(Duration::from_secs(30))?;
     let secs = t.elapsed().as_secs_f64();
@@ -362,6 +377,23 @@ async fn seek(args: &[String]) -> Res<()> {
     Ok(())
 }
 
+/// The broker's part of a dry run: a bare client's first metadata answer (client creation,
+/// bootstrap connection, full metadata), measured on the same broker in the same run.
+async fn metadata(args: &[String]) -> Res<()> {
+    let bootstrap = arg(args, 2, "BOOTSTRAP")?;
+    let t = Instant::now();
+    // The same client settings as the coordinator's target client (see target.rs).
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("enable.sparse.connections", "false")
+        .create()?;
+    let md = rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(10))?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    println!("{}", json!({"ms": ms, "topics": md.topics().len()}));
+    std::thread::spawn(move || drop(consumer));
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -371,6 +403,7 @@ async fn main() -> Res<()> {
         Some("bodies") => bodies(&args).await,
         Some("produce") => produce(&args).await,
         Some("seek") => seek(&args).await,
+        Some("metadata") => metadata(&args).await,
         _ => Err("usage: kb-bench gen|decode|bodies|produce|seek ...".into()),
     }
 }

@@ -103,6 +103,7 @@ impl CoordinatorEndpoint {
         let mut endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| bad(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
             .timeout(Duration::from_secs(30));
         if sec.tls_ca.is_some() || sec.tls_cert.is_some() {
             if !url.starts_with("https://") {

@@ -54,8 +54,11 @@ impl LocalCoordinator {
         Ok(Self { url, stop, server })
     }
 
+    /// Stops serving. The ledger flushes every change as it is made, so nothing waits for
+    /// the in-process connections to wind down (a graceful close cost ~45 ms per run).
     pub async fn stop(self) {
         let _ = self.stop.send(());
+        self.server.abort();
         let _ = self.server.await;
     }
 }

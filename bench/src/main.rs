@@ -268,6 +268,17 @@ async fn produce(args: &[String]) -> Res<()> {
         by_partition.entry(p).or_default().push(seg);
     }
     let t = Instant::now();
+    // What the restore's worker does before its first record (it asks for the partition's
+    // end offset): the answer also prompts librdkafka to request its producer id right away.
+    {
+        let (producer, topic) = (producer.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_watermarks(&topic, 0, Duration::from_secs(10))
+        })
+        .await??;
+    }
     let sends = by_partition.into_iter().map(|(p, segs)| {
         let (producer, topic) = (&producer, &topic);
         async move {

@@ -59,14 +59,23 @@ pub struct Coordinator {
     pub settings: CoordinatorSettings,
     /// Per-plan circuit breakers for target/object-store outages (in memory).
     pub breakers: breaker::Breakers,
+    /// Bumped whenever a task completes or fails, so plan watchers see a plan end at once
+    /// instead of at their next poll.
+    pub task_ends: tokio::sync::watch::Sender<u64>,
 }
 
 impl Coordinator {
+    /// Wakes every plan watcher (see `task_ends`).
+    pub fn task_ended(&self) {
+        self.task_ends.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     pub fn new(ledger: Ledger, settings: CoordinatorSettings) -> Arc<Self> {
         Arc::new(Self {
             ledger: Arc::new(ledger),
             settings,
             breakers: breaker::Breakers::default(),
+            task_ends: tokio::sync::watch::Sender::new(0),
         })
     }
 

@@ -140,20 +140,28 @@ impl RestorePlans for PlanService {
         req: Request<WatchPlanRequest>,
     ) -> Result<Response<Self::WatchPlanStream>, Status> {
         let r = req.into_inner();
+        // Marked seen before each status read: a task that ends after the read wakes the
+        // wait below at once, and one that ended before it is in the status already.
+        let mut task_ends = self.coord.task_ends.subscribe();
+        task_ends.borrow_and_update();
         let first = self.status_of(&r.plan_id)?;
         let coord = self.coord.clone();
         let interval = Duration::from_millis(u64::from(r.interval_ms.clamp(100, 60_000)));
-        let stream = futures::stream::unfold(Some(first), move |state| {
+        let stream = futures::stream::unfold(Some((first, task_ends)), move |state| {
             let coord = coord.clone();
             async move {
-                let current = state?;
+                let (current, mut task_ends) = state?;
                 let terminal = TERMINAL_STATES.contains(&current.state.as_str());
                 let next = if terminal {
                     None
                 } else {
-                    tokio::time::sleep(interval).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(interval) => {}
+                        _ = task_ends.changed() => {}
+                    }
+                    task_ends.borrow_and_update();
                     let svc = PlanService { coord };
-                    svc.status_of(&current.plan_id).ok()
+                    svc.status_of(&current.plan_id).ok().map(|s| (s, task_ends))
                 };
                 Some((Ok(current), next))
             }

@@ -161,8 +161,10 @@ impl TargetCluster {
         if missing.is_empty() {
             return Ok(());
         }
+        // Eager connections and an off-thread destroy, as for the metadata client above.
         let admin: AdminClient<DefaultClientContext> =
             client_config(&self.bootstrap, &self.properties)
+                .set("enable.sparse.connections", "false")
                 .create()
                 .map_err(self.unreachable())?;
         let new: Vec<NewTopic> = missing
@@ -173,6 +175,7 @@ impl TargetCluster {
             .create_topics(&new, &AdminOptions::new().operation_timeout(Some(TIMEOUT)))
             .await
             .map_err(self.unreachable())?;
+        std::thread::spawn(move || drop(admin));
         for r in results {
             if let Err((topic, code)) = r {
                 if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {

@@ -251,6 +251,7 @@ impl RestoreWorkers for WorkerService {
         );
         set_remote_parent(&span, &remote_parent(&req));
         span.in_scope(|| self.store_checkpoint(req.into_inner(), true))?;
+        self.coord.task_ended();
         Ok(Response::new(CompleteTaskResponse {}))
     }
 
@@ -277,6 +278,7 @@ impl RestoreWorkers for WorkerService {
         if outage {
             self.coord.breakers.outage(&l.plan_id, now_ms(), &r.error);
         }
+        self.coord.task_ended();
         Ok(Response::new(FailTaskResponse {}))
     }
 }

@@ -272,6 +272,8 @@ fn malformed_backup_and_server_flags_are_refused() {
     backup(&["--segment-max-bytes", "0"], "--segment-max-bytes");
     backup(&["--segment-max-records", "-1"], "--segment-max-records");
     backup(&["--zstd-level", "99"], "--zstd-level");
+    backup(&["--index-interval-bytes", "0"], "--index-interval-bytes");
+    backup(&["--index-interval-bytes", "-5"], "--index-interval-bytes");
     backup(&["--backup-id", "../escape"], "--backup-id");
     backup(&["--backup-id", ""], "--backup-id");
 

@@ -60,22 +60,17 @@ async fn a_windowed_restore_reads_only_the_frames_it_needs() {
     let topic = unique("seek");
     create_topic(&broker(), &topic, 1).await;
     let source = produce(&broker(), &topic, 0, &source_records()).await;
-    let dir = temp_dir();
-    kb_ok(&[
-        "backup",
-        "--bootstrap-servers",
+    let dir = backup_local_with(
         &broker(),
-        "--topics",
         &topic,
-        "--backup-id",
         "bk",
-        "--storage",
-        dir.path().to_str().expect("utf8"),
-        "--segment-max-records",
-        "200",
-        "--index-interval-bytes",
-        "2000",
-    ]);
+        &[
+            "--segment-max-records",
+            "200",
+            "--index-interval-bytes",
+            "2000",
+        ],
+    );
     let manifest: serde_json::Value = serde_json::from_slice(
         &std::fs::read(dir.path().join("bk/manifest.json")).expect("manifest"),
     )

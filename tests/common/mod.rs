@@ -313,8 +313,23 @@ pub fn kb_err(args: &[&str], needle: &str) -> String {
 
 /// Backs up `topics` into a fresh local dir; returns the dir.
 pub fn backup_local(bootstrap: &str, topics: &str, backup_id: &str) -> tempfile::TempDir {
+    backup_local_with(
+        bootstrap,
+        topics,
+        backup_id,
+        &["--segment-max-records", "50"],
+    )
+}
+
+/// `backup_local` with the segment/index flags given.
+pub fn backup_local_with(
+    bootstrap: &str,
+    topics: &str,
+    backup_id: &str,
+    flags: &[&str],
+) -> tempfile::TempDir {
     let dir = temp_dir();
-    kb_ok(&[
+    let mut args = vec![
         "backup",
         "--bootstrap-servers",
         bootstrap,
@@ -324,9 +339,9 @@ pub fn backup_local(bootstrap: &str, topics: &str, backup_id: &str) -> tempfile:
         backup_id,
         "--storage",
         dir.path().to_str().expect("utf8 path"),
-        "--segment-max-records",
-        "50",
-    ]);
+    ];
+    args.extend_from_slice(flags);
+    kb_ok(&args);
     dir
 }
 

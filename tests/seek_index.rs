@@ -155,3 +155,80 @@ async fn a_windowed_restore_reads_only_the_frames_it_needs() {
     );
     assert!(!topic_exists(&broker(), &failed), "nothing may be written");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_s3_the_frames_are_read_with_ranged_gets() {
+    use kafka_backup_common::storage::BackupStore;
+    let topic = unique("seek-s3");
+    create_topic(&broker(), &topic, 1).await;
+    let source = produce(&broker(), &topic, 0, &source_records()).await;
+    let bucket = unique("kb-seek").to_lowercase();
+    create_bucket(&bucket);
+    let url = format!("s3://{bucket}/backups");
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .args(args)
+            .envs(s3_env())
+            .output()
+            .expect("run kafka-backup")
+    };
+    let b = broker();
+    let o = run(&[
+        "backup",
+        "--bootstrap-servers",
+        &b,
+        "--topics",
+        &topic,
+        "--backup-id",
+        "bk",
+        "--storage",
+        &url,
+        "--segment-max-records",
+        "400",
+        "--index-interval-bytes",
+        "2000",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Damage a frame wholly before the window, in the object on S3.
+    for (k, v) in s3_env() {
+        std::env::set_var(k, v);
+    }
+    let store = BackupStore::open(&url, &std::collections::HashMap::new(), false).expect("s3");
+    let manifest = store.read_manifest("bk").await.expect("manifest");
+    let seg = &manifest.topics[0].partitions[0].segments[0];
+    assert!(seg.frames.len() >= 20, "{} frames", seg.frames.len());
+    let from = BASE_TS + 300 * 10;
+    assert!(seg.frames[3].max_timestamp < from);
+    let mut bytes = store.get(&seg.key).await.expect("segment").to_vec();
+    bytes[(seg.frames[3].position + 7) as usize] ^= 0x20;
+    store.put(&seg.key, bytes).await.expect("put");
+
+    let target = unique("seek-s3-window");
+    let from_s = from.to_string();
+    let state = temp_dir();
+    let o = run(&[
+        "restore",
+        "--storage",
+        &url,
+        "--backup-id",
+        "bk",
+        "--checkpoint-state",
+        state.path().to_str().expect("utf8"),
+        "--source-topic",
+        &topic,
+        "--target-topic",
+        &target,
+        "--bootstrap-servers",
+        &b,
+        "--create-topics",
+        "--from-timestamp",
+        &from_s,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let expected: Vec<_> = source
+        .iter()
+        .filter(|r| r.timestamp >= from)
+        .cloned()
+        .collect();
+    assert_same_records(&expected, &consume_all(&broker(), &target, 0));
+}

@@ -4,8 +4,8 @@
 //! Concatenated zstd frames are one valid zstd stream, so the object is byte-for-byte the
 //! documented format and any reader that ignores the index decodes the whole body as before.
 //! A restore that starts mid-segment (a `--from-timestamp` window, or a resume point) reads
-//! only the frames from the first one that can hold a record it keeps, with one ranged read,
-//! and decompresses them one at a time, so its first record arrives after one frame instead
+//! only the frames from the first one that can hold a record it keeps, one ranged read per
+//! frame, and decompresses them one at a time, so its first record arrives after one frame instead
 //! of a whole segment. A ranged read cannot check the object's footer CRC, so each index
 //! entry carries the CRC32 of its frame's compressed bytes, and the records of each frame are
 //! checked against the offsets and count the index names.
@@ -143,9 +143,11 @@ fn is_contiguous(frames: &[SegmentFrame]) -> bool {
             w[0].position.checked_add(w[0].compressed_len) == Some(w[1].position)
                 && w[0].last_offset < w[1].first_offset
         })
-        && frames
-            .iter()
-            .all(|f| f.first_offset <= f.last_offset && f.record_count > 0)
+        && frames.iter().all(|f| {
+            f.first_offset <= f.last_offset
+                && f.record_count > 0
+                && f.position.checked_add(f.compressed_len).is_some()
+        })
 }
 
 /// Whether every record of the frame lies inside the inclusive window.
@@ -156,13 +158,6 @@ pub fn inside(f: &SegmentFrame, from: Option<i64>, to: Option<i64>) -> bool {
 /// Whether no record of the frame lies inside the inclusive window.
 pub fn outside(f: &SegmentFrame, from: Option<i64>, to: Option<i64>) -> bool {
     from.is_some_and(|t| f.max_timestamp < t) || to.is_some_and(|t| f.min_timestamp > t)
-}
-
-/// Byte range of the object that holds `frames` (contiguous, as `frames_needed` returns).
-pub fn byte_range(frames: &[SegmentFrame]) -> Option<std::ops::Range<u64>> {
-    let first = frames.first()?;
-    let last = frames.last()?;
-    Some(first.position..last.position.checked_add(last.compressed_len)?)
 }
 
 /// Decodes one frame from its exact compressed bytes: checks the index CRC, decompresses,
@@ -288,6 +283,10 @@ mod tests {
         let mut gapped = frames.clone();
         gapped[2].position += 1;
         assert!(frames_needed(&gapped, 0, Some(i64::MAX)).is_none());
+        let mut huge = frames.clone();
+        let last = huge.len() - 1;
+        huge[last].compressed_len = u64::MAX;
+        assert!(frames_needed(&huge, 0, Some(i64::MAX)).is_none());
         let mut lying = frames[5];
         lying.record_count += 1;
         let (bytes, _, _) = indexed();

@@ -51,6 +51,9 @@ pub struct BackupStore {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     location: String,
+    /// The same store when it is a local directory: whole-object reads go straight to the
+    /// file (object_store's local reads took 3-4 ms for a 5 MB manifest, a plain read 1 ms).
+    local: Option<Arc<LocalFileSystem>>,
 }
 
 /// Retries inside one request cover blips; a longer outage surfaces as an error within about
@@ -95,11 +98,13 @@ impl BackupStore {
             } else if !path.is_dir() {
                 return Err(bad(format!("directory {} does not exist", path.display())));
             }
-            let fs = LocalFileSystem::new_with_prefix(&path).map_err(|e| bad(e.to_string()))?;
+            let fs =
+                Arc::new(LocalFileSystem::new_with_prefix(&path).map_err(|e| bad(e.to_string()))?);
             return Ok(Self {
-                store: Arc::new(fs),
+                store: fs.clone(),
                 prefix: ObjectPath::default(),
                 location: location.to_string(),
+                local: Some(fs),
             });
         }
         let url = Url::parse(location).map_err(|e| bad(e.to_string()))?;
@@ -138,6 +143,7 @@ impl BackupStore {
             store,
             prefix,
             location: location.to_string(),
+            local: None,
         })
     }
 
@@ -163,6 +169,9 @@ impl BackupStore {
 
     /// Reads a segment object; a missing one is `SegmentNotFound`.
     pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        if let Some(fs) = &self.local {
+            return self.read_local(fs, key, None).await;
+        }
         let res = self.store.get(&self.path(key)).await;
         match res {
             Ok(r) => r.bytes().await.map_err(|e| self.io(key, e)),
@@ -174,12 +183,68 @@ impl BackupStore {
         }
     }
 
+    /// Reads a local object, or a byte range of it, with plain file reads.
+    async fn read_local(
+        &self,
+        fs: &LocalFileSystem,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Bytes, StorageError> {
+        let file = fs
+            .path_to_filesystem(&self.path(key))
+            .map_err(|e| self.io(key, e))?;
+        let read = move || -> std::io::Result<Vec<u8>> {
+            let Some(range) = range else {
+                return std::fs::read(file);
+            };
+            use std::io::{Read, Seek};
+            let mut f = std::fs::File::open(file)?;
+            // Never trust a range (it comes from the manifest) with an allocation.
+            if range.start > range.end || range.end > f.metadata()?.len() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("bytes {range:?} are not inside the object"),
+                ));
+            }
+            f.seek(std::io::SeekFrom::Start(range.start))?;
+            let mut buf = vec![0; range.end.saturating_sub(range.start) as usize];
+            f.read_exact(&mut buf)?;
+            Ok(buf)
+        };
+        match tokio::task::spawn_blocking(read).await {
+            Ok(Ok(bytes)) => Ok(Bytes::from(bytes)),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StorageError::SegmentNotFound {
+                    key: key.to_string(),
+                    location: self.location.clone(),
+                })
+            }
+            Ok(Err(e)) => Err(self.io(
+                key,
+                object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: Box::new(e),
+                },
+            )),
+            Err(e) => Err(self.io(
+                key,
+                object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: Box::new(e),
+                },
+            )),
+        }
+    }
+
     /// Reads a byte range of an object (the frames a seek index points at).
     pub async fn get_range(
         &self,
         key: &str,
         range: std::ops::Range<u64>,
     ) -> Result<Bytes, StorageError> {
+        if let Some(fs) = &self.local {
+            return self.read_local(fs, key, Some(range)).await;
+        }
         match self.store.get_range(&self.path(key), range).await {
             Ok(b) => Ok(b),
             Err(object_store::Error::NotFound { .. }) => Err(StorageError::SegmentNotFound {

@@ -227,7 +227,10 @@ impl Ledger {
 
     /// A throw-away ledger (dry runs), deleted on drop.
     pub fn temporary() -> Result<Self, LedgerError> {
-        let db = sled::Config::new().temporary(true).open()?;
+        let db = sled::Config::new()
+            .temporary(true)
+            .flush_every_ms(None)
+            .open()?;
         Self::from_db(db)
     }
 

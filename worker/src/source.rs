@@ -3,7 +3,7 @@
 //! decodes them off the async threads. Segments wholly before the resume point are skipped
 //! without being fetched.
 
-use kafka_backup_common::frames::{byte_range, decode_frame, frames_needed};
+use kafka_backup_common::frames::{decode_frame, frames_needed};
 use kafka_backup_common::manifest::SegmentFrame;
 use kafka_backup_common::segment::{DecodedSegment, RecordRef, SegmentError};
 use kafka_backup_common::storage::{BackupStore, StorageError};
@@ -98,7 +98,10 @@ enum FramesSent {
     Unread,
 }
 
-/// Reads `frames` with one ranged read and sends them decoded, one frame at a time.
+/// Reads `frames` one ranged read each and sends them decoded, so the first record is ready
+/// after one frame and the next frame is read while this one is produced. Only a failure
+/// before anything was sent may fall back to reading the whole object; after that, falling
+/// back would send records twice, so the error goes to the task instead.
 async fn send_frames(
     store: &BackupStore,
     key: &str,
@@ -106,23 +109,28 @@ async fn send_frames(
     tx: &mpsc::Sender<(String, Result<DecodedSegment, SourceError>)>,
     continue_after_error: bool,
 ) -> FramesSent {
-    let Some(range) = byte_range(frames) else {
-        return FramesSent::Done;
-    };
-    let started = std::time::Instant::now();
-    let bytes = match store.get_range(key, range.clone()).await {
-        Ok(b) if b.len() as u64 == range.end - range.start => b,
-        Ok(_) | Err(_) => return FramesSent::Unread,
-    };
-    tracing::debug!(%key, frames = frames.len(), from_byte = range.start, "reading from the seek index");
-    for frame in frames.iter().copied() {
-        let start = (frame.position - range.start) as usize;
-        let part = bytes.slice(start..start + frame.compressed_len as usize);
-        let owned_key = key.to_string();
-        let res = tokio::task::spawn_blocking(move || decode_frame(&owned_key, &part, &frame))
-            .await
-            .map_err(|e| SourceError::Decoder(e.to_string()))
-            .and_then(|r| r.map_err(SourceError::from));
+    tracing::debug!(%key, frames = frames.len(), "reading from the seek index");
+    for (n, frame) in frames.iter().copied().enumerate() {
+        let started = std::time::Instant::now();
+        let range = frame.position..frame.position + frame.compressed_len;
+        let res = match store.get_range(key, range).await {
+            Ok(bytes) if bytes.len() as u64 == frame.compressed_len => {
+                let owned_key = key.to_string();
+                tokio::task::spawn_blocking(move || decode_frame(&owned_key, &bytes, &frame))
+                    .await
+                    .map_err(|e| SourceError::Decoder(e.to_string()))
+                    .and_then(|r| r.map_err(SourceError::from))
+            }
+            _ if n == 0 => return FramesSent::Unread,
+            Ok(_) => Err(SourceError::Segment(SegmentError::Truncated {
+                key: key.to_string(),
+                detail: format!(
+                    "the zstd frame at byte {} is cut short (the seek index says {} bytes)",
+                    frame.position, frame.compressed_len
+                ),
+            })),
+            Err(e) => Err(SourceError::Storage(e)),
+        };
         crate::metrics::METRICS
             .segment_fetch_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -5,6 +5,7 @@
 //!   produce DIR ID BOOTSTRAP TOPIC   raw rdkafka producer ceiling, same records, same broker
 //!   seek    DIR ID TOPIC PARTITION TS  time to the first record at or after TS
 //!   metadata BOOTSTRAP        a bare client's first full metadata answer (dry-run baseline)
+//!   median-run N CMD ARGS...  median wall time of N runs of a command, spawn to exit
 //! Every command prints one JSON object on stdout.
 
 use kafka_backup_common::frames::{build_indexed_segment, FrameCuts, DEFAULT_FRAME_BYTES};
@@ -405,6 +406,31 @@ async fn metadata(args: &[String]) -> Res<()> {
     Ok(())
 }
 
+/// Median wall time of N runs of a command, spawn to exit: what a user waits for, without
+/// the shell's own forks in the figure.
+fn median_run(args: &[String]) -> Res<()> {
+    let n: usize = arg(args, 2, "N")?.parse()?;
+    let cmd = args
+        .get(3..)
+        .filter(|c| !c.is_empty())
+        .ok_or("missing command")?;
+    let mut ms = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        let t = Instant::now();
+        let status = std::process::Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        if !status.success() {
+            return Err(format!("{} failed: {status}", cmd[0]).into());
+        }
+    }
+    ms.sort_by(f64::total_cmp);
+    println!("{}", json!({"ms": ms[ms.len() / 2], "runs": ms}));
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -415,6 +441,7 @@ async fn main() -> Res<()> {
         Some("produce") => produce(&args).await,
         Some("seek") => seek(&args).await,
         Some("metadata") => metadata(&args).await,
+        Some("median-run") => median_run(&args),
         _ => Err("usage: kb-bench gen|decode|bodies|produce|seek ...".into()),
     }
 }

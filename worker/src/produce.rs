@@ -32,6 +32,9 @@ const BATCH_BYTES: u64 = 1_000_000;
 /// machine. The broker answers a partition's requests one after another anyway.
 const MAX_IN_FLIGHT_BYTES: u64 = BATCH_BYTES;
 
+/// How long librdkafka waits for a batch to fill.
+const LINGER_MS: &str = "5";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
     #[error("cannot create producer for {bootstrap}: {source}")]
@@ -139,7 +142,7 @@ pub fn create_producer(
         .set("enable.sparse.connections", "false")
         .set("acks", "all")
         .set("max.in.flight.requests.per.connection", "5")
-        .set("linger.ms", "5")
+        .set("linger.ms", LINGER_MS)
         // Let the broker's own limit decide; the backup holds whatever the source accepted.
         .set("message.max.bytes", "16777216")
         .set("batch.size", BATCH_BYTES.to_string())
@@ -179,14 +182,18 @@ pub struct ProducerCache {
 }
 
 impl ProducerCache {
-    /// The idle producer when it was made for `key`, otherwise a new one.
-    pub fn take_or_create(&mut self, key: &ProducerKey) -> Result<FutureProducer, ProduceError> {
+    /// The idle producer when it was made for `key` (`true`: reused), otherwise a new one.
+    pub fn take_or_create(
+        &mut self,
+        key: &ProducerKey,
+    ) -> Result<(FutureProducer, bool), ProduceError> {
         match self.idle.take() {
             Some((k, producer)) if &k == key => {
                 crate::metrics::METRICS.producers_reused.inc();
-                Ok(producer)
+                Ok((producer, true))
             }
-            _ => create_producer(&key.bootstrap, &key.properties, key.message_timeout),
+            _ => create_producer(&key.bootstrap, &key.properties, key.message_timeout)
+                .map(|p| (p, false)),
         }
     }
 
@@ -197,6 +204,22 @@ impl ProducerCache {
             self.idle = Some((key, producer));
         }
     }
+}
+
+/// Prompts a new idempotent producer to ask for its producer id now. librdkafka asks when a
+/// metadata answer arrives while a broker connection is up, and otherwise only on a 500 ms
+/// timer; a record queued before the id arrives makes its broker thread busy-poll. Called
+/// once the end-offset query has brought the leader connection up, one topic metadata
+/// request is enough. Errors are left to the first send, which reports them properly.
+pub async fn request_producer_id(producer: &FutureProducer, topic: &str) {
+    let (producer, topic) = (producer.clone(), topic.to_string());
+    let _ = tokio::task::spawn_blocking(move || {
+        producer
+            .client()
+            .fetch_metadata(Some(&topic), Duration::from_secs(5))
+            .map(|_| ())
+    })
+    .await;
 }
 
 /// One target partition's in-order produce pipeline.

@@ -182,7 +182,7 @@ async fn execute(
         properties: lease.kafka_properties.clone(),
         message_timeout,
     };
-    let producer = producers.take_or_create(&producer_key)?;
+    let (producer, reused) = producers.take_or_create(&producer_key)?;
     let target = TargetPartition {
         bootstrap: &lease.bootstrap_servers,
         properties: &lease.kafka_properties,
@@ -223,6 +223,9 @@ async fn execute(
             ..Default::default()
         }
     };
+    if !reused {
+        crate::produce::request_producer_id(&producer, &lease.target_topic).await;
+    }
     // Record the resume point before writing anything new.
     client
         .report_checkpoint(checkpoint_request(lease_ref, &mut acked))

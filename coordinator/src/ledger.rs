@@ -225,12 +225,10 @@ impl Ledger {
         Self::from_db(db)
     }
 
-    /// A throw-away ledger (dry runs), deleted on drop.
-    pub fn temporary() -> Result<Self, LedgerError> {
-        let db = sled::Config::new()
-            .temporary(true)
-            .flush_every_ms(None)
-            .open()?;
+    /// A throw-away ledger for a dry run, in `dir`, which the caller removes. Nothing in it
+    /// needs to reach the disk, so it has no periodic flusher.
+    pub fn scratch(dir: &Path) -> Result<Self, LedgerError> {
+        let db = sled::Config::new().path(dir).flush_every_ms(None).open()?;
         Self::from_db(db)
     }
 

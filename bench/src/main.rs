@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-/// The restore's producer batch size (worker/src/produce.rs), used by the raw baseline too.
-const BATCH_BYTES: usize = 1_000_000;
+/// The restore's producer batch size and per-partition window, used by the raw baseline too.
+use kafka_backup_worker::produce::{BATCH_BYTES, MAX_IN_FLIGHT_BYTES};
 
 fn arg(args: &[String], i: usize, what: &str) -> Res<String> {
     args.get(i)
@@ -289,7 +289,9 @@ async fn produce(args: &[String]) -> Res<()> {
             for seg in segs {
                 for r in seg.records() {
                     let r = r?;
-                    while in_flight + r.encoded_len > BATCH_BYTES && !pending.is_empty() {
+                    while (in_flight + r.encoded_len) as u64 > MAX_IN_FLIGHT_BYTES
+                        && !pending.is_empty()
+                    {
                         if let Some((len, f)) = pending.pop_front() {
                             let f: rdkafka::producer::DeliveryFuture = f;
                             f.await?.map_err(|(e, _)| e)?;

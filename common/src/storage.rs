@@ -159,6 +159,13 @@ impl BackupStore {
         p
     }
 
+    fn not_found(&self, key: &str) -> StorageError {
+        StorageError::SegmentNotFound {
+            key: key.to_string(),
+            location: self.location.clone(),
+        }
+    }
+
     fn io(&self, key: &str, source: object_store::Error) -> StorageError {
         StorageError::Io {
             location: self.location.clone(),
@@ -175,10 +182,7 @@ impl BackupStore {
         let res = self.store.get(&self.path(key)).await;
         match res {
             Ok(r) => r.bytes().await.map_err(|e| self.io(key, e)),
-            Err(object_store::Error::NotFound { .. }) => Err(StorageError::SegmentNotFound {
-                key: key.to_string(),
-                location: self.location.clone(),
-            }),
+            Err(object_store::Error::NotFound { .. }) => Err(self.not_found(key)),
             Err(e) => Err(self.io(key, e)),
         }
     }
@@ -211,21 +215,12 @@ impl BackupStore {
             f.read_exact(&mut buf)?;
             Ok(buf)
         };
-        match tokio::task::spawn_blocking(read).await {
-            Ok(Ok(bytes)) => Ok(Bytes::from(bytes)),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(StorageError::SegmentNotFound {
-                    key: key.to_string(),
-                    location: self.location.clone(),
-                })
-            }
-            Ok(Err(e)) => Err(self.io(
-                key,
-                object_store::Error::Generic {
-                    store: "LocalFileSystem",
-                    source: Box::new(e),
-                },
-            )),
+        let read = tokio::task::spawn_blocking(read)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match read {
+            Ok(bytes) => Ok(Bytes::from(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(self.not_found(key)),
             Err(e) => Err(self.io(
                 key,
                 object_store::Error::Generic {
@@ -247,10 +242,7 @@ impl BackupStore {
         }
         match self.store.get_range(&self.path(key), range).await {
             Ok(b) => Ok(b),
-            Err(object_store::Error::NotFound { .. }) => Err(StorageError::SegmentNotFound {
-                key: key.to_string(),
-                location: self.location.clone(),
-            }),
+            Err(object_store::Error::NotFound { .. }) => Err(self.not_found(key)),
             Err(e) => Err(self.io(key, e)),
         }
     }

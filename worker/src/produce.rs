@@ -22,7 +22,7 @@ pub const ORIGINAL_TIMESTAMP_HEADER: &str = "x-original-timestamp";
 const MAX_IN_FLIGHT: usize = 20_000;
 
 /// Producer batch size; one ProduceRequest carries at most this much of a partition.
-const BATCH_BYTES: u64 = 1_000_000;
+pub const BATCH_BYTES: u64 = 1_000_000;
 
 /// Most record bytes handed to librdkafka per partition and not yet acknowledged: one batch.
 /// With more queued behind an in-flight request, librdkafka's idempotent producer busy-polls
@@ -30,7 +30,7 @@ const BATCH_BYTES: u64 = 1_000_000;
 /// cost 4.7 CPU-seconds and 3.5 s for 49 MB; capped at one batch, 0.27 CPU-seconds and 2.0 s,
 /// the same as an uncapped single partition), and that spin starves the broker on the same
 /// machine. The broker answers a partition's requests one after another anyway.
-const MAX_IN_FLIGHT_BYTES: u64 = BATCH_BYTES;
+pub const MAX_IN_FLIGHT_BYTES: u64 = BATCH_BYTES;
 
 /// How long librdkafka waits for a batch to fill.
 const LINGER_MS: &str = "5";

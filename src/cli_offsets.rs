@@ -136,14 +136,34 @@ async fn resolve_plan(
         .with_context(|| format!("no restore plan for backup {backup:?}"))
 }
 
+/// The whole offset mapping of a plan, read a page of partitions at a time.
 pub async fn fetch_mapping(client: &mut PlansClient, plan_id: &str) -> Result<OffsetMapping> {
-    Ok(client
-        .get_offset_mapping(PlanRef {
-            plan_id: plan_id.to_string(),
-        })
-        .await
-        .map_err(rpc_error)?
-        .into_inner())
+    let mut all: Option<OffsetMapping> = None;
+    loop {
+        let offset = all.as_ref().map_or(0, |m| m.partitions.len() as u32);
+        let page = client
+            .get_offset_mapping(PlanRef {
+                plan_id: plan_id.to_string(),
+                task_offset: offset,
+                task_limit: 0,
+            })
+            .await
+            .map_err(rpc_error)?
+            .into_inner();
+        let got = page.partitions.len();
+        let total = page.tasks_total as usize;
+        match all.as_mut() {
+            None => all = Some(page),
+            Some(m) => {
+                m.partitions.extend(page.partitions);
+                m.groups.extend(page.groups);
+            }
+        }
+        let have = all.as_ref().map_or(0, |m| m.partitions.len());
+        if got == 0 || have >= total {
+            return all.context("the coordinator sent no offset mapping");
+        }
+    }
 }
 
 /// Writes the offset report of a finished (or stopped) plan.

@@ -186,7 +186,10 @@ pub async fn status(a: PlanSelectArgs) -> Result<ExitCode> {
         follow(&mut client, &plan_id, true).await?
     } else {
         client
-            .get_plan_status(PlanRef { plan_id })
+            .get_plan_status(PlanRef {
+                plan_id,
+                ..Default::default()
+            })
             .await
             .map_err(rpc_error)?
             .into_inner()
@@ -206,9 +209,19 @@ pub async fn cancel(a: PlanSelectArgs, cancel: bool) -> Result<ExitCode> {
     let plan_id = pick_plan(&a).await?;
     let mut client = connect_plans(&a.coordinator, &a.auth.security()).await?;
     let s = if cancel {
-        client.cancel_plan(PlanRef { plan_id }).await
+        client
+            .cancel_plan(PlanRef {
+                plan_id,
+                ..Default::default()
+            })
+            .await
     } else {
-        client.resume_plan(PlanRef { plan_id }).await
+        client
+            .resume_plan(PlanRef {
+                plan_id,
+                ..Default::default()
+            })
+            .await
     }
     .map_err(rpc_error)?
     .into_inner();

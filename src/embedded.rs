@@ -313,6 +313,7 @@ pub async fn follow(client: &mut PlansClient, plan_id: &str, progress: bool) -> 
         .watch_plan(WatchPlanRequest {
             plan_id: plan_id.to_string(),
             interval_ms: 200,
+            task_limit: 0,
         })
         .await
         .map_err(rpc_error)?

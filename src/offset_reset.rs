@@ -16,7 +16,7 @@
 
 use anyhow::{bail, Context, Result};
 use kafka_backup_common::groups::{self, GroupDescription, PartitionOffset};
-use kafka_backup_common::manifest::Manifest;
+use kafka_backup_common::manifest_index::{ManifestIndex as Manifest, Sieve};
 use kafka_backup_common::segment::DecodedSegment;
 use kafka_backup_common::storage::BackupStore;
 use kafka_backup_proto::{GroupOffsetTranslation, OffsetMapping, RestoreSpec};
@@ -88,7 +88,10 @@ pub struct GroupReset {
 pub async fn open_backup(spec: &RestoreSpec) -> Result<(BackupStore, Manifest)> {
     let options: HashMap<String, String> = spec.storage_options.clone().into_iter().collect();
     let store = BackupStore::open(&spec.storage_url, &options, false)?;
-    let manifest = store.read_manifest(&spec.backup_id).await?;
+    // Streamed: memory grows with the segments kept, not with the manifest's text.
+    let manifest = store
+        .read_manifest_index(&spec.backup_id, Sieve::default())
+        .await?;
     Ok((store, manifest))
 }
 
@@ -304,7 +307,7 @@ async fn by_timestamp(
                 .iter()
                 .find(|p| p.partition_id == source_partition)
         })
-        .map(|p| p.segments.clone())
+        .map(|p| p.segments.as_slice())
         .unwrap_or_default();
     let mut ts = None;
     for seg in segments.iter().filter(|s| s.end_offset >= committed) {

@@ -156,6 +156,7 @@ async fn status(url: &str, plan: &str) -> Option<PlanStatus> {
     let mut c = RestorePlansClient::connect(url.to_string()).await.ok()?;
     c.get_plan_status(PlanRef {
         plan_id: plan.to_string(),
+        ..Default::default()
     })
     .await
     .ok()
@@ -451,6 +452,7 @@ async fn status_cancel_and_resume_through_the_grpc_api() {
     let st = client
         .get_plan_status(PlanRef {
             plan_id: plan_id.clone(),
+            ..Default::default()
         })
         .await
         .expect("status")
@@ -482,6 +484,7 @@ async fn status_cancel_and_resume_through_the_grpc_api() {
     let st = client
         .cancel_plan(PlanRef {
             plan_id: plan_id.clone(),
+            ..Default::default()
         })
         .await
         .expect("cancel")
@@ -520,6 +523,7 @@ async fn status_cancel_and_resume_through_the_grpc_api() {
         let st = client
             .get_plan_status(PlanRef {
                 plan_id: plan_id.clone(),
+                ..Default::default()
             })
             .await
             .expect("status")

@@ -348,7 +348,12 @@ async fn seek(args: &[String]) -> Res<()> {
     let partition: i32 = arg(args, 5, "PARTITION")?.parse()?;
     let ts: i64 = arg(args, 6, "TS")?.parse()?;
     let store = BackupStore::open(&dir, &HashMap::new(), false)?;
-    let manifest = store.read_manifest(&id).await?;
+    let manifest = store
+        .read_manifest_index(
+            &id,
+            kafka_backup_common::manifest_index::Sieve::window(Some(ts), None),
+        )
+        .await?;
     // What a worker does for a mid-partition --from-timestamp, through the worker's own
     // fetch stage: plan (prune segments by true min/max timestamps), lease the first segment
     // with its seek index, read from the first frame that can hold the window's first record,
@@ -361,12 +366,18 @@ async fn seek(args: &[String]) -> Res<()> {
         from_timestamp_ms: Some(ts),
         ..Default::default()
     };
-    let tasks = kafka_backup_coordinator::planner::plan(&manifest, &spec)?;
+    let tasks = kafka_backup_coordinator::planner::plan(manifest, &spec)?;
     let segments: Vec<kafka_backup_proto::SegmentRef> = tasks
-        .first()
+        .into_iter()
+        .next()
         .map(|t| {
-            let entries = kafka_backup_coordinator::ledger::SegmentEntry::for_task(&t.segments);
-            kafka_backup_coordinator::worker_service::segment_refs(&entries, None)
+            t.segments
+                .into_iter()
+                .map(|s| {
+                    let entry = kafka_backup_coordinator::ledger::SegmentEntry::from(s);
+                    kafka_backup_coordinator::worker_service::segment_ref(&entry)
+                })
+                .collect()
         })
         .unwrap_or_default();
     let filter = kafka_backup_worker::source::RecordFilter {
@@ -374,7 +385,8 @@ async fn seek(args: &[String]) -> Res<()> {
         from_ts: Some(ts),
         to_ts: None,
     };
-    let mut rx = kafka_backup_worker::source::prefetch(store, segments, filter, false);
+    let pages = kafka_backup_worker::pages::SegmentPages::fixed(segments);
+    let mut rx = kafka_backup_worker::source::prefetch(store, pages, filter, false);
     let mut found = None;
     'outer: while let Some((_, seg)) = rx.recv().await {
         let seg = seg?;

@@ -97,18 +97,30 @@ impl SegmentMeta {
     /// Whether the segment may hold a record in the inclusive window. Unknown bounds are
     /// assumed to overlap (correctness over speed).
     pub fn may_overlap(&self, from: Option<i64>, to: Option<i64>) -> bool {
-        match self.timestamp_bounds() {
-            None => true,
-            Some((min, max)) => min <= to.unwrap_or(i64::MAX) && max >= from.unwrap_or(i64::MIN),
-        }
+        bounds_may_overlap(self.timestamp_bounds(), from, to)
     }
 
     /// Whether every record of the segment is inside the inclusive window.
     pub fn inside(&self, from: Option<i64>, to: Option<i64>) -> bool {
-        match self.timestamp_bounds() {
-            None => from.is_none() && to.is_none(),
-            Some((min, max)) => min >= from.unwrap_or(i64::MIN) && max <= to.unwrap_or(i64::MAX),
-        }
+        bounds_inside(self.timestamp_bounds(), from, to)
+    }
+}
+
+/// Whether records with timestamps in `bounds` (true min/max; `None` = unknown) may fall in
+/// the inclusive window. Unknown bounds are assumed to overlap (correctness over speed).
+pub fn bounds_may_overlap(bounds: Option<(i64, i64)>, from: Option<i64>, to: Option<i64>) -> bool {
+    match bounds {
+        None => true,
+        Some((min, max)) => min <= to.unwrap_or(i64::MAX) && max >= from.unwrap_or(i64::MIN),
+    }
+}
+
+/// Whether every record with timestamps in `bounds` is inside the inclusive window; with
+/// unknown bounds, only when there is no window at all.
+pub fn bounds_inside(bounds: Option<(i64, i64)>, from: Option<i64>, to: Option<i64>) -> bool {
+    match bounds {
+        None => from.is_none() && to.is_none(),
+        Some((min, max)) => min >= from.unwrap_or(i64::MIN) && max <= to.unwrap_or(i64::MAX),
     }
 }
 

@@ -5,6 +5,7 @@
 //! `allow_http` options; requests are path-style so S3-compatible servers work.
 
 use crate::manifest::{manifest_key, Manifest};
+use crate::manifest_index::{read_index, ManifestIndex, Sieve};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
@@ -283,6 +284,68 @@ impl BackupStore {
         })
     }
 
+    /// Reads the part of a manifest a restore plans with, as a stream (see
+    /// `manifest_index.rs`): memory grows with the segments `sieve` keeps, not with the size
+    /// of the manifest's text.
+    pub async fn read_manifest_index(
+        &self,
+        backup_id: &str,
+        sieve: Sieve,
+    ) -> Result<ManifestIndex, StorageError> {
+        let key = manifest_key(backup_id);
+        let not_found = || StorageError::BackupNotFound {
+            backup_id: backup_id.to_string(),
+            location: self.location.clone(),
+            key: key.clone(),
+        };
+        let bad = |reason: String| StorageError::BadManifest {
+            key: key.clone(),
+            location: self.location.clone(),
+            reason,
+        };
+        let parsed = if let Some(fs) = &self.local {
+            let file = fs
+                .path_to_filesystem(&self.path(&key))
+                .map_err(|e| self.io(&key, e))?;
+            let f = match std::fs::File::open(&file) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+                Err(e) => return Err(self.io(&key, local_error(e))),
+            };
+            tokio::task::spawn_blocking(move || read_index(f, &sieve))
+                .await
+                .map_err(|e| bad(format!("the manifest reader failed: {e}")))?
+        } else {
+            let res = match self.store.get(&self.path(&key)).await {
+                Ok(r) => r,
+                Err(object_store::Error::NotFound { .. }) => return Err(not_found()),
+                Err(e) => return Err(self.io(&key, e)),
+            };
+            // The body streams into the parser on a blocking thread through a small channel,
+            // so at most a few chunks of it are in memory at once.
+            let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+            let parser =
+                tokio::task::spawn_blocking(move || read_index(ChannelReader::new(rx), &sieve));
+            let mut body = res.into_stream();
+            while let Some(chunk) = body.try_next().await.transpose() {
+                let chunk = chunk.map_err(std::io::Error::other);
+                let failed = chunk.is_err();
+                // The parser may stop early (a syntax error); then nobody receives.
+                if tx.send(chunk).await.is_err() || failed {
+                    break;
+                }
+            }
+            drop(tx);
+            parser
+                .await
+                .map_err(|e| bad(format!("the manifest reader failed: {e}")))?
+        };
+        parsed.map_err(|e| match e {
+            crate::json_pull::PullError::Io { source, .. } => self.io(&key, local_error(source)),
+            syntax => bad(syntax.to_string()),
+        })
+    }
+
     /// Writes the manifest last in a backup: its presence is what makes a backup complete.
     pub async fn write_manifest(&self, manifest: &Manifest) -> Result<(), StorageError> {
         let key = manifest_key(&manifest.backup_id);
@@ -332,5 +395,41 @@ impl BackupStore {
             .collect();
         keys.sort();
         Ok(keys)
+    }
+}
+
+fn local_error(e: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "manifest reader",
+        source: Box::new(e),
+    }
+}
+
+/// A `Read` over chunks that arrive on a channel (the body of a remote object).
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl ChannelReader {
+    fn new(rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>) -> Self {
+        Self {
+            rx,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.current = chunk?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
     }
 }

@@ -4,6 +4,7 @@
 //! loopback port, so there is one restore engine, not two.
 
 pub mod breaker;
+pub mod grpc;
 pub mod ledger;
 pub mod metrics;
 pub mod offsets;
@@ -41,6 +42,9 @@ pub struct CoordinatorSettings {
     pub grace_ms: u64,
     /// Grants per task before a retryable failure becomes final.
     pub max_attempts: u32,
+    /// Grants in a row without progress (the holder's lease expired, or it failed before
+    /// restoring anything) after which a task is failed instead of re-granted forever.
+    pub max_stalled_grants: u32,
 }
 
 impl Default for CoordinatorSettings {
@@ -49,6 +53,7 @@ impl Default for CoordinatorSettings {
             lease_ttl_ms: 30_000,
             grace_ms: 5_000,
             max_attempts: 8,
+            max_stalled_grants: 5,
         }
     }
 }
@@ -88,14 +93,16 @@ impl Coordinator {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let check = security.interceptor();
-        let plans = RestorePlansServer::with_interceptor(
-            plan_service::PlanService::new(self.clone()),
-            check.clone(),
-        );
-        let workers = RestoreWorkersServer::with_interceptor(
-            worker_service::WorkerService::new(self.clone()),
-            check,
-        );
+        // Message limits are explicit on both sides (see kafka_backup_proto::MAX_MESSAGE_BYTES).
+        let limit = kafka_backup_proto::MAX_MESSAGE_BYTES;
+        let plans = RestorePlansServer::new(plan_service::PlanService::new(self.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+        let plans = tonic::service::interceptor::InterceptedService::new(plans, check.clone());
+        let workers = RestoreWorkersServer::new(worker_service::WorkerService::new(self.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+        let workers = tonic::service::interceptor::InterceptedService::new(workers, check);
         // Replies are a few small HTTP/2 frames; with Nagle's algorithm the last of them waited
         // for the client's delayed ACK (~40 ms on Linux) in about half of all calls.
         let incoming = TcpListenerStream::new(listener).map(|conn| {

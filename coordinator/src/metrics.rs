@@ -1,6 +1,6 @@
 //! Coordinator metrics, served in Prometheus text format by `--metrics-listen`.
 
-use crate::ledger::{Ledger, TaskState};
+use crate::ledger::Ledger;
 use kafka_backup_common::metrics::{Counter, Exposition};
 use std::sync::LazyLock;
 
@@ -15,25 +15,16 @@ pub struct CoordinatorMetrics {
     pub bytes_restored: Counter,
     pub task_failures: Counter,
     pub circuit_opened: Counter,
+    pub tasks_stalled: Counter,
 }
 
 pub static METRICS: LazyLock<CoordinatorMetrics> = LazyLock::new(CoordinatorMetrics::default);
 
-/// Renders the counters plus gauges read from the ledger.
+/// Renders the counters plus gauges read from the ledger's schedules (no task is decoded).
 pub fn render(ledger: &Ledger, now_ms: i64) -> String {
     let m = &*METRICS;
-    let (mut active, mut pending) = (0u64, 0u64);
-    if let Ok(plans) = ledger.plans() {
-        for p in plans.iter().filter(|p| !p.cancelled) {
-            for t in ledger.tasks(&p.plan_id).unwrap_or_default() {
-                match (&t.state, &t.lease) {
-                    (TaskState::Leased, Some(l)) if l.expires_at_ms >= now_ms => active += 1,
-                    (TaskState::Pending, _) | (TaskState::Leased, _) => pending += 1,
-                    _ => {}
-                }
-            }
-        }
-    }
+    let gauges = ledger.lease_gauges(now_ms, 0);
+    let (active, pending) = (gauges.live, gauges.waiting);
     let mut e = Exposition::default();
     e.counter(
         "kafka_backup_plans_submitted_total",
@@ -74,6 +65,11 @@ pub fn render(ledger: &Ledger, now_ms: i64) -> String {
         "kafka_backup_task_failures_total",
         "Task failures reported by workers.",
         m.task_failures.get(),
+    )
+    .counter(
+        "kafka_backup_tasks_stalled_total",
+        "Tasks failed because they were granted repeatedly without progress, or their lease could not be delivered.",
+        m.tasks_stalled.get(),
     )
     .counter(
         "kafka_backup_circuit_opened_total",

@@ -3,61 +3,44 @@
 //! source has gaps (compaction, deleted heads, transaction markers) or the restore skipped a
 //! time range — unlike header or timestamp searches on the target.
 
-use crate::ledger::{OffsetRunRecord, TaskRecord, TaskState};
+use crate::ledger::OffsetRunRecord;
 
-/// Target offset for committed source offset `committed`, given the task's runs (sorted by
-/// source offset). `None` when the answer depends on records not restored yet.
-pub fn translate(committed: i64, runs: &[OffsetRunRecord], task: &TaskRecord) -> Option<i64> {
-    for run in runs {
-        let end = run.source_start + run.length as i64;
-        if committed <= run.source_start {
-            return Some(run.target_start);
+/// Target offset for committed source offset `committed`: the target offset of the first
+/// restored record at or after it. `before` is the last run starting at or before
+/// `committed`, `after` the first run starting after it (the ledger reads just those two);
+/// `end_if_done` is where the restore ended, when the task has completed. `None` when the
+/// answer depends on records not restored yet.
+pub fn translate(
+    committed: i64,
+    before: Option<&OffsetRunRecord>,
+    after: Option<&OffsetRunRecord>,
+    end_if_done: Option<i64>,
+) -> Option<i64> {
+    if let Some(run) = before {
+        if committed < run.source_start + run.length as i64 {
+            return Some(run.target_start + (committed - run.source_start).max(0));
         }
-        if committed < end {
-            return Some(run.target_start + (committed - run.source_start));
-        }
+    }
+    if let Some(run) = after {
+        return Some(run.target_start);
     }
     // Every restored record is before `committed`: the group has read all of them.
-    match (&task.state, &task.checkpoint) {
-        (TaskState::Completed, Some(cp)) => Some(cp.target_next_offset),
-        _ => None,
-    }
+    end_if_done
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::Checkpoint;
 
-    fn task(done: bool) -> TaskRecord {
-        TaskRecord {
-            task_id: 0,
-            source_topic: "t".into(),
-            source_partition: 0,
-            target_topic: "t2".into(),
-            target_partition: 0,
-            segments: vec![],
-            records_total: 0,
-            bytes_total: 0,
-            state: if done {
-                TaskState::Completed
-            } else {
-                TaskState::Leased
-            },
-            epoch: 1,
-            lease: None,
-            checkpoint: Some(Checkpoint {
-                source_next_offset: 21,
-                target_next_offset: 106,
-                records_done: 6,
-                bytes_done: 0,
-            }),
-            attempts: 1,
-            error: String::new(),
-            not_before_ms: 0,
-            started_at_ms: 0,
-            skipped_segments: vec![],
-        }
+    /// The runs around `c`, as the ledger would pick them.
+    fn around(
+        runs: &[OffsetRunRecord],
+        c: i64,
+    ) -> (Option<&OffsetRunRecord>, Option<&OffsetRunRecord>) {
+        (
+            runs.iter().rev().find(|r| r.source_start <= c),
+            runs.iter().find(|r| r.source_start > c),
+        )
     }
 
     #[test]
@@ -80,21 +63,18 @@ mod tests {
                 length: 1,
             },
         ];
-        let t = task(true);
-        assert_eq!(translate(0, &runs, &t), Some(100));
-        assert_eq!(translate(2, &runs, &t), Some(102));
-        assert_eq!(
-            translate(3, &runs, &t),
-            Some(103),
-            "inside a gap: next restored record"
-        );
-        assert_eq!(translate(11, &runs, &t), Some(104));
-        assert_eq!(translate(15, &runs, &t), Some(105));
-        assert_eq!(
-            translate(21, &runs, &t),
-            Some(106),
-            "past the end: end of restore"
-        );
-        assert_eq!(translate(50, &runs, &task(false)), None);
+        let done = Some(106);
+        let t = |c: i64, end: Option<i64>| {
+            let (b, a) = around(&runs, c);
+            translate(c, b, a, end)
+        };
+        assert_eq!(t(0, done), Some(100));
+        assert_eq!(t(-1, done), Some(100), "before the first run");
+        assert_eq!(t(2, done), Some(102));
+        assert_eq!(t(3, done), Some(103), "inside a gap: next restored record");
+        assert_eq!(t(11, done), Some(104));
+        assert_eq!(t(15, done), Some(105));
+        assert_eq!(t(21, done), Some(106), "past the end: end of restore");
+        assert_eq!(t(50, None), None, "not known before the task completes");
     }
 }

@@ -1,21 +1,24 @@
 //! The operator-facing gRPC service: submit (or dry-run) a plan, read and watch its status,
-//! cancel and resume it, list plans. Submission validates everything — spec, backup,
-//! target cluster — before the first write; a refused plan leaves no trace anywhere.
+//! cancel and resume it, list plans, read its offset mapping. Submission validates
+//! everything — spec, backup, target cluster — before the first write; a refused plan leaves
+//! no trace anywhere.
 
 use crate::breaker::CircuitView;
-use crate::ledger::{LedgerError, PlanRecord, SegmentEntry, TaskRecord, TaskState};
-use crate::planner::{plan, PlanError};
+use crate::grpc::{blocking, commit, ledger_status, remote_parent, storage_status, target_status};
+use crate::ledger::{NewTask, PlanRecord, TaskMeta, TaskState};
+use crate::offsets::translate;
+use crate::planner::{plan, PlannedTask};
 use crate::report::{task_report, ReportError};
-use crate::status::{plan_status, TERMINAL_STATES};
-use crate::target::{TargetCluster, TargetError};
-use crate::worker_service::ledger_status;
+use crate::status::{plan_status, TaskPage};
+use crate::target::{TargetCluster, TargetError, TargetView};
 use crate::{now_ms, Coordinator};
-use kafka_backup_common::storage::{BackupStore, StorageError};
+use kafka_backup_common::manifest_index::Sieve;
+use kafka_backup_common::storage::BackupStore;
 use kafka_backup_common::telemetry::{current_traceparent, set_remote_parent};
 use kafka_backup_proto::restore_plans_server::RestorePlans;
 use kafka_backup_proto::*;
 use prost::Message;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,14 +26,10 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-/// The caller's W3C traceparent from the request metadata ("" when absent).
-pub fn remote_parent<T>(req: &Request<T>) -> String {
-    req.metadata()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
-}
+/// Tasks listed in a plan report; the rest are counted in its totals.
+const MAX_REPORTED_TASKS: usize = 10_000;
+/// Offset runs listed per partition in an offset mapping.
+const MAX_LISTED_RUNS: usize = 10_000;
 
 pub struct PlanService {
     coord: Arc<Coordinator>,
@@ -41,11 +40,15 @@ impl PlanService {
         Self { coord }
     }
 
-    fn status_of(&self, plan_id: &str) -> Result<PlanStatus, Status> {
+    fn status_of(&self, plan_id: &str, page: TaskPage) -> Result<PlanStatus, Status> {
         let ledger = &self.coord.ledger;
-        let plan = ledger.plan(plan_id).map_err(ledger_status)?;
-        let tasks = ledger.tasks(plan_id).map_err(ledger_status)?;
-        Ok(self.with_circuit(plan_status(&plan, &tasks)))
+        let (plan, tasks) = ledger.snapshot(plan_id).map_err(ledger_status)?;
+        let skipped = |t: &crate::ledger::TaskView| {
+            ledger
+                .skipped_segments(plan_id, t.meta.task_id, crate::status::MAX_SKIPPED_LISTED)
+                .unwrap_or_default()
+        };
+        Ok(self.with_circuit(plan_status(&plan, &tasks, page, skipped)))
     }
 
     /// Adds the plan's circuit-breaker state, which lives in memory, not in the ledger.
@@ -71,28 +74,6 @@ impl PlanService {
     }
 }
 
-fn storage_status(e: StorageError) -> Status {
-    match e {
-        StorageError::BackupNotFound { .. } | StorageError::SegmentNotFound { .. } => {
-            Status::not_found(e.to_string())
-        }
-        StorageError::BadUrl { .. } => Status::invalid_argument(e.to_string()),
-        StorageError::Io { .. } => Status::unavailable(e.to_string()),
-        other => Status::failed_precondition(other.to_string()),
-    }
-}
-
-fn target_status(e: TargetError) -> Status {
-    match e {
-        TargetError::Unreachable { .. } => Status::unavailable(e.to_string()),
-        other => Status::failed_precondition(other.to_string()),
-    }
-}
-
-fn plan_error_status(e: PlanError) -> Status {
-    Status::invalid_argument(e.to_string())
-}
-
 /// A stable FNV-1a fingerprint of a spec, so resubmitting the same restore resumes it.
 fn fingerprint(spec: &RestoreSpec) -> String {
     let mut s = spec.clone();
@@ -105,10 +86,8 @@ fn fingerprint(spec: &RestoreSpec) -> String {
     format!("{h:016x}")
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("planner thread failed: {e}")))
+fn is_terminal(state: &str) -> bool {
+    matches!(state, "completed" | "failed" | "cancelled")
 }
 
 #[tonic::async_trait]
@@ -130,7 +109,9 @@ impl RestorePlans for PlanService {
     }
 
     async fn get_plan_status(&self, req: Request<PlanRef>) -> Result<Response<PlanStatus>, Status> {
-        self.status_of(&req.into_inner().plan_id).map(Response::new)
+        let r = req.into_inner();
+        self.status_of(&r.plan_id, TaskPage::requested(r.task_offset, r.task_limit))
+            .map(Response::new)
     }
 
     type WatchPlanStream = Pin<Box<dyn Stream<Item = Result<PlanStatus, Status>> + Send>>;
@@ -140,19 +121,19 @@ impl RestorePlans for PlanService {
         req: Request<WatchPlanRequest>,
     ) -> Result<Response<Self::WatchPlanStream>, Status> {
         let r = req.into_inner();
+        let page = TaskPage::requested(0, r.task_limit);
         // Marked seen before each status read: a task that ends after the read wakes the
         // wait below at once, and one that ended before it is in the status already.
         let mut task_ends = self.coord.task_ends.subscribe();
         task_ends.borrow_and_update();
-        let first = self.status_of(&r.plan_id)?;
+        let first = self.status_of(&r.plan_id, page)?;
         let coord = self.coord.clone();
         let interval = Duration::from_millis(u64::from(r.interval_ms.clamp(100, 60_000)));
         let stream = futures::stream::unfold(Some((first, task_ends)), move |state| {
             let coord = coord.clone();
             async move {
                 let (current, mut task_ends) = state?;
-                let terminal = TERMINAL_STATES.contains(&current.state.as_str());
-                let next = if terminal {
+                let next = if is_terminal(&current.state) {
                     None
                 } else {
                     tokio::select! {
@@ -161,7 +142,9 @@ impl RestorePlans for PlanService {
                     }
                     task_ends.borrow_and_update();
                     let svc = PlanService { coord };
-                    svc.status_of(&current.plan_id).ok().map(|s| (s, task_ends))
+                    svc.status_of(&current.plan_id, page)
+                        .ok()
+                        .map(|s| (s, task_ends))
                 };
                 Some((Ok(current), next))
             }
@@ -171,97 +154,112 @@ impl RestorePlans for PlanService {
 
     async fn cancel_plan(&self, req: Request<PlanRef>) -> Result<Response<PlanStatus>, Status> {
         let id = req.into_inner().plan_id;
-        self.coord
-            .ledger
-            .set_cancelled(&id, true)
-            .map_err(ledger_status)?;
+        let plan = id.clone();
+        commit(&self.coord.ledger, move |l| l.cancel(&plan)).await?;
         tracing::warn!(plan = %id, "plan cancelled");
-        self.status_of(&id).map(Response::new)
+        self.status_of(&id, TaskPage::requested(0, 0))
+            .map(Response::new)
     }
 
     async fn resume_plan(&self, req: Request<PlanRef>) -> Result<Response<PlanStatus>, Status> {
         let id = req.into_inner().plan_id;
-        self.coord
-            .ledger
-            .set_cancelled(&id, false)
-            .map_err(ledger_status)?;
+        let plan = id.clone();
+        commit(&self.coord.ledger, move |l| l.resume(&plan)).await?;
         tracing::info!(plan = %id, "plan resumed");
-        self.status_of(&id).map(Response::new)
+        self.status_of(&id, TaskPage::requested(0, 0))
+            .map(Response::new)
     }
 
     async fn get_offset_mapping(
         &self,
         req: Request<PlanRef>,
     ) -> Result<Response<OffsetMapping>, Status> {
-        let plan_id = req.into_inner().plan_id;
-        let ledger = &self.coord.ledger;
-        let plan = ledger.plan(&plan_id).map_err(ledger_status)?;
-        let tasks = ledger.tasks(&plan_id).map_err(ledger_status)?;
-        let spec = RestoreSpec::decode(plan.spec.as_slice())
-            .map_err(|e| Status::internal(format!("stored spec of {plan_id} unreadable: {e}")))?;
-        let status = plan_status(&plan, &tasks);
-        let mut out = OffsetMapping {
-            plan_id: plan_id.clone(),
-            backup_id: plan.backup_id.clone(),
-            ..Default::default()
-        };
-        let mut runs_by_task = Vec::new();
-        for (task, st) in tasks.iter().zip(&status.tasks) {
-            let runs = ledger
-                .offset_runs(&plan_id, task.task_id)
-                .map_err(ledger_status)?;
-            out.partitions.push(PartitionOffsetMapping {
-                source_topic: task.source_topic.clone(),
-                source_partition: task.source_partition,
-                target_topic: task.target_topic.clone(),
-                target_partition: task.target_partition,
-                runs: runs
-                    .iter()
-                    .map(|r| OffsetRun {
-                        source_start: r.source_start,
-                        target_start: r.target_start,
-                        length: r.length,
-                    })
-                    .collect(),
-                target_next_offset: task
-                    .checkpoint
-                    .as_ref()
-                    .map_or(-1, |c| c.target_next_offset),
-                state: st.state.clone(),
-            });
-            runs_by_task.push(runs);
-        }
+        let r = req.into_inner();
+        let page = TaskPage::requested(r.task_offset, r.task_limit);
+        let ledger = self.coord.ledger.clone();
+        let (plan, tasks) = ledger.snapshot(&r.plan_id).map_err(ledger_status)?;
+        let spec = RestoreSpec::decode(plan.spec.as_slice()).map_err(|e| {
+            Status::internal(format!("stored spec of {} unreadable: {e}", plan.plan_id))
+        })?;
         let options: HashMap<String, String> = spec.storage_options.clone().into_iter().collect();
         let store =
             BackupStore::open(&spec.storage_url, &options, false).map_err(storage_status)?;
-        let manifest = store
-            .read_manifest(&spec.backup_id)
+        let groups = store
+            .read_manifest_index(&spec.backup_id, Sieve::no_segments())
             .await
-            .map_err(storage_status)?;
-        for g in &manifest.consumer_group_offsets {
-            let Some(i) = tasks
-                .iter()
-                .position(|t| t.source_topic == g.topic && t.source_partition == g.partition)
-            else {
-                continue;
+            .map_err(storage_status)?
+            .consumer_group_offsets;
+        let status = plan_status(&plan, &tasks, page, |_| Vec::new());
+        let plan_id = plan.plan_id.clone();
+        let out = blocking(move || {
+            let mut out = OffsetMapping {
+                plan_id: plan_id.clone(),
+                backup_id: plan.backup_id.clone(),
+                tasks_total: tasks.len() as u32,
+                task_offset: page.offset,
+                ..Default::default()
             };
-            let task = &tasks[i];
-            let target = crate::offsets::translate(g.offset, &runs_by_task[i], task);
-            out.groups.push(GroupOffsetTranslation {
-                group: g.group.clone(),
-                source_topic: g.topic.clone(),
-                source_partition: g.partition,
-                source_offset: g.offset,
-                target_topic: task.target_topic.clone(),
-                target_partition: task.target_partition,
-                target_offset: target.unwrap_or(-1),
-                note: if target.is_some() {
-                    String::new()
-                } else {
-                    "not known until this partition's restore completes".into()
-                },
-            });
-        }
+            let listed = tasks
+                .iter()
+                .skip(page.offset as usize)
+                .take(page.limit as usize)
+                .zip(&status.tasks);
+            for (task, st) in listed {
+                let (meta, p) = (&task.meta, &task.progress);
+                let runs = ledger.offset_runs_page(
+                    &plan_id,
+                    meta.task_id,
+                    i64::MIN,
+                    MAX_LISTED_RUNS + 1,
+                )?;
+                let omitted = runs.len() > MAX_LISTED_RUNS;
+                out.partitions.push(PartitionOffsetMapping {
+                    source_topic: meta.source_topic.clone(),
+                    source_partition: meta.source_partition,
+                    target_topic: meta.target_topic.clone(),
+                    target_partition: meta.target_partition,
+                    runs: runs
+                        .iter()
+                        .take(MAX_LISTED_RUNS)
+                        .map(|r| OffsetRun {
+                            source_start: r.source_start,
+                            target_start: r.target_start,
+                            length: r.length,
+                        })
+                        .collect(),
+                    target_next_offset: p.checkpoint.as_ref().map_or(-1, |c| c.target_next_offset),
+                    state: st.state.clone(),
+                    runs_truncated: omitted,
+                });
+                let done = match (&p.state, &p.checkpoint) {
+                    (TaskState::Completed, Some(cp)) => Some(cp.target_next_offset),
+                    _ => None,
+                };
+                for g in groups.iter().filter(|g| {
+                    g.topic == meta.source_topic && g.partition == meta.source_partition
+                }) {
+                    let (before, after) = ledger.runs_around(&plan_id, meta.task_id, g.offset)?;
+                    let target = translate(g.offset, before.as_ref(), after.as_ref(), done);
+                    out.groups.push(GroupOffsetTranslation {
+                        group: g.group.clone(),
+                        source_topic: g.topic.clone(),
+                        source_partition: g.partition,
+                        source_offset: g.offset,
+                        target_topic: meta.target_topic.clone(),
+                        target_partition: meta.target_partition,
+                        target_offset: target.unwrap_or(-1),
+                        note: if target.is_some() {
+                            String::new()
+                        } else {
+                            "not known until this partition's restore completes".into()
+                        },
+                    });
+                }
+            }
+            Ok::<_, crate::ledger::LedgerError>(out)
+        })
+        .await?
+        .map_err(ledger_status)?;
         Ok(Response::new(out))
     }
 
@@ -270,19 +268,37 @@ impl RestorePlans for PlanService {
         _req: Request<ListPlansRequest>,
     ) -> Result<Response<ListPlansResponse>, Status> {
         let ledger = &self.coord.ledger;
-        let mut plans = ledger.plans().map_err(ledger_status)?;
-        plans.sort_by_key(|p| std::cmp::Reverse(p.created_at_ms));
-        let statuses = plans
-            .iter()
-            .map(|p| {
-                ledger
-                    .tasks(&p.plan_id)
-                    .map(|t| self.with_circuit(plan_status(p, &t)))
-            })
-            .collect::<Result<Vec<_>, LedgerError>>()
-            .map_err(ledger_status)?;
+        let mut plans = ledger.plans();
+        plans.reverse();
+        let mut statuses = Vec::with_capacity(plans.len());
+        for p in plans {
+            statuses.push(self.status_of(&p.plan_id, TaskPage::none())?);
+        }
         Ok(Response::new(ListPlansResponse { plans: statuses }))
     }
+}
+
+/// What planning found: the tasks, the target's layout, and the report shown to the user.
+struct Planned {
+    tasks: Vec<PlannedTask>,
+    view: TargetView,
+    report: PlanReport,
+    /// (records, bytes) each task will restore, in task order (the report lists only some).
+    totals: Vec<(u64, u64)>,
+}
+
+fn check_required(spec: &RestoreSpec) -> Result<(), Status> {
+    if spec.backup_id.trim().is_empty() {
+        return Err(Status::invalid_argument(
+            "backup_id is required: give --backup-id or restore.backup_id",
+        ));
+    }
+    if spec.bootstrap_servers.trim().is_empty() {
+        return Err(Status::invalid_argument(
+            "target cluster is required: give --bootstrap-servers/--target-cluster or restore.target.bootstrap_servers",
+        ));
+    }
+    Ok(())
 }
 
 impl PlanService {
@@ -290,22 +306,65 @@ impl PlanService {
         let spec = r
             .spec
             .ok_or_else(|| Status::invalid_argument("spec is required"))?;
-        if spec.backup_id.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "backup_id is required: give --backup-id or restore.backup_id",
-            ));
+        check_required(&spec)?;
+        tracing::Span::current().record("backup_id", spec.backup_id.as_str());
+        let planned = self.plan_against_target(&spec).await?;
+        let fp = fingerprint(&spec);
+        let existing = self
+            .coord
+            .ledger
+            .plan_for_fingerprint(&fp)
+            .map_err(ledger_status)?;
+        if r.dry_run {
+            return Ok(Response::new(SubmitPlanResponse {
+                plan_id: existing.map(|p| p.plan_id).unwrap_or_default(),
+                resumed: false,
+                report: Some(planned.report),
+            }));
         }
-        if spec.bootstrap_servers.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "target cluster is required: give --bootstrap-servers/--target-cluster or restore.target.bootstrap_servers",
-            ));
+        if let Some(existing) = existing {
+            let state = self
+                .coord
+                .ledger
+                .plan_state(&existing.plan_id)
+                .map_err(ledger_status)?;
+            if !r.new_run || !state.is_terminal() || state.as_str() == "cancelled" {
+                tracing::info!(plan = %existing.plan_id, state = state.as_str(), "resubmitted plan resumes from the ledger");
+                return Ok(Response::new(SubmitPlanResponse {
+                    plan_id: existing.plan_id,
+                    resumed: true,
+                    report: Some(planned.report),
+                }));
+            }
         }
+        let target = TargetCluster::new(&spec.bootstrap_servers, &spec.kafka_properties);
+        target
+            .create_topics(&planned.view.missing)
+            .await
+            .map_err(target_status)?;
+        let plan_id = self
+            .record_plan(&spec, fp, planned.tasks, &planned.totals)
+            .await?;
+        let report = planned.report;
+        let span = tracing::Span::current();
+        span.record("plan_id", plan_id.as_str());
+        span.record("tasks", planned.totals.len());
+        span.record("records", report.records);
+        tracing::info!(plan = %plan_id, tasks = planned.totals.len(), records = report.records, "plan accepted");
+        Ok(Response::new(SubmitPlanResponse {
+            plan_id,
+            resumed: false,
+            report: Some(report),
+        }))
+    }
+
+    /// Reads the manifest (as a stream, keeping only what the window needs), plans it, checks
+    /// the target's topics and builds the report. Asks the target for its layout while the
+    /// manifest is read and planned, so the two round trips overlap.
+    async fn plan_against_target(&self, spec: &RestoreSpec) -> Result<Planned, Status> {
         let options: HashMap<String, String> = spec.storage_options.clone().into_iter().collect();
         let store =
             BackupStore::open(&spec.storage_url, &options, false).map_err(storage_status)?;
-        tracing::Span::current().record("backup_id", spec.backup_id.as_str());
-        // Ask the target for its topic layout while the manifest is read and planned: the
-        // two round trips overlap instead of adding up.
         let target = Arc::new(TargetCluster::new(
             &spec.bootstrap_servers,
             &spec.kafka_properties,
@@ -320,11 +379,15 @@ impl PlanService {
             });
             rx
         };
+        let (from, to) = (spec.from_timestamp_ms, spec.to_timestamp_ms);
         let manifest = store
-            .read_manifest(&spec.backup_id)
+            .read_manifest_index(&spec.backup_id, Sieve::window(from, to))
             .await
             .map_err(storage_status)?;
-        let tasks = plan(&manifest, &spec).map_err(plan_error_status)?;
+        let plan_spec = spec.clone();
+        let tasks = blocking(move || plan(manifest, &plan_spec))
+            .await?
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let existing = layout
             .await
             .map_err(|_| Status::internal("the target metadata thread ended without an answer"))?
@@ -336,13 +399,12 @@ impl PlanService {
                 topics: view.missing.keys().cloned().collect(),
             }));
         }
-
-        let (from, to) = (spec.from_timestamp_ms, spec.to_timestamp_ms);
         let mut report = PlanReport {
             backup_id: spec.backup_id.clone(),
             topics_to_create: view.missing.keys().cloned().collect(),
             ..Default::default()
         };
+        let mut totals = Vec::with_capacity(tasks.len());
         for task in &tasks {
             let (mut tr, range) =
                 task_report(&store, task, from, to)
@@ -351,18 +413,7 @@ impl PlanService {
                         ReportError::Storage(s) => storage_status(s),
                         ReportError::Segment(s) => Status::data_loss(s.to_string()),
                     })?;
-            if !view.missing.contains_key(&task.target_topic) {
-                let (target, topic, p) = (
-                    target.clone(),
-                    task.target_topic.clone(),
-                    task.target_partition,
-                );
-                tr.target_start_offset = blocking(move || target.end_offset(&topic, p))
-                    .await?
-                    .map_err(target_status)?;
-            } else {
-                tr.target_start_offset = 0;
-            }
+            totals.push((tr.records, tr.bytes));
             report.segments += tr.segments;
             report.records += tr.records;
             report.bytes += tr.bytes;
@@ -370,6 +421,22 @@ impl PlanService {
                 report.min_timestamp_ms = Some(report.min_timestamp_ms.map_or(a, |m| m.min(a)));
                 report.max_timestamp_ms = Some(report.max_timestamp_ms.map_or(b, |m| m.max(b)));
             }
+            if report.tasks.len() >= MAX_REPORTED_TASKS {
+                report.tasks_omitted += 1;
+                continue;
+            }
+            tr.target_start_offset = if view.missing.contains_key(&task.target_topic) {
+                0
+            } else {
+                let (target, topic, p) = (
+                    target.clone(),
+                    task.target_topic.clone(),
+                    task.target_partition,
+                );
+                blocking(move || target.end_offset(&topic, p))
+                    .await?
+                    .map_err(target_status)?
+            };
             report.tasks.push(tr);
         }
         if report.records == 0 {
@@ -380,66 +447,41 @@ impl PlanService {
                 "the selection holds no records: 0 records will be restored".to_string()
             });
         }
-        let ledger = &self.coord.ledger;
-        let fp = fingerprint(&spec);
-        let existing = ledger.plan_for_fingerprint(&fp).map_err(ledger_status)?;
-        if r.dry_run {
-            return Ok(Response::new(SubmitPlanResponse {
-                plan_id: existing.map(|p| p.plan_id).unwrap_or_default(),
-                resumed: false,
-                report: Some(report),
-            }));
-        }
-        if let Some(existing) = existing {
-            let state = self.status_of(&existing.plan_id)?.state;
-            if !r.new_run || !TERMINAL_STATES.contains(&state.as_str()) || state == "cancelled" {
-                tracing::info!(plan = %existing.plan_id, %state, "resubmitted plan resumes from the ledger");
-                return Ok(Response::new(SubmitPlanResponse {
-                    plan_id: existing.plan_id,
-                    resumed: true,
-                    report: Some(report),
-                }));
-            }
-        }
+        Ok(Planned {
+            tasks,
+            view,
+            report,
+            totals,
+        })
+    }
 
-        let target_for_create = target.clone();
-        let missing = view.missing.clone();
-        target_for_create
-            .create_topics(&missing)
-            .await
-            .map_err(target_status)?;
-
+    /// Writes the plan, its tasks and their segment lists to the ledger.
+    async fn record_plan(
+        &self,
+        spec: &RestoreSpec,
+        fp: String,
+        tasks: Vec<PlannedTask>,
+        totals: &[(u64, u64)],
+    ) -> Result<String, Status> {
         let created = now_ms();
         let plan_id = format!("{}-{}-{}", spec.backup_id, &fp[..8], created);
-        let by_label: BTreeMap<(String, i32), &TaskReport> = report
-            .tasks
-            .iter()
-            .map(|t| ((t.source_topic.clone(), t.source_partition), t))
-            .collect();
-        let records: Vec<TaskRecord> = tasks
-            .iter()
+        let new_tasks: Vec<NewTask> = tasks
+            .into_iter()
+            .zip(totals)
             .enumerate()
-            .map(|(i, t)| {
-                let tr = by_label.get(&(t.source_topic.clone(), t.source_partition));
-                TaskRecord {
+            .map(|(i, (t, &(records, bytes)))| NewTask {
+                meta: TaskMeta {
                     task_id: i as u32,
-                    source_topic: t.source_topic.clone(),
+                    source_topic: t.source_topic,
                     source_partition: t.source_partition,
-                    target_topic: t.target_topic.clone(),
+                    target_topic: t.target_topic,
                     target_partition: t.target_partition,
-                    segments: SegmentEntry::for_task(&t.segments),
-                    records_total: tr.map_or(0, |r| r.records),
-                    bytes_total: tr.map_or(0, |r| r.bytes),
-                    state: TaskState::Pending,
-                    epoch: 0,
-                    lease: None,
-                    checkpoint: None,
-                    attempts: 0,
-                    error: String::new(),
-                    not_before_ms: 0,
-                    started_at_ms: 0,
-                    skipped_segments: vec![],
-                }
+                    segment_count: t.segments.len() as u64,
+                    first_offset: t.segments.first().map_or(0, |s| s.start_offset),
+                    records_total: records,
+                    bytes_total: bytes,
+                },
+                segments: t.segments,
             })
             .collect();
         let record = PlanRecord {
@@ -448,23 +490,15 @@ impl PlanService {
             fingerprint: fp,
             created_at_ms: created,
             cancelled: false,
-            task_count: records.len() as u32,
+            task_count: new_tasks.len() as u32,
             spec: spec.encode_to_vec(),
             trace_parent: current_traceparent(),
         };
-        ledger
-            .create_plan(&record, &records)
-            .map_err(ledger_status)?;
+        commit(&self.coord.ledger, move |l| {
+            l.create_plan(record, new_tasks)
+        })
+        .await?;
         crate::metrics::METRICS.plans_submitted.inc();
-        let span = tracing::Span::current();
-        span.record("plan_id", plan_id.as_str());
-        span.record("tasks", records.len());
-        span.record("records", report.records);
-        tracing::info!(plan = %plan_id, tasks = records.len(), records = report.records, "plan accepted");
-        Ok(Response::new(SubmitPlanResponse {
-            plan_id,
-            resumed: false,
-            report: Some(report),
-        }))
+        Ok(plan_id)
     }
 }

@@ -6,7 +6,7 @@
 use kafka_backup_common::filters::{
     validate_topic_name, FilterError, PartitionMapping, TopicPattern, TopicRewrite,
 };
-use kafka_backup_common::manifest::{Manifest, SegmentMeta};
+use kafka_backup_common::manifest_index::{ManifestIndex, SegmentSpan};
 use kafka_backup_proto::RestoreSpec;
 use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
@@ -56,7 +56,7 @@ pub struct PlannedTask {
     pub source_partition: i32,
     pub target_topic: String,
     pub target_partition: i32,
-    pub segments: Vec<SegmentMeta>,
+    pub segments: Vec<SegmentSpan>,
     /// Partition count of the source topic, used when creating the target.
     pub source_partition_count: i32,
 }
@@ -68,8 +68,13 @@ impl PlannedTask {
 }
 
 /// Builds the tasks for a spec. Segments that cannot hold a record of the time window are
-/// dropped here; records are filtered exactly by the workers.
-pub fn plan(manifest: &Manifest, spec: &RestoreSpec) -> Result<Vec<PlannedTask>, PlanError> {
+/// dropped here (a manifest read with the window's `Sieve` has dropped them already); records
+/// are filtered exactly by the workers. Takes the manifest by value: its segment lists move
+/// into the tasks, which matters at a million segments.
+pub fn plan(
+    mut manifest: ManifestIndex,
+    spec: &RestoreSpec,
+) -> Result<Vec<PlannedTask>, PlanError> {
     if let (Some(from), Some(to)) = (spec.from_timestamp_ms, spec.to_timestamp_ms) {
         if from > to {
             return Err(PlanError::InvalidWindow { from, to });
@@ -145,9 +150,10 @@ pub fn plan(manifest: &Manifest, spec: &RestoreSpec) -> Result<Vec<PlannedTask>,
     let mut tasks = Vec::new();
     let mut claimed: BTreeMap<(String, i32), String> = BTreeMap::new();
     for (source, target) in &selected {
-        let Some(topic) = manifest.topic(source) else {
+        let Some(topic) = manifest.topics.iter_mut().find(|t| &t.name == source) else {
             continue;
         };
+        let source_partition_count = topic.partition_count();
         let present: Vec<i32> = topic.partitions.iter().map(|p| p.partition_id).collect();
         let mapping = topic_mappings.get(source).unwrap_or(&default_mapping);
         for p in wanted.iter().chain(mapping.0.keys()) {
@@ -161,7 +167,7 @@ pub fn plan(manifest: &Manifest, spec: &RestoreSpec) -> Result<Vec<PlannedTask>,
                 });
             }
         }
-        for part in &topic.partitions {
+        for part in &mut topic.partitions {
             if !wanted.is_empty() && !wanted.contains(&part.partition_id) {
                 continue;
             }
@@ -174,12 +180,8 @@ pub fn plan(manifest: &Manifest, spec: &RestoreSpec) -> Result<Vec<PlannedTask>,
                     target: format!("{target}/{target_partition}"),
                 });
             }
-            let mut segments: Vec<SegmentMeta> = part
-                .segments
-                .iter()
-                .filter(|s| s.may_overlap(spec.from_timestamp_ms, spec.to_timestamp_ms))
-                .cloned()
-                .collect();
+            let mut segments = std::mem::take(&mut part.segments);
+            segments.retain(|s| s.may_overlap(spec.from_timestamp_ms, spec.to_timestamp_ms));
             segments.sort_by_key(|s| s.start_offset);
             tasks.push(PlannedTask {
                 source_topic: source.clone(),
@@ -187,7 +189,7 @@ pub fn plan(manifest: &Manifest, spec: &RestoreSpec) -> Result<Vec<PlannedTask>,
                 target_topic: target.clone(),
                 target_partition,
                 segments,
-                source_partition_count: topic.partition_count(),
+                source_partition_count,
             });
         }
     }
@@ -197,47 +199,39 @@ pub fn plan(manifest: &Manifest, spec: &RestoreSpec) -> Result<Vec<PlannedTask>,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_backup_common::manifest::{PartitionManifest, TopicManifest};
+    use kafka_backup_common::manifest_index::{PartitionIndex, TopicIndex};
 
-    fn seg(start: i64, min: i64, max: i64) -> SegmentMeta {
-        SegmentMeta {
-            key: format!("b/topics/t/partition=0/segment-{start:020}.bin.zst"),
+    fn seg(start: i64, min: i64, max: i64) -> SegmentSpan {
+        SegmentSpan {
+            key: format!("b/topics/t/partition=0/segment-{start:020}.bin.zst").into(),
             start_offset: start,
             end_offset: start + 9,
-            start_timestamp: min,
-            end_timestamp: max,
             record_count: 10,
-            uncompressed_size: 100,
             compressed_size: 50,
-            min_timestamp: Some(min),
-            max_timestamp: Some(max),
-            frames: vec![],
+            bounds: Some((min, max)),
+            frames: Box::default(),
         }
     }
 
-    fn manifest() -> Manifest {
+    fn manifest() -> ManifestIndex {
         let parts = |n: i32| {
             (0..n)
-                .map(|p| PartitionManifest {
+                .map(|p| PartitionIndex {
                     partition_id: p,
                     segments: vec![seg(0, 100, 200), seg(10, 201, 300)],
-                    gaps: vec![],
                 })
                 .collect()
         };
-        Manifest {
+        ManifestIndex {
             backup_id: "b".into(),
             created_at: 0,
-            source_cluster_id: None,
-            source_brokers: None,
-            compression: None,
             topics: vec![
-                TopicManifest {
+                TopicIndex {
                     name: "orders".into(),
                     original_partition_count: Some(3),
                     partitions: parts(3),
                 },
-                TopicManifest {
+                TopicIndex {
                     name: "payments".into(),
                     original_partition_count: Some(2),
                     partitions: parts(2),
@@ -260,7 +254,7 @@ mod tests {
         let mut s = spec(&[".*"]);
         s.target_topics_rewrite = "s/^/prod-/".into();
         s.from_timestamp_ms = Some(250);
-        let tasks = plan(&manifest(), &s).unwrap();
+        let tasks = plan(manifest(), &s).unwrap();
         assert_eq!(tasks.len(), 5);
         assert!(tasks.iter().all(|t| t.target_topic.starts_with("prod-")));
         assert!(tasks.iter().all(|t| t.segments.len() == 1));
@@ -270,34 +264,34 @@ mod tests {
     fn refusals() {
         let mut s = spec(&["orders"]);
         s.partition_mapping = "0:1,1:1".into();
-        assert!(plan(&manifest(), &s).is_err());
+        assert!(plan(manifest(), &s).is_err());
         let mut s = spec(&["orders"]);
         s.from_timestamp_ms = Some(2);
         s.to_timestamp_ms = Some(1);
         assert!(matches!(
-            plan(&manifest(), &s),
+            plan(manifest(), &s),
             Err(PlanError::InvalidWindow { .. })
         ));
         assert!(matches!(
-            plan(&manifest(), &spec(&["nope"])),
+            plan(manifest(), &spec(&["nope"])),
             Err(PlanError::TopicNotInBackup { .. })
         ));
         let mut s = spec(&[".*"]);
         s.target_topics = vec!["x".into()];
         assert!(matches!(
-            plan(&manifest(), &s),
+            plan(manifest(), &s),
             Err(PlanError::TargetForManyTopics { .. })
         ));
         let mut s = spec(&["orders", "payments"]);
         s.target_topics = vec!["same".into(), "same".into()];
         assert!(matches!(
-            plan(&manifest(), &s),
+            plan(manifest(), &s),
             Err(PlanError::ManyToOne { .. })
         ));
         let mut s = spec(&["orders"]);
         s.source_partitions = vec![7];
         assert!(matches!(
-            plan(&manifest(), &s),
+            plan(manifest(), &s),
             Err(PlanError::PartitionNotInBackup { .. })
         ));
     }
@@ -307,7 +301,7 @@ mod tests {
         let mut s = spec(&["orders"]);
         s.source_partitions = vec![0, 1];
         s.partition_mapping = "0:2,1:0".into();
-        let tasks = plan(&manifest(), &s).unwrap();
+        let tasks = plan(manifest(), &s).unwrap();
         let pairs: Vec<_> = tasks
             .iter()
             .map(|t| (t.source_partition, t.target_partition))

@@ -51,7 +51,7 @@ pub async fn task_report(
                 }
                 r.last_offset = seg.end_offset;
             }
-            if let Some((min, max)) = seg.timestamp_bounds() {
+            if let Some((min, max)) = seg.bounds {
                 widen(min, max);
             }
         } else if let Some(frames) = frames::usable(&seg.frames) {

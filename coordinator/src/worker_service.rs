@@ -1,12 +1,16 @@
 //! The worker-facing gRPC service. Every call after AcquireLease names (plan, task, epoch,
 //! worker) and is checked against the ledger: a stale epoch, a cancelled plan or an expired
 //! lease answers FAILED_PRECONDITION, which tells the worker to stop that task now.
+//!
+//! A lease carries the first page of its task's segment list; the worker asks for the rest
+//! with GetTaskSegments while it restores, so no message grows with a partition's size.
 
+use crate::grpc::{blocking, commit, ledger_status, remote_parent};
 use crate::ledger::{
-    Checkpoint, Holder, LedgerError, OffsetRunRecord, PlanRecord, SegmentEntry, TaskRecord,
+    Checkpoint, Completion, FailureKind, GrantOutcome, GrantPolicy, Holder, Ledger,
+    OffsetRunRecord, PlanRecord, SegmentEntry, TaskView,
 };
-use crate::plan_service::remote_parent;
-use crate::status::{plan_state, TERMINAL_STATES};
+use crate::metrics::METRICS;
 use crate::{now_ms, Coordinator};
 use kafka_backup_common::manifest::SegmentFrame as IndexFrame;
 use kafka_backup_common::telemetry::set_remote_parent;
@@ -14,7 +18,12 @@ use kafka_backup_proto::restore_workers_server::RestoreWorkers;
 use kafka_backup_proto::*;
 use prost::Message;
 use std::sync::Arc;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
+
+/// A lease larger than this is not sent: the task is failed with the reason instead of being
+/// handed to workers that cannot decode it. Leases are bounded by the page size, so this only
+/// trips on pathological seek indexes.
+const MAX_LEASE_BYTES: usize = 4 * 1024 * 1024;
 
 pub struct WorkerService {
     coord: Arc<Coordinator>,
@@ -24,19 +33,18 @@ impl WorkerService {
     pub fn new(coord: Arc<Coordinator>) -> Self {
         Self { coord }
     }
+
+    fn ledger(&self) -> &Arc<Ledger> {
+        &self.coord.ledger
+    }
 }
 
-pub fn ledger_status(e: LedgerError) -> Status {
-    match e {
-        LedgerError::Fenced { .. } => {
-            crate::metrics::METRICS.fenced_reports.inc();
-            Status::failed_precondition(e.to_string())
-        }
-        LedgerError::UnknownPlan(_) | LedgerError::UnknownTask { .. } => {
-            Status::not_found(e.to_string())
-        }
-        other => Status::internal(other.to_string()),
+/// Counts reports refused for a stale lease.
+fn counted(s: Status) -> Status {
+    if s.code() == Code::FailedPrecondition {
+        METRICS.fenced_reports.inc();
     }
+    s
 }
 
 fn lease_ref(l: Option<LeaseRef>) -> Result<LeaseRef, Status> {
@@ -52,24 +60,31 @@ fn holder(l: &LeaseRef) -> Holder<'_> {
     }
 }
 
-fn build_lease(spec: &RestoreSpec, task: &TaskRecord, plan: &PlanRecord, ttl_ms: u64) -> TaskLease {
-    let plan_id = plan.plan_id.as_str();
-    let cp = task.checkpoint.clone();
+fn build_lease(
+    spec: &RestoreSpec,
+    task: &TaskView,
+    plan: &PlanRecord,
+    ttl_ms: u64,
+    page: (u64, Vec<SegmentEntry>),
+) -> TaskLease {
+    let cp = task.progress.checkpoint.clone();
+    let meta = &task.meta;
+    let (segment_index, entries) = page;
     TaskLease {
-        plan_id: plan_id.to_string(),
-        task_id: task.task_id,
-        epoch: task.epoch,
+        plan_id: plan.plan_id.clone(),
+        task_id: meta.task_id,
+        epoch: task.progress.epoch,
         ttl_ms,
         backup_id: spec.backup_id.clone(),
         storage_url: spec.storage_url.clone(),
         storage_options: spec.storage_options.clone(),
         bootstrap_servers: spec.bootstrap_servers.clone(),
         kafka_properties: spec.kafka_properties.clone(),
-        source_topic: task.source_topic.clone(),
-        source_partition: task.source_partition,
-        target_topic: task.target_topic.clone(),
-        target_partition: task.target_partition,
-        segments: segment_refs(&task.segments, cp.as_ref().map(|c| c.source_next_offset)),
+        source_topic: meta.source_topic.clone(),
+        source_partition: meta.source_partition,
+        target_topic: meta.target_topic.clone(),
+        target_partition: meta.target_partition,
+        segments: entries.iter().map(segment_ref).collect(),
         from_timestamp_ms: spec.from_timestamp_ms,
         to_timestamp_ms: spec.to_timestamp_ms,
         checkpoint_interval_ms: spec.checkpoint_interval_ms,
@@ -82,34 +97,23 @@ fn build_lease(spec: &RestoreSpec, task: &TaskRecord, plan: &PlanRecord, ttl_ms:
         max_records_per_sec: spec.max_records_per_sec,
         trace_parent: plan.trace_parent.clone(),
         skip_corrupt_segments: spec.skip_corrupt_segments,
+        segment_index,
+        segment_count: meta.segment_count,
+        task_start_offset: meta.first_offset,
+        required_capabilities: vec![CAPABILITY_SEGMENT_PAGES.to_string()],
     }
 }
 
-/// The task's segments for its lease. Only the segment the worker starts in carries its seek
-/// index (the first one that can hold the resume point), which keeps a lease small however
-/// many segments a partition has.
-pub fn segment_refs(segments: &[SegmentEntry], resume_at: Option<i64>) -> Vec<SegmentRef> {
-    let start = resume_at.unwrap_or(i64::MIN);
-    let mut indexed = false;
-    segments
-        .iter()
-        .map(|s| {
-            let starts_here = !indexed && s.end_offset >= start;
-            indexed |= starts_here;
-            SegmentRef {
-                key: s.key.clone(),
-                start_offset: s.start_offset,
-                end_offset: s.end_offset,
-                record_count: s.record_count,
-                compressed_size: s.compressed_size,
-                frames: if starts_here {
-                    s.frames.iter().map(frame_ref).collect()
-                } else {
-                    Vec::new()
-                },
-            }
-        })
-        .collect()
+/// A stored segment as sent to a worker, with its seek index when it has one.
+pub fn segment_ref(s: &SegmentEntry) -> SegmentRef {
+    SegmentRef {
+        key: s.key.clone(),
+        start_offset: s.start_offset,
+        end_offset: s.end_offset,
+        record_count: s.record_count,
+        compressed_size: s.compressed_size,
+        frames: s.frames.iter().map(frame_ref).collect(),
+    }
 }
 
 fn frame_ref(f: &IndexFrame) -> SegmentFrame {
@@ -123,6 +127,30 @@ fn frame_ref(f: &IndexFrame) -> SegmentFrame {
         max_timestamp: f.max_timestamp,
         crc32: f.crc32,
     }
+}
+
+/// The first page of a lease: from the segment that holds the resume point.
+fn first_page(
+    ledger: &Ledger,
+    plan_id: &str,
+    task: &TaskView,
+) -> Result<(u64, Vec<SegmentEntry>), Status> {
+    let meta = &task.meta;
+    let start = match &task.progress.checkpoint {
+        Some(cp) => ledger
+            .segment_index_for(
+                plan_id,
+                meta.task_id,
+                meta.segment_count,
+                cp.source_next_offset,
+            )
+            .map_err(ledger_status)?,
+        None => 0,
+    };
+    let page = ledger
+        .segments_page(plan_id, meta.task_id, start, SEGMENT_PAGE)
+        .map_err(ledger_status)?;
+    Ok((start, page))
 }
 
 #[tonic::async_trait]
@@ -145,13 +173,14 @@ impl RestoreWorkers for WorkerService {
         req: Request<AcquireLeaseRequest>,
     ) -> Result<Response<AcquireLeaseResponse>, Status> {
         let r = req.into_inner();
-        let ledger = &self.coord.ledger;
         let s = &self.coord.settings;
         let plan_ids: Vec<String> = if r.plan_id.is_empty() {
-            let mut plans = ledger.plans().map_err(ledger_status)?;
-            plans.retain(|p| !p.cancelled);
-            plans.sort_by_key(|p| p.created_at_ms);
-            plans.into_iter().map(|p| p.plan_id).collect()
+            self.ledger()
+                .plans()
+                .into_iter()
+                .filter(|p| !p.cancelled)
+                .map(|p| p.plan_id)
+                .collect()
         } else {
             vec![r.plan_id.clone()]
         };
@@ -168,44 +197,42 @@ impl RestoreWorkers for WorkerService {
                 }
             })
             .collect();
-        let granted = ledger
-            .grant(
-                &plan_ids,
-                &r.worker_id,
-                now_ms(),
-                s.lease_ttl_ms,
-                s.grace_ms,
-            )
-            .map_err(ledger_status)?;
-        if let Some((plan, task)) = granted {
-            let probe_ms = (s.lease_ttl_ms + s.grace_ms) as i64;
-            self.coord.breakers.granted(&plan.plan_id, now, probe_ms);
-            let spec = RestoreSpec::decode(plan.spec.as_slice()).map_err(|e| {
-                Status::internal(format!("stored spec of {} unreadable: {e}", plan.plan_id))
-            })?;
-            let span = tracing::info_span!(
-                "lease.grant",
-                plan_id = %plan.plan_id,
-                task = task.task_id,
-                epoch = task.epoch,
-                worker_id = %r.worker_id,
-                source = %format!("{}/{}", task.source_topic, task.source_partition),
-            );
-            set_remote_parent(&span, &plan.trace_parent);
-            span.in_scope(|| tracing::info!("lease granted"));
-            return Ok(Response::new(AcquireLeaseResponse {
-                lease: Some(build_lease(&spec, &task, &plan, s.lease_ttl_ms)),
-                retry_after_ms: 0,
-                plan_finished: false,
-            }));
-        }
-        let plan_finished = if r.plan_id.is_empty() {
-            false
-        } else {
-            let plan = ledger.plan(&r.plan_id).map_err(ledger_status)?;
-            let tasks = ledger.tasks(&r.plan_id).map_err(ledger_status)?;
-            TERMINAL_STATES.contains(&plan_state(&plan, &tasks))
+        let policy = GrantPolicy {
+            ttl_ms: s.lease_ttl_ms,
+            grace_ms: s.grace_ms,
+            max_stalled_grants: s.max_stalled_grants,
         };
+        let worker = r.worker_id.clone();
+        let out: GrantOutcome = commit(self.ledger(), move |l| {
+            l.grant(&plan_ids, &worker, now, policy)
+        })
+        .await?;
+        self.note_stalled(&out);
+        if let Some(g) = out.granted {
+            METRICS.leases_granted.inc();
+            if g.expired_regrant {
+                tracing::warn!(plan = %g.plan.plan_id, task = g.task.meta.task_id, "lease expired; re-granted");
+                METRICS.lease_expiries.inc();
+            }
+            let probe_ms = (s.lease_ttl_ms + s.grace_ms) as i64;
+            self.coord.breakers.granted(&g.plan.plan_id, now, probe_ms);
+            if let Some(lease) = self
+                .deliverable_lease(&g.plan, &g.task, &r.worker_id)
+                .await?
+            {
+                return Ok(Response::new(AcquireLeaseResponse {
+                    lease: Some(lease),
+                    retry_after_ms: 0,
+                    plan_finished: false,
+                }));
+            }
+        }
+        let plan_finished = !r.plan_id.is_empty()
+            && self
+                .ledger()
+                .plan_state(&r.plan_id)
+                .map_err(ledger_status)?
+                .is_terminal();
         Ok(Response::new(AcquireLeaseResponse {
             lease: None,
             retry_after_ms: wait_ms.map_or(200, |w| w.clamp(50, 5_000) as u64),
@@ -219,10 +246,11 @@ impl RestoreWorkers for WorkerService {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let l = req.into_inner();
         let ttl = self.coord.settings.lease_ttl_ms;
-        self.coord
-            .ledger
-            .renew(holder(&l), now_ms(), ttl)
-            .map_err(ledger_status)?;
+        commit(self.ledger(), move |ledger| {
+            ledger.renew(holder(&l), now_ms(), ttl)
+        })
+        .await
+        .map_err(counted)?;
         Ok(Response::new(HeartbeatResponse { ttl_ms: ttl }))
     }
 
@@ -235,7 +263,9 @@ impl RestoreWorkers for WorkerService {
             task = req.get_ref().lease.as_ref().map_or(0, |l| l.task_id)
         );
         set_remote_parent(&span, &remote_parent(&req));
-        span.in_scope(|| self.store_checkpoint(req.into_inner(), false))?;
+        let _entered = span.enter();
+        self.store_checkpoint(req.into_inner(), Completion::InProgress)
+            .await?;
         Ok(Response::new(HeartbeatResponse {
             ttl_ms: self.coord.settings.lease_ttl_ms,
         }))
@@ -250,7 +280,9 @@ impl RestoreWorkers for WorkerService {
             task = req.get_ref().lease.as_ref().map_or(0, |l| l.task_id)
         );
         set_remote_parent(&span, &remote_parent(&req));
-        span.in_scope(|| self.store_checkpoint(req.into_inner(), true))?;
+        let _entered = span.enter();
+        self.store_checkpoint(req.into_inner(), Completion::Done)
+            .await?;
         self.coord.task_ended();
         Ok(Response::new(CompleteTaskResponse {}))
     }
@@ -260,31 +292,120 @@ impl RestoreWorkers for WorkerService {
         req: Request<FailTaskRequest>,
     ) -> Result<Response<FailTaskResponse>, Status> {
         let r = req.into_inner();
-        crate::metrics::METRICS.task_failures.inc();
+        METRICS.task_failures.inc();
         let l = lease_ref(r.lease)?;
-        let outage = r.retryable && r.dependency_unavailable;
-        tracing::warn!(plan = %l.plan_id, task = l.task_id, retryable = r.retryable, outage, error = %r.error, "task failed");
-        self.coord
-            .ledger
-            .fail(
-                holder(&l),
-                &r.error,
-                r.retryable,
-                outage,
-                now_ms(),
-                self.coord.settings.max_attempts,
-            )
-            .map_err(ledger_status)?;
-        if outage {
+        let kind = match (r.retryable, r.dependency_unavailable) {
+            (true, true) => FailureKind::Outage,
+            (true, false) => FailureKind::Retryable,
+            (false, _) => FailureKind::Fatal,
+        };
+        tracing::warn!(plan = %l.plan_id, task = l.task_id, ?kind, error = %r.error, "task failed");
+        let max_attempts = self.coord.settings.max_attempts;
+        let (lc, error) = (l.clone(), r.error.clone());
+        commit(self.ledger(), move |ledger| {
+            ledger.fail(holder(&lc), &error, kind, now_ms(), max_attempts)
+        })
+        .await
+        .map_err(counted)?;
+        if kind == FailureKind::Outage {
             self.coord.breakers.outage(&l.plan_id, now_ms(), &r.error);
         }
         self.coord.task_ended();
         Ok(Response::new(FailTaskResponse {}))
     }
+
+    async fn get_task_segments(
+        &self,
+        req: Request<TaskSegmentsRequest>,
+    ) -> Result<Response<TaskSegmentsResponse>, Status> {
+        let r = req.into_inner();
+        let l = lease_ref(r.lease)?;
+        let limit = match r.limit as usize {
+            0 => SEGMENT_PAGE,
+            n => n.min(SEGMENT_PAGE),
+        };
+        let ledger = self.ledger().clone();
+        let from = r.from_index;
+        let (count, page) = blocking(move || {
+            let meta = ledger.check_holder(holder(&l))?;
+            let page = ledger.segments_page(&l.plan_id, l.task_id, from, limit)?;
+            Ok::<_, crate::ledger::LedgerError>((meta.segment_count, page))
+        })
+        .await?
+        .map_err(|e| counted(ledger_status(e)))?;
+        Ok(Response::new(TaskSegmentsResponse {
+            next_index: from + page.len() as u64,
+            segments: page.iter().map(segment_ref).collect(),
+            segment_count: count,
+        }))
+    }
 }
 
 impl WorkerService {
-    fn store_checkpoint(&self, r: CheckpointRequest, complete: bool) -> Result<(), Status> {
+    /// Reports tasks the grant failed for making no progress.
+    fn note_stalled(&self, out: &GrantOutcome) {
+        for t in &out.stalled {
+            METRICS.tasks_stalled.inc();
+            tracing::error!(plan = %t.plan_id, task = t.task_id, error = %t.error, "task failed: no progress");
+        }
+        if !out.stalled.is_empty() {
+            self.coord.task_ended();
+        }
+    }
+
+    /// Builds the lease of a grant with its first segment page. A lease too large to send
+    /// fails its task with the reason instead (it could never be delivered).
+    async fn deliverable_lease(
+        &self,
+        plan: &PlanRecord,
+        task: &TaskView,
+        worker_id: &str,
+    ) -> Result<Option<TaskLease>, Status> {
+        let spec = RestoreSpec::decode(plan.spec.as_slice()).map_err(|e| {
+            Status::internal(format!("stored spec of {} unreadable: {e}", plan.plan_id))
+        })?;
+        let (ledger, t, p) = (self.ledger().clone(), task.clone(), plan.plan_id.clone());
+        let page = blocking(move || first_page(&ledger, &p, &t)).await??;
+        let lease = build_lease(&spec, task, plan, self.coord.settings.lease_ttl_ms, page);
+        let span = tracing::info_span!(
+            "lease.grant",
+            plan_id = %plan.plan_id,
+            task = task.meta.task_id,
+            epoch = task.progress.epoch,
+            worker_id = %worker_id,
+            source = %format!("{}/{}", task.meta.source_topic, task.meta.source_partition),
+        );
+        set_remote_parent(&span, &plan.trace_parent);
+        let size = lease.encoded_len();
+        if size <= MAX_LEASE_BYTES {
+            span.in_scope(|| tracing::info!(bytes = size, "lease granted"));
+            return Ok(Some(lease));
+        }
+        let error = format!(
+            "its lease would be a {size}-byte message, over the {MAX_LEASE_BYTES}-byte limit (the seek index of segment {} is too large); restore it without a time window or re-run the backup with a larger --index-interval-bytes",
+            lease.segments.first().map_or("?", |s| s.key.as_str())
+        );
+        span.in_scope(|| tracing::error!(%error, "lease not deliverable; failing the task"));
+        METRICS.tasks_stalled.inc();
+        let l = LeaseRef {
+            plan_id: plan.plan_id.clone(),
+            task_id: task.meta.task_id,
+            epoch: task.progress.epoch,
+            worker_id: worker_id.to_string(),
+        };
+        commit(self.ledger(), move |ledger| {
+            ledger.fail(holder(&l), &error, FailureKind::Fatal, now_ms(), 0)
+        })
+        .await?;
+        self.coord.task_ended();
+        Ok(None)
+    }
+
+    async fn store_checkpoint(
+        &self,
+        r: CheckpointRequest,
+        completion: Completion,
+    ) -> Result<(), Status> {
         let l = lease_ref(r.lease)?;
         let cp = Checkpoint {
             source_next_offset: r.source_next_offset,
@@ -301,15 +422,19 @@ impl WorkerService {
                 length: o.length,
             })
             .collect();
-        let acknowledged = self
-            .coord
-            .ledger
-            .checkpoint(holder(&l), &cp, &runs, &r.skipped_segments, complete)
-            .map_err(ledger_status)?;
-        if acknowledged > 0 || complete {
+        let (lc, skipped) = (l.clone(), r.skipped_segments);
+        let out = commit(self.ledger(), move |ledger| {
+            ledger.checkpoint(holder(&lc), &cp, &runs, &skipped, completion)
+        })
+        .await
+        .map_err(counted)?;
+        METRICS.checkpoints.inc();
+        METRICS.records_restored.add(out.records_added);
+        METRICS.bytes_restored.add(out.bytes_added);
+        if out.records_added > 0 || out.completed {
             self.coord.breakers.progress(&l.plan_id);
         }
-        if complete {
+        if out.completed {
             tracing::info!(plan = %l.plan_id, task = l.task_id, records = r.records_done, "task completed");
         }
         Ok(())

@@ -5,3 +5,19 @@ pub mod restore {
     tonic::include_proto!("kafkabackup.restore.v1");
 }
 pub use restore::*;
+
+/// The largest gRPC message either side accepts or sends, set explicitly on the coordinator's
+/// services and on every client. No message of this API grows with the number of segments or
+/// partitions (see restore.proto), so this is a safety margin, not a working size: the largest
+/// messages by design are a lease or segment page (~100 KB at 1,000 segments) and a status page
+/// of 1,000 tasks (~200 KB).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Segment refs per lease or `GetTaskSegments` page.
+pub const SEGMENT_PAGE: usize = 1_000;
+
+/// What this build's workers support (see `TaskLease.required_capabilities`).
+pub const WORKER_CAPABILITIES: &[&str] = &[CAPABILITY_SEGMENT_PAGES];
+
+/// A worker that pages through a task's segment list with `GetTaskSegments`.
+pub const CAPABILITY_SEGMENT_PAGES: &str = "segment-pages";

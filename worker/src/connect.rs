@@ -162,11 +162,16 @@ impl CoordinatorEndpoint {
         Ok(InterceptedService::new(ch, self.interceptor.clone()))
     }
 
+    /// Message limits are set explicitly (see `kafka_backup_proto::MAX_MESSAGE_BYTES`).
     pub async fn plans(&self) -> Result<PlansClient, ConnectError> {
-        Ok(RestorePlansClient::new(self.channel().await?))
+        Ok(RestorePlansClient::new(self.channel().await?)
+            .max_decoding_message_size(kafka_backup_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(kafka_backup_proto::MAX_MESSAGE_BYTES))
     }
 
     pub async fn workers(&self) -> Result<WorkersClient, ConnectError> {
-        Ok(RestoreWorkersClient::new(self.channel().await?))
+        Ok(RestoreWorkersClient::new(self.channel().await?)
+            .max_decoding_message_size(kafka_backup_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(kafka_backup_proto::MAX_MESSAGE_BYTES))
     }
 }

@@ -6,6 +6,7 @@
 pub mod connect;
 pub mod lease;
 pub mod metrics;
+pub mod pages;
 pub mod produce;
 pub mod reconcile;
 pub mod source;
@@ -110,7 +111,10 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), WorkerError> {
                         .await;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e.message(), "acquire failed; reconnecting");
+                    // A lease this worker cannot decode (too large, malformed) lands here too;
+                    // the coordinator fails such a task after it is re-granted a few times
+                    // without progress, so this loop cannot spin on it forever.
+                    tracing::warn!(code = ?e.code(), error = %e.message(), "acquire failed; reconnecting");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue 'connect;

@@ -9,12 +9,12 @@
 //! the old holder already produced; anything else was written by someone else and is skipped.
 //! Production then resumes right after the last source record found.
 
+use crate::pages::SegmentPages;
 use crate::produce::{Acked, PartitionProducer};
 use crate::source::{fetch_segment, RecordFilter, SourceError};
 use kafka_backup_common::kafka::client_config;
 use kafka_backup_common::segment::{DecodedSegment, RecordRef};
 use kafka_backup_common::storage::BackupStore;
-use kafka_backup_proto::SegmentRef;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
@@ -91,7 +91,7 @@ impl TargetPartition<'_> {
 /// Source records after a checkpoint, in order, across segments.
 struct SourceCursor<'a> {
     store: &'a BackupStore,
-    segments: std::iter::Cloned<std::slice::Iter<'a, SegmentRef>>,
+    segments: SegmentPages,
     current: Option<(DecodedSegment, usize)>,
     filter: RecordFilter,
     skip_bad: bool,
@@ -112,7 +112,7 @@ impl SourceCursor<'_> {
                 }
                 self.current = None;
             }
-            let Some(seg) = self.segments.next() else {
+            let Some(seg) = self.segments.next().await? else {
                 return Ok(None);
             };
             if seg.end_offset < self.filter.from_offset {
@@ -199,7 +199,7 @@ fn same(
 pub async fn reconcile(
     target: &TargetPartition<'_>,
     store: &BackupStore,
-    segments: &[SegmentRef],
+    segments: SegmentPages,
     filter: RecordFilter,
     add_headers: bool,
     skip_bad: bool,
@@ -227,7 +227,7 @@ pub async fn reconcile(
     consumer.assign(&tpl).map_err(target.err())?;
     let mut cursor = SourceCursor {
         store,
-        segments: segments.iter().cloned(),
+        segments,
         current: None,
         filter: RecordFilter {
             from_offset: acked.source_next,

@@ -3,6 +3,7 @@
 //! decodes them off the async threads. Segments wholly before the resume point are skipped
 //! without being fetched.
 
+use crate::pages::{PageError, SegmentPages};
 use kafka_backup_common::frames::{decode_frame, frames_needed};
 use kafka_backup_common::manifest::SegmentFrame;
 use kafka_backup_common::segment::{DecodedSegment, RecordRef, SegmentError};
@@ -18,6 +19,8 @@ pub enum SourceError {
     Segment(#[from] SegmentError),
     #[error("segment decoder thread failed: {0}")]
     Decoder(String),
+    #[error(transparent)]
+    SegmentList(#[from] PageError),
 }
 
 impl SourceError {
@@ -30,11 +33,14 @@ impl SourceError {
         )
     }
 
-    /// Missing or corrupt objects will not heal by retrying; I/O errors may.
+    /// Missing or corrupt objects will not heal by retrying; I/O errors and a coordinator
+    /// that could not be asked for the segment list may.
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            SourceError::Storage(StorageError::Io { .. }) | SourceError::Decoder(_)
+            SourceError::Storage(StorageError::Io { .. })
+                | SourceError::Decoder(_)
+                | SourceError::SegmentList(PageError::Unavailable(_))
         )
     }
 }
@@ -57,21 +63,31 @@ pub async fn fetch_segment(
     decoded
 }
 
-/// Starts the prefetching stage for the segments that may hold records `filter` keeps.
-/// A segment whose seek index shows that its first frames hold none of them is read from the
-/// first frame that may, and handed on one decoded frame at a time.
+/// Starts the prefetching stage for the segments that may hold records `filter` keeps,
+/// reading the task's segment list page by page as it goes. A segment whose seek index shows
+/// that its first frames hold none of them is read from the first frame that may, and handed
+/// on one decoded frame at a time. A failure to read the segment list ends the stage with
+/// that error.
 pub fn prefetch(
     store: BackupStore,
-    segments: Vec<SegmentRef>,
+    mut segments: SegmentPages,
     filter: RecordFilter,
     continue_after_error: bool,
 ) -> mpsc::Receiver<(String, Result<DecodedSegment, SourceError>)> {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
-        for seg in segments
-            .into_iter()
-            .filter(|s| s.end_offset >= filter.from_offset)
-        {
+        loop {
+            let seg = match segments.next().await {
+                Ok(Some(seg)) => seg,
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = tx.send((String::new(), Err(e.into()))).await;
+                    return;
+                }
+            };
+            if seg.end_offset < filter.from_offset {
+                continue;
+            }
             let index: Vec<SegmentFrame> = seg.frames.iter().map(index_frame).collect();
             if let Some(needed) = frames_needed(&index, filter.from_offset, filter.from_ts) {
                 match send_frames(&store, &seg.key, needed, &tx, continue_after_error).await {

@@ -15,6 +15,7 @@
 
 use crate::connect::WorkersClient;
 use crate::lease::{spawn_heartbeats, LeaseState};
+use crate::pages::{PageError, SegmentPages};
 use crate::produce::{Acked, PartitionProducer, ProduceError, ProducerCache, ProducerKey};
 use crate::reconcile::{reconcile, ReconcileError, TargetPartition};
 use crate::source::{prefetch, RecordFilter, SourceError};
@@ -42,7 +43,14 @@ pub enum TaskError {
     LeaseLost,
     #[error("coordinator refused a report: {0}")]
     Coordinator(String),
+    #[error("this worker does not support {0:?}, which the lease requires; upgrade the worker to the coordinator's version")]
+    Unsupported(String),
 }
+
+/// Offset runs per checkpoint report at most: a report is sent early when this many have
+/// gathered (a compacted partition can produce a run per record), so no report grows with
+/// the checkpoint interval.
+const MAX_RUNS_PER_REPORT: usize = 10_000;
 
 impl TaskError {
     /// The target cluster or the object store could not be reached: an outage the plan's
@@ -110,9 +118,14 @@ pub async fn run_task(
     let m = &crate::metrics::METRICS;
     m.tasks_started.inc();
     m.active_tasks.set(m.active_tasks.get() + 1);
-    let result = execute(client.clone(), &lease_ref, &lease, &state, producers)
-        .instrument(span)
-        .await;
+    let result = match unsupported_capability(&lease) {
+        Some(cap) => Err(TaskError::Unsupported(cap)),
+        None => {
+            execute(client.clone(), &lease_ref, &lease, &state, producers)
+                .instrument(span)
+                .await
+        }
+    };
     m.active_tasks.set(m.active_tasks.get().saturating_sub(1));
     heartbeats.abort();
     let mut client = client;
@@ -140,6 +153,15 @@ pub async fn run_task(
             }
         }
     }
+}
+
+/// The first capability the lease requires that this worker lacks.
+fn unsupported_capability(lease: &TaskLease) -> Option<String> {
+    lease
+        .required_capabilities
+        .iter()
+        .find(|c| !WORKER_CAPABILITIES.contains(&c.as_str()))
+        .cloned()
 }
 
 fn report_error(s: tonic::Status) -> TaskError {
@@ -190,7 +212,8 @@ async fn execute(
         partition: lease.target_partition,
         client: &producer,
     };
-    let first_offset = lease.segments.first().map_or(0, |s| s.start_offset);
+    let first_offset = lease.task_start_offset;
+    let pages = SegmentPages::new(client.clone(), lease_ref.clone(), lease, state.clone());
     let filter = RecordFilter {
         from_offset: first_offset,
         from_ts: lease.from_timestamp_ms,
@@ -209,7 +232,7 @@ async fn execute(
         reconcile(
             &target,
             &store,
-            &lease.segments,
+            pages.clone(),
             filter,
             lease.add_original_offset_headers,
             lease.skip_corrupt_segments,
@@ -245,17 +268,19 @@ async fn execute(
     };
     let interval = Duration::from_millis(lease.checkpoint_interval_ms.max(200));
     let mut last_checkpoint = Instant::now();
-    let mut segments = prefetch(
-        store.clone(),
-        lease.segments.clone(),
-        filter,
-        lease.skip_corrupt_segments,
-    );
+    let mut segments = prefetch(store.clone(), pages, filter, lease.skip_corrupt_segments);
     let mut throttle = Throttle::new(lease.max_records_per_sec);
     let mut bytes_at_checkpoint = out.acked.bytes;
     while let Some((key, seg)) = segments.recv().await {
         let seg = match seg {
             Ok(seg) => seg,
+            Err(SourceError::SegmentList(e)) => {
+                out.abandon().await;
+                return Err(match e {
+                    PageError::Fenced(_) => TaskError::Fenced,
+                    PageError::Unavailable(why) => TaskError::Coordinator(why),
+                });
+            }
             Err(e) if lease.skip_corrupt_segments && e.is_bad_object() => {
                 tracing::error!(%key, error = %e, "skipping a missing or corrupt segment (--skip-corrupt-segments)");
                 out.acked.skipped.push(format!("{key}: {e}"));
@@ -289,7 +314,9 @@ async fn execute(
                 throttle.wait().await;
                 wait_for_lease(state, write_window, &mut out).await?;
                 out.send(&rec).await?;
-                if last_checkpoint.elapsed() >= interval {
+                if last_checkpoint.elapsed() >= interval
+                    || out.acked.runs.len() >= MAX_RUNS_PER_REPORT
+                {
                     let secs = last_checkpoint.elapsed().as_secs_f64();
                     last_checkpoint = Instant::now();
                     out.collect_ready()?;

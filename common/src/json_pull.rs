@@ -1,0 +1,533 @@
+//! A pull reader for JSON text that arrives as a byte stream. It exists for one job: reading a
+//! backup manifest of a million segments (hundreds of megabytes of JSON) without holding the
+//! text, or a full tree of it, in memory. The caller walks the document it expects (object
+//! keys, numbers, strings) and skips whatever it does not need at scanning speed; only the
+//! current token is ever buffered, so memory is bounded by the largest single string or number
+//! plus a fixed read buffer.
+//!
+//! It is a validating reader for what it consumes (a value that is not well-formed JSON is an
+//! error naming the byte position), but skipping trusts bracket structure and string quoting
+//! only: `skip_value` does not check, say, that a skipped number is well formed. That is the
+//! same latitude the manifest format gives unknown fields.
+
+use std::io::Read;
+
+/// Why the JSON text could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("at byte {at}: {what}")]
+    Syntax { at: u64, what: String },
+    #[error("read failed at byte {at}: {source}")]
+    Io {
+        at: u64,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+const CHUNK: usize = 1 << 20;
+
+/// What comes next in the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Object,
+    Array,
+    String,
+    Number,
+    Bool,
+    Null,
+}
+
+pub struct JsonPull<R: Read> {
+    src: R,
+    buf: Vec<u8>,
+    pos: usize,
+    len: usize,
+    eof: bool,
+    /// Bytes dropped from the front of `buf` so far (for error positions).
+    dropped: u64,
+    /// Per open container: whether the next member/element is the first one.
+    first: Vec<bool>,
+}
+
+impl<R: Read> JsonPull<R> {
+    pub fn new(src: R) -> Self {
+        Self {
+            src,
+            buf: vec![0; CHUNK],
+            pos: 0,
+            len: 0,
+            eof: false,
+            dropped: 0,
+            first: Vec::new(),
+        }
+    }
+
+    fn at(&self) -> u64 {
+        self.dropped + self.pos as u64
+    }
+
+    fn err<T>(&self, what: impl Into<String>) -> Result<T, PullError> {
+        Err(PullError::Syntax {
+            at: self.at(),
+            what: what.into(),
+        })
+    }
+
+    /// Reads more bytes, keeping `buf[keep_from..len]` (moved to the front). Returns false
+    /// at the end of the input.
+    fn fill(&mut self, keep_from: usize) -> Result<bool, PullError> {
+        if keep_from > 0 {
+            self.buf.copy_within(keep_from..self.len, 0);
+            self.dropped += keep_from as u64;
+            self.len -= keep_from;
+            self.pos -= keep_from;
+        }
+        if self.eof {
+            return Ok(false);
+        }
+        if self.len == self.buf.len() {
+            // One token fills the whole buffer: grow it (bounded by that token's size).
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        loop {
+            match self.src.read(&mut self.buf[self.len..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(false);
+                }
+                Ok(n) => {
+                    self.len += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(PullError::Io {
+                        at: self.at(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    /// The next byte that is not whitespace, without consuming it.
+    fn peek(&mut self) -> Result<Option<u8>, PullError> {
+        loop {
+            while self.pos < self.len {
+                let b = self.buf[self.pos];
+                if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+                    return Ok(Some(b));
+                }
+                self.pos += 1;
+            }
+            if !self.fill(self.pos)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn expect(&mut self, want: u8) -> Result<(), PullError> {
+        match self.peek()? {
+            Some(b) if b == want => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(b) => self.err(format!(
+                "expected '{}', found '{}'",
+                want as char,
+                (b as char).escape_default()
+            )),
+            None => self.err(format!("expected '{}', found the end", want as char)),
+        }
+    }
+
+    /// What kind of value comes next.
+    pub fn next_kind(&mut self) -> Result<Next, PullError> {
+        match self.peek()? {
+            Some(b'{') => Ok(Next::Object),
+            Some(b'[') => Ok(Next::Array),
+            Some(b'"') => Ok(Next::String),
+            Some(b'-' | b'0'..=b'9') => Ok(Next::Number),
+            Some(b't' | b'f') => Ok(Next::Bool),
+            Some(b'n') => Ok(Next::Null),
+            Some(b) => self.err(format!(
+                "expected a value, found '{}'",
+                (b as char).escape_default()
+            )),
+            None => self.err("expected a value, found the end"),
+        }
+    }
+
+    pub fn begin_object(&mut self) -> Result<(), PullError> {
+        self.expect(b'{')?;
+        self.first.push(true);
+        Ok(())
+    }
+
+    pub fn begin_array(&mut self) -> Result<(), PullError> {
+        self.expect(b'[')?;
+        self.first.push(true);
+        Ok(())
+    }
+
+    /// Moves to the next member or element of the innermost container. Returns false (and
+    /// closes the container) at its end.
+    fn advance(&mut self, close: u8) -> Result<bool, PullError> {
+        let Some(first) = self.first.last().copied() else {
+            return self.err("no open object or array");
+        };
+        if self.peek()? == Some(close) {
+            self.pos += 1;
+            self.first.pop();
+            return Ok(false);
+        }
+        if !first {
+            self.expect(b',')?;
+        }
+        if let Some(f) = self.first.last_mut() {
+            *f = false;
+        }
+        Ok(true)
+    }
+
+    /// The next key of the current object (unescaped), or `None` at its end. The caller then
+    /// reads or skips the member's value.
+    pub fn next_key(&mut self) -> Result<Option<String>, PullError> {
+        if !self.advance(b'}')? {
+            return Ok(None);
+        }
+        let key = self.string()?;
+        self.expect(b':')?;
+        Ok(Some(key))
+    }
+
+    /// Whether the current array has another element (positioned at it).
+    pub fn next_element(&mut self) -> Result<bool, PullError> {
+        self.advance(b']')
+    }
+
+    /// A string value, unescaped.
+    pub fn string(&mut self) -> Result<String, PullError> {
+        self.expect(b'"')?;
+        let mut start = self.pos - 1;
+        let mut i = self.pos;
+        let mut escaped = false;
+        loop {
+            while i < self.len {
+                match self.buf[i] {
+                    b'"' => {
+                        let raw_end = i + 1;
+                        self.pos = raw_end;
+                        let raw = &self.buf[start..raw_end];
+                        if !escaped {
+                            return match std::str::from_utf8(&raw[1..raw.len() - 1]) {
+                                Ok(s) => Ok(s.to_string()),
+                                Err(_) => self.err("a string is not valid UTF-8"),
+                            };
+                        }
+                        return serde_json::from_slice::<String>(raw)
+                            .or_else(|e| self.err(format!("a string does not parse: {e}")));
+                    }
+                    b'\\' => {
+                        escaped = true;
+                        i += 2;
+                    }
+                    b if b < 0x20 => return self.err("a control character inside a string"),
+                    _ => i += 1,
+                }
+            }
+            let shift = start;
+            self.pos = start;
+            if !self.fill(start)? {
+                return self.err("a string is not terminated");
+            }
+            i -= shift;
+            start = 0;
+        }
+    }
+
+    /// The raw text of a number token.
+    fn number_token(&mut self) -> Result<(usize, usize), PullError> {
+        if self.peek()?.is_none() {
+            return self.err("expected a number, found the end");
+        }
+        let mut start = self.pos;
+        let mut i = self.pos;
+        loop {
+            while i < self.len {
+                if matches!(self.buf[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                    i += 1;
+                } else {
+                    self.pos = i;
+                    return Ok((start, i));
+                }
+            }
+            let shift = start;
+            self.pos = start;
+            let more = self.fill(start)?;
+            i -= shift;
+            start = 0;
+            if !more {
+                self.pos = i;
+                return Ok((start, i));
+            }
+        }
+    }
+
+    /// An integer that fits in i64 (JSON numbers with a fraction or exponent are refused, as
+    /// the manifest's offsets, timestamps and counts are integers).
+    pub fn i64(&mut self) -> Result<i64, PullError> {
+        let (a, b) = self.number_token()?;
+        let text = &self.buf[a..b];
+        match std::str::from_utf8(text).ok().and_then(|s| s.parse().ok()) {
+            Some(v) => Ok(v),
+            None => {
+                let shown = String::from_utf8_lossy(text).into_owned();
+                self.err(format!("expected an integer, found {shown:?}"))
+            }
+        }
+    }
+
+    /// An integer that fits in u64.
+    pub fn u64(&mut self) -> Result<u64, PullError> {
+        let (a, b) = self.number_token()?;
+        let text = &self.buf[a..b];
+        match std::str::from_utf8(text).ok().and_then(|s| s.parse().ok()) {
+            Some(v) => Ok(v),
+            None => {
+                let shown = String::from_utf8_lossy(text).into_owned();
+                self.err(format!("expected a non-negative integer, found {shown:?}"))
+            }
+        }
+    }
+
+    /// Consumes `null` if it comes next.
+    pub fn null(&mut self) -> Result<bool, PullError> {
+        if self.peek()? != Some(b'n') {
+            return Ok(false);
+        }
+        self.literal(b"null")?;
+        Ok(true)
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), PullError> {
+        for &w in word {
+            if self.pos >= self.len && !self.fill(self.pos)? {
+                return self.err("the text ends inside a literal");
+            }
+            if self.buf[self.pos] != w {
+                return self.err(format!(
+                    "expected {:?}",
+                    String::from_utf8_lossy(word).into_owned()
+                ));
+            }
+            self.pos += 1;
+        }
+        Ok(())
+    }
+
+    /// The next value as its raw text, for values decoded with serde (small, rarely used
+    /// parts of a document). The whole value is buffered, so use it only where that is fine.
+    pub fn raw_value(&mut self) -> Result<Vec<u8>, PullError> {
+        self.peek()?;
+        let mut out = Vec::new();
+        self.scan_value(Some(&mut out))?;
+        Ok(out)
+    }
+
+    /// Skips the next value, whatever it is, without keeping it.
+    pub fn skip_value(&mut self) -> Result<(), PullError> {
+        self.peek()?;
+        self.scan_value(None)
+    }
+
+    /// Walks one value by bracket structure and string quoting, copying it into `keep` when
+    /// given.
+    fn scan_value(&mut self, mut keep: Option<&mut Vec<u8>>) -> Result<(), PullError> {
+        let mut depth = 0usize;
+        let mut in_string = false;
+        let mut escape = false;
+        let mut started = false;
+        loop {
+            let mut i = self.pos;
+            let mut done = false;
+            while i < self.len {
+                let b = self.buf[i];
+                i += 1;
+                if in_string {
+                    if escape {
+                        escape = false;
+                    } else if b == b'\\' {
+                        escape = true;
+                    } else if b == b'"' {
+                        in_string = false;
+                        if depth == 0 {
+                            done = true;
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                match b {
+                    b'"' => {
+                        in_string = true;
+                        started = true;
+                    }
+                    b'{' | b'[' => {
+                        depth += 1;
+                        started = true;
+                    }
+                    b'}' | b']' => {
+                        if depth == 0 {
+                            // The end of the enclosing container: the value ended before it.
+                            i -= 1;
+                            done = true;
+                            break;
+                        }
+                        depth -= 1;
+                        if depth == 0 {
+                            done = true;
+                            break;
+                        }
+                    }
+                    b',' if depth == 0 => {
+                        i -= 1;
+                        done = true;
+                        break;
+                    }
+                    b' ' | b'\n' | b'\r' | b'\t' if depth == 0 && started => {
+                        i -= 1;
+                        done = true;
+                        break;
+                    }
+                    _ => started = true,
+                }
+            }
+            if let Some(out) = keep.as_deref_mut() {
+                out.extend_from_slice(&self.buf[self.pos..i]);
+            }
+            self.pos = i;
+            if done {
+                if !started {
+                    return self.err("expected a value");
+                }
+                return Ok(());
+            }
+            if !self.fill(self.pos)? {
+                if depth == 0 && !in_string && started {
+                    return Ok(());
+                }
+                return self.err("the text ends inside a value");
+            }
+        }
+    }
+
+    /// Checks that nothing but whitespace follows the document.
+    pub fn end(&mut self) -> Result<(), PullError> {
+        match self.peek()? {
+            None => Ok(()),
+            Some(_) => self.err("trailing characters after the document"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out one byte per call, so every token crosses a refill.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0.is_empty() || buf.is_empty() {
+                return Ok(0);
+            }
+            buf[0] = self.0[0];
+            self.0 = &self.0[1..];
+            Ok(1)
+        }
+    }
+
+    fn walk<R: Read>(p: &mut JsonPull<R>) -> Result<serde_json::Value, PullError> {
+        use serde_json::Value;
+        Ok(match p.next_kind()? {
+            Next::Object => {
+                p.begin_object()?;
+                let mut m = serde_json::Map::new();
+                while let Some(k) = p.next_key()? {
+                    let v = walk(p)?;
+                    m.insert(k, v);
+                }
+                Value::Object(m)
+            }
+            Next::Array => {
+                p.begin_array()?;
+                let mut v = Vec::new();
+                while p.next_element()? {
+                    v.push(walk(p)?);
+                }
+                Value::Array(v)
+            }
+            Next::String => Value::String(p.string()?),
+            Next::Number => Value::from(p.i64()?),
+            Next::Null => {
+                p.null()?;
+                Value::Null
+            }
+            Next::Bool => {
+                serde_json::from_slice(&p.raw_value()?).map_err(|e| PullError::Syntax {
+                    at: 0,
+                    what: e.to_string(),
+                })?
+            }
+        })
+    }
+
+    #[test]
+    fn reads_what_serde_reads_across_refills() {
+        let text = r#" { "a" : [1, -2, {"k\"e\\y": "v\u00e9\n"}, null, true, []],
+            "b": {}, "c": "plain", "d": [[[]]], "e": false } "#;
+        let want: serde_json::Value = serde_json::from_str(text).unwrap();
+        let mut p = JsonPull::new(Trickle(text.as_bytes()));
+        assert_eq!(walk(&mut p).unwrap(), want);
+        p.end().unwrap();
+        let mut p = JsonPull::new(text.as_bytes());
+        assert_eq!(walk(&mut p).unwrap(), want);
+    }
+
+    #[test]
+    fn skips_and_keeps_raw_values() {
+        let text = r#"{"skip": {"x": [1, "]}", {"y": "\"}"}]}, "raw": [1, {"z": null}], "n": 7}"#;
+        let mut p = JsonPull::new(Trickle(text.as_bytes()));
+        p.begin_object().unwrap();
+        assert_eq!(p.next_key().unwrap().as_deref(), Some("skip"));
+        p.skip_value().unwrap();
+        assert_eq!(p.next_key().unwrap().as_deref(), Some("raw"));
+        let raw = p.raw_value().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(v, serde_json::json!([1, {"z": null}]));
+        assert_eq!(p.next_key().unwrap().as_deref(), Some("n"));
+        p.skip_value().unwrap();
+        assert_eq!(p.next_key().unwrap(), None);
+        p.end().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_position() {
+        for bad in [
+            r#"{"a" 1}"#,
+            r#"{"a": 1,}"#,
+            r#"{"a": "unterminated"#,
+            r#"{"a": 1.5}"#,
+            r#"{"a": 1} x"#,
+            r#"{"a": nul}"#,
+        ] {
+            let mut p = JsonPull::new(Trickle(bad.as_bytes()));
+            let got = walk(&mut p).and_then(|_| p.end());
+            let e = got.expect_err(bad).to_string();
+            assert!(e.starts_with("at byte "), "{bad}: {e}");
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Human and JSON renderings of plan reports and statuses.
 
 use kafka_backup_common::timestamp::format_ms;
-use kafka_backup_proto::{PlanReport, PlanStatus};
+use kafka_backup_proto::{PlanReport, PlanStatus, TaskStatus};
 use serde_json::{json, Value};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -27,6 +27,7 @@ pub fn report_json(r: &PlanReport) -> Value {
         "max_timestamp": r.max_timestamp_ms,
         "topics_to_create": r.topics_to_create,
         "warnings": r.warnings,
+        "tasks_omitted": r.tasks_omitted,
         "tasks": r.tasks.iter().map(|t| json!({
             "source_topic": t.source_topic,
             "source_partition": t.source_partition,
@@ -79,6 +80,12 @@ pub fn print_report(r: &PlanReport, dry_run: bool) {
             t.target_start_offset
         );
     }
+    if r.tasks_omitted > 0 {
+        println!(
+            "├─ … and {} more partitions (counted in the totals above)",
+            r.tasks_omitted
+        );
+    }
     for w in &r.warnings {
         println!("├─ Warning: {w}");
     }
@@ -92,7 +99,30 @@ pub fn print_report(r: &PlanReport, dry_run: bool) {
     );
 }
 
+fn task_json(t: &TaskStatus) -> Value {
+    json!({
+        "task_id": t.task_id,
+        "source": format!("{}/{}", t.source_topic, t.source_partition),
+        "target": format!("{}/{}", t.target_topic, t.target_partition),
+        "state": t.state,
+        "worker_id": t.worker_id,
+        "epoch": t.epoch,
+        "attempts": t.attempts,
+        "records_total": t.records_total,
+        "records_done": t.records_done,
+        "bytes_total": t.bytes_total,
+        "bytes_done": t.bytes_done,
+        "segments_total": t.segments_total,
+        "source_next_offset": t.source_next_offset,
+        "target_next_offset": t.target_next_offset,
+        "error": t.error,
+        "skipped_segments": t.skipped_segments,
+        "skipped_count": t.skipped_count,
+    })
+}
+
 pub fn status_json(s: &PlanStatus) -> Value {
+    let counts = s.task_counts.unwrap_or_default();
     json!({
         "plan_id": s.plan_id,
         "backup_id": s.backup_id,
@@ -108,23 +138,17 @@ pub fn status_json(s: &PlanStatus) -> Value {
             "error": s.circuit_error,
             "times_opened": s.circuit_opened,
         },
-        "tasks": s.tasks.iter().map(|t| json!({
-            "task_id": t.task_id,
-            "source": format!("{}/{}", t.source_topic, t.source_partition),
-            "target": format!("{}/{}", t.target_topic, t.target_partition),
-            "state": t.state,
-            "worker_id": t.worker_id,
-            "epoch": t.epoch,
-            "attempts": t.attempts,
-            "records_total": t.records_total,
-            "records_done": t.records_done,
-            "bytes_total": t.bytes_total,
-            "bytes_done": t.bytes_done,
-            "source_next_offset": t.source_next_offset,
-            "target_next_offset": t.target_next_offset,
-            "error": t.error,
-            "skipped_segments": t.skipped_segments,
-        })).collect::<Vec<_>>(),
+        "tasks_total": s.tasks_total,
+        "task_counts": {
+            "pending": counts.pending,
+            "leased": counts.leased,
+            "completed": counts.completed,
+            "failed": counts.failed,
+            "cancelled": counts.cancelled,
+        },
+        "task_offset": s.task_offset,
+        "tasks": s.tasks.iter().map(task_json).collect::<Vec<_>>(),
+        "failed_tasks": s.failed_tasks.iter().map(task_json).collect::<Vec<_>>(),
     })
 }
 
@@ -160,9 +184,37 @@ pub fn print_status(s: &PlanStatus) {
             err
         );
     }
+    let listed = |id: u32| s.tasks.iter().any(|t| t.task_id == id);
+    for t in s.failed_tasks.iter().filter(|t| !listed(t.task_id)) {
+        println!(
+            "├─ {}/{} → {}/{}: failed — {}",
+            t.source_topic, t.source_partition, t.target_topic, t.target_partition, t.error
+        );
+    }
+    let hidden = (s.tasks_total as usize).saturating_sub(s.tasks.len());
+    if hidden > 0 {
+        let c = s.task_counts.unwrap_or_default();
+        println!(
+            "├─ {} of {} partitions listed; all: {} completed, {} leased, {} pending, {} failed, {} cancelled",
+            s.tasks.len(),
+            s.tasks_total,
+            c.completed,
+            c.leased,
+            c.pending,
+            c.failed,
+            c.cancelled
+        );
+    }
     for t in &s.tasks {
         for sk in &t.skipped_segments {
             println!("├─ SKIPPED {}/{}: {sk}", t.source_topic, t.source_partition);
+        }
+        let more = (t.skipped_count as usize).saturating_sub(t.skipped_segments.len());
+        if more > 0 {
+            println!(
+                "├─ SKIPPED {}/{}: … and {more} more",
+                t.source_topic, t.source_partition
+            );
         }
     }
     println!(

@@ -30,6 +30,11 @@ pub struct CoordinatorArgs {
     /// Wait after a lease expires before re-granting it, e.g. "3s".
     #[arg(long, default_value = "5s")]
     pub lease_grace: String,
+    /// Fail a task (with the reason, in the plan status) once it has been granted this many
+    /// times in a row without progress: its holders keep dying, stalling or failing before
+    /// they restore anything. Without a limit such a task would be re-granted forever.
+    #[arg(long, default_value_t = 5)]
+    pub max_stalled_grants: u32,
     /// Serve Prometheus metrics on this address (GET /metrics), e.g. 0.0.0.0:9464.
     #[arg(long)]
     pub metrics_listen: Option<String>,
@@ -93,8 +98,12 @@ pub async fn coordinator(a: CoordinatorArgs) -> Result<ExitCode> {
     let settings = CoordinatorSettings {
         lease_ttl_ms: parse_duration("--lease-ttl", &a.lease_ttl)?.as_millis() as u64,
         grace_ms: parse_duration("--lease-grace", &a.lease_grace)?.as_millis() as u64,
+        max_stalled_grants: a.max_stalled_grants,
         ..Default::default()
     };
+    if a.max_stalled_grants == 0 {
+        bail!("invalid --max-stalled-grants 0: use 1 or more (5 is the default)");
+    }
     // Bind first: a bad or busy --listen must not leave a new state directory behind.
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await

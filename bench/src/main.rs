@@ -6,7 +6,10 @@
 //!   seek    DIR ID TOPIC PARTITION TS  time to the first record at or after TS
 //!   metadata BOOTSTRAP        a bare client's first full metadata answer (dry-run baseline)
 //!   median-run N CMD ARGS...  median wall time of N runs of a command, spawn to exit
+//!   gen-manifest, scale-task, scale-workers: the coordinator at scale (see scale.rs)
 //! Every command prints one JSON object on stdout.
+
+mod scale;
 
 use kafka_backup_common::frames::{build_indexed_segment, FrameCuts, DEFAULT_FRAME_BYTES};
 use kafka_backup_common::manifest::{
@@ -22,12 +25,12 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// The restore's producer batch size and per-partition window, used by the raw baseline too.
 use kafka_backup_worker::produce::{BATCH_BYTES, MAX_IN_FLIGHT_BYTES};
 
-fn arg(args: &[String], i: usize, what: &str) -> Res<String> {
+pub(crate) fn arg(args: &[String], i: usize, what: &str) -> Res<String> {
     args.get(i)
         .cloned()
         .ok_or_else(|| format!("missing argument {what}").into())
@@ -456,6 +459,9 @@ async fn main() -> Res<()> {
         Some("seek") => seek(&args).await,
         Some("metadata") => metadata(&args).await,
         Some("median-run") => median_run(&args),
+        Some("gen-manifest") => scale::gen_manifest(&args),
+        Some("scale-task") => scale::scale_task(&args).await,
+        Some("scale-workers") => scale::scale_workers(&args).await,
         _ => Err("usage: kb-bench gen|decode|bodies|produce|seek ...".into()),
     }
 }

@@ -175,12 +175,7 @@ impl RestoreWorkers for WorkerService {
         let r = req.into_inner();
         let s = &self.coord.settings;
         let plan_ids: Vec<String> = if r.plan_id.is_empty() {
-            self.ledger()
-                .plans()
-                .into_iter()
-                .filter(|p| !p.cancelled)
-                .map(|p| p.plan_id)
-                .collect()
+            self.ledger().grantable_plans()
         } else {
             vec![r.plan_id.clone()]
         };
@@ -230,9 +225,8 @@ impl RestoreWorkers for WorkerService {
         let plan_finished = !r.plan_id.is_empty()
             && self
                 .ledger()
-                .plan_state(&r.plan_id)
-                .map_err(ledger_status)?
-                .is_terminal();
+                .plan_is_terminal(&r.plan_id)
+                .map_err(ledger_status)?;
         Ok(Response::new(AcquireLeaseResponse {
             lease: None,
             retry_after_ms: wait_ms.map_or(200, |w| w.clamp(50, 5_000) as u64),

@@ -497,6 +497,27 @@ impl Ledger {
         Ok((e.record.clone(), tasks))
     }
 
+    /// Plans that are not cancelled, oldest first: the ones grants draw from.
+    pub fn grantable_plans(&self) -> Vec<String> {
+        let mem = self.lock();
+        let mut plans: Vec<(&i64, &String)> = mem
+            .values()
+            .filter(|e| !e.record.cancelled && !e.schedule.is_empty())
+            .map(|e| (&e.record.created_at_ms, &e.record.plan_id))
+            .collect();
+        plans.sort();
+        plans.into_iter().map(|(_, id)| id.clone()).collect()
+    }
+
+    /// Whether a plan has nothing left to grant (every task completed or failed, or it was
+    /// cancelled), read from its schedule without looking at its tasks.
+    pub fn plan_is_terminal(&self, plan_id: &str) -> Result<bool, LedgerError> {
+        self.lock()
+            .get(plan_id)
+            .map(|e| e.record.cancelled || e.schedule.is_empty())
+            .ok_or_else(|| LedgerError::UnknownPlan(plan_id.to_string()))
+    }
+
     pub fn plan_state(&self, plan_id: &str) -> Result<PlanState, LedgerError> {
         self.lock()
             .get(plan_id)

@@ -104,6 +104,11 @@ impl Schedule {
         }
     }
 
+    /// No task is pending or leased: the plan has nothing left to run.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.leased.is_empty()
+    }
+
     /// Leases expired by more than `grace_ms` at `now` (status and metrics).
     pub fn expired(&self, now_ms: i64, grace_ms: u64) -> usize {
         self.leased

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use kafka_backup_common::manifest::{
-    segment_key, GroupOffset, Manifest, PartitionManifest, SegmentMeta, TopicManifest,
+    segment_key, GroupOffset, Manifest, PartitionManifest, TopicManifest,
 };
 use kafka_backup_common::segment::{encode_segment, Compression, Record};
 use kafka_backup_common::storage::BackupStore;
@@ -40,19 +40,7 @@ async fn gapped_backup(
     for chunk in records.chunks(20) {
         let key = segment_key("gapped", topic, 0, chunk[0].offset);
         let bytes = encode_segment(chunk, Compression::Zstd, 3);
-        segments.push(SegmentMeta {
-            key: key.clone(),
-            start_offset: chunk[0].offset,
-            end_offset: chunk[chunk.len() - 1].offset,
-            start_timestamp: chunk[0].timestamp,
-            end_timestamp: chunk[chunk.len() - 1].timestamp,
-            record_count: chunk.len() as u64,
-            uncompressed_size: 0,
-            compressed_size: bytes.len() as u64,
-            min_timestamp: chunk.iter().map(|r| r.timestamp).min(),
-            max_timestamp: chunk.iter().map(|r| r.timestamp).max(),
-            frames: vec![],
-        });
+        segments.push(segment_meta(key.clone(), chunk, bytes.len()));
         store.put(&key, bytes).await.expect("put");
     }
     let manifest = Manifest {

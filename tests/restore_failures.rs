@@ -9,8 +9,8 @@ mod common;
 use common::*;
 use kafka_backup_common::segment::Record;
 use kafka_backup_proto::restore_plans_client::RestorePlansClient;
-use kafka_backup_proto::{PlanRef, PlanStatus};
-use std::process::{Child, Command, Stdio};
+use kafka_backup_proto::PlanRef;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const BASE_TS: i64 = 1_710_000_000_000;
@@ -70,21 +70,6 @@ fn assert_exact(src: &Source, target: &str) {
         let got = consume_all(&broker(), target, p as i32);
         assert_same_records(want, &got);
     }
-}
-
-fn spawn_logged(args: &[&str], log: &std::path::Path) -> Child {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    Command::new(bin())
-        .args(args)
-        .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .expect("spawn")
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -150,17 +135,6 @@ async fn plans_client(url: &str) -> RestorePlansClient<tonic::transport::Channel
             }
         }
     }
-}
-
-async fn status(url: &str, plan: &str) -> Option<PlanStatus> {
-    let mut c = RestorePlansClient::connect(url.to_string()).await.ok()?;
-    c.get_plan_status(PlanRef {
-        plan_id: plan.to_string(),
-        ..Default::default()
-    })
-    .await
-    .ok()
-    .map(|r| r.into_inner())
 }
 
 /// Tiny deterministic PRNG (xorshift) seeded from the clock; the seed is printed.
@@ -292,7 +266,7 @@ async fn distributed_restore_survives_worker_kills_and_a_coordinator_restart() {
             "distributed restore did not finish; logs in {}",
             coord.state.path().display()
         );
-        let Some(st) = status(&url, &plan_id).await else {
+        let Some(st) = plan_status(&url, &plan_id).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
@@ -393,7 +367,7 @@ async fn paused_worker_is_fenced_and_never_writes_after_takeover() {
             Instant::now() < deadline + Duration::from_secs(60),
             "task was never re-granted"
         );
-        if let Some(st) = status(&url, &plan_id).await {
+        if let Some(st) = plan_status(&url, &plan_id).await {
             if st.tasks[0].worker_id == "taker" && st.tasks[0].epoch >= 2 {
                 break;
             }
@@ -402,7 +376,7 @@ async fn paused_worker_is_fenced_and_never_writes_after_takeover() {
     }
     signal(&a, libc::SIGCONT);
     let end = loop {
-        if let Some(st) = status(&url, &plan_id).await {
+        if let Some(st) = plan_status(&url, &plan_id).await {
             if st.state == "completed" {
                 break st;
             }

@@ -8,14 +8,10 @@
 mod common;
 
 use common::*;
-use kafka_backup_common::manifest::{
-    segment_key, Manifest, PartitionManifest, SegmentMeta, TopicManifest,
-};
+use kafka_backup_common::manifest::{segment_key, Manifest, PartitionManifest, TopicManifest};
 use kafka_backup_common::segment::{encode_segment, Compression, Record};
-use kafka_backup_proto::restore_plans_client::RestorePlansClient;
 use kafka_backup_proto::restore_workers_client::RestoreWorkersClient;
-use kafka_backup_proto::{AcquireLeaseRequest, PlanRef, PlanStatus};
-use std::process::{Child, Command, Stdio};
+use kafka_backup_proto::AcquireLeaseRequest;
 use std::time::{Duration, Instant};
 
 const SEGMENTS: usize = 100_000;
@@ -44,19 +40,7 @@ fn many_segment_backup(dir: &std::path::Path, topic: &str, n: usize) -> Vec<Reco
             std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         }
         std::fs::write(&path, &bytes).expect("write segment");
-        segments.push(SegmentMeta {
-            key,
-            start_offset: o,
-            end_offset: o,
-            start_timestamp: r.timestamp,
-            end_timestamp: r.timestamp,
-            record_count: 1,
-            uncompressed_size: bytes.len() as u64,
-            compressed_size: bytes.len() as u64,
-            min_timestamp: Some(r.timestamp),
-            max_timestamp: Some(r.timestamp),
-            frames: vec![],
-        });
+        segments.push(segment_meta(key, std::slice::from_ref(&r), bytes.len()));
         records.push(r);
     }
     let manifest = Manifest {
@@ -81,30 +65,23 @@ fn many_segment_backup(dir: &std::path::Path, topic: &str, n: usize) -> Vec<Reco
     records
 }
 
-fn spawn_logged(args: &[&str], log: &std::path::Path) -> Child {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    Command::new(bin())
-        .args(args)
-        .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .expect("spawn")
-}
-
-async fn plan_status(url: &str, plan: &str) -> Option<PlanStatus> {
-    let mut c = RestorePlansClient::connect(url.to_string()).await.ok()?;
-    c.get_plan_status(PlanRef {
-        plan_id: plan.to_string(),
-        ..Default::default()
-    })
-    .await
-    .ok()
-    .map(|r| r.into_inner())
+/// A coordinator process on a free loopback port with its ledger in `state`; returns the
+/// process and its URL once it listens.
+fn coordinator(state: &std::path::Path, extra: &[&str]) -> (Killed, String) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let ledger = state.join("ledger");
+    let mut args = vec![
+        "coordinator",
+        "--listen",
+        &listen,
+        "--state-dir",
+        ledger.to_str().expect("utf8 path"),
+    ];
+    args.extend_from_slice(extra);
+    let child = Killed(spawn_logged(&args, &state.join("coordinator.log")));
+    wait_port(port);
+    (child, format!("http://{listen}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -156,31 +133,9 @@ async fn a_partition_of_100k_segments_survives_a_worker_killed_mid_list() {
     let dir = temp_dir();
     let records = many_segment_backup(dir.path(), &topic, SEGMENTS);
     let state = temp_dir();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let url = format!("http://{listen}");
-    let ledger = state.path().join("ledger");
     let log = |name: &str| state.path().join(format!("{name}.log"));
-    let _coordinator = Killed(spawn_logged(
-        &[
-            "coordinator",
-            "--listen",
-            &listen,
-            "--state-dir",
-            ledger.to_str().expect("p"),
-            "--lease-ttl",
-            "3s",
-            "--lease-grace",
-            "1s",
-        ],
-        &log("coordinator"),
-    ));
-    wait_port(
-        listen
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port"),
-    );
+    let (_coordinator, url) =
+        coordinator(state.path(), &["--lease-ttl", "3s", "--lease-grace", "1s"]);
     let mut first = Killed(spawn_logged(
         &["worker", "--coordinator", &url, "--worker-id", "first"],
         &log("worker-first"),
@@ -240,17 +195,10 @@ async fn a_task_no_worker_can_run_fails_visibly_instead_of_looping() {
     let dir = temp_dir();
     many_segment_backup(dir.path(), &topic, 10);
     let state = temp_dir();
-    let listen = format!("127.0.0.1:{}", free_port());
     let metrics = format!("127.0.0.1:{}", free_port());
-    let url = format!("http://{listen}");
-    let ledger = state.path().join("ledger");
-    let _coordinator = Killed(spawn_logged(
+    let (_coordinator, url) = coordinator(
+        state.path(),
         &[
-            "coordinator",
-            "--listen",
-            &listen,
-            "--state-dir",
-            ledger.to_str().expect("p"),
             "--lease-ttl",
             "500ms",
             "--lease-grace",
@@ -260,14 +208,6 @@ async fn a_task_no_worker_can_run_fails_visibly_instead_of_looping() {
             "--metrics-listen",
             &metrics,
         ],
-        &state.path().join("coordinator.log"),
-    ));
-    wait_port(
-        listen
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port"),
     );
     let plan = submit_detached(&url, dir.path(), &topic, &target, &[]);
     // A worker that takes the lease and is never heard of again (it crashed on it, or could

@@ -462,6 +462,7 @@ async fn main() -> Res<()> {
         Some("gen-manifest") => scale::gen_manifest(&args),
         Some("scale-task") => scale::scale_task(&args).await,
         Some("scale-workers") => scale::scale_workers(&args).await,
+        Some("read-manifest") => scale::read_manifest(&args).await,
         _ => Err("usage: kb-bench gen|decode|bodies|produce|seek ...".into()),
     }
 }

@@ -3,6 +3,7 @@
 //!   gen-manifest DIR ID TOPIC PARTITIONS SEGMENTS   a manifest only (segments are never read)
 //!   scale-task URL DIR ID TOPIC BOOTSTRAP REPORTS    one task: plan, lease, page, checkpoints
 //!   scale-workers URL DIR ID TOPIC BOOTSTRAP WORKERS SECONDS   many workers at once
+//!   read-manifest DIR ID RUNS   the streaming manifest reader alone, best of RUNS
 
 use crate::{arg, Res};
 use kafka_backup_proto::*;
@@ -82,6 +83,27 @@ impl Largest {
     }
 }
 
+/// Where a scale run points: coordinator, backup, topic and the target cluster.
+struct Target {
+    url: String,
+    dir: String,
+    id: String,
+    topic: String,
+    bootstrap: String,
+}
+
+impl Target {
+    fn from_args(args: &[String]) -> Res<Self> {
+        Ok(Self {
+            url: arg(args, 2, "URL")?,
+            dir: arg(args, 3, "DIR")?,
+            id: arg(args, 4, "ID")?,
+            topic: arg(args, 5, "TOPIC")?,
+            bootstrap: arg(args, 6, "BOOTSTRAP")?,
+        })
+    }
+}
+
 async fn clients(url: &str) -> Res<(PlansClient, WorkersClient)> {
     let ep = CoordinatorEndpoint::new(url, &ClientSecurity::default())?;
     Ok((ep.plans().await?, ep.workers().await?))
@@ -158,13 +180,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// One task of a big partition: plan it, lease it, page through its whole segment list,
 /// then time REPORTS checkpoint reports (each flushed before its answer).
 pub async fn scale_task(args: &[String]) -> Res<()> {
-    let url = arg(args, 2, "URL")?;
-    let (dir, id, topic, bootstrap) = (
-        arg(args, 3, "DIR")?,
-        arg(args, 4, "ID")?,
-        arg(args, 5, "TOPIC")?,
-        arg(args, 6, "BOOTSTRAP")?,
-    );
+    let Target {
+        url,
+        dir,
+        id,
+        topic,
+        bootstrap,
+    } = Target::from_args(args)?;
     let reports: u64 = arg(args, 7, "REPORTS")?.parse()?;
     let (mut plans, mut workers) = clients(&url).await?;
     let largest = Largest::default();
@@ -260,13 +282,13 @@ impl Calls {
 /// 100 MB/s in 1 MiB batches (a checkpoint every second, a heartbeat every TTL/4), completes
 /// it and leases the next, over its own connection.
 pub async fn scale_workers(args: &[String]) -> Res<()> {
-    let url = arg(args, 2, "URL")?;
-    let (dir, id, topic, bootstrap) = (
-        arg(args, 3, "DIR")?,
-        arg(args, 4, "ID")?,
-        arg(args, 5, "TOPIC")?,
-        arg(args, 6, "BOOTSTRAP")?,
-    );
+    let Target {
+        url,
+        dir,
+        id,
+        topic,
+        bootstrap,
+    } = Target::from_args(args)?;
     let n: usize = arg(args, 7, "WORKERS")?.parse()?;
     let secs: u64 = arg(args, 8, "SECONDS")?.parse()?;
     let (mut plans, _) = clients(&url).await?;
@@ -402,5 +424,39 @@ async fn simulated_worker(
             tokio::time::sleep_until(wake.into()).await;
         }
     }
+    Ok(())
+}
+
+/// The streaming manifest reader alone (what planning a big backup spends most of its time
+/// on), best of RUNS, in MB/s of manifest text.
+pub async fn read_manifest(args: &[String]) -> Res<()> {
+    let (dir, id) = (arg(args, 2, "DIR")?, arg(args, 3, "ID")?);
+    let runs: usize = arg(args, 4, "RUNS")?.parse()?;
+    let store = kafka_backup_common::storage::BackupStore::open(
+        &dir,
+        &std::collections::HashMap::new(),
+        false,
+    )?;
+    let bytes =
+        std::fs::metadata(std::path::Path::new(&dir).join(&id).join("manifest.json"))?.len();
+    let mut best = f64::MAX;
+    let mut segments = 0;
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        let idx = store
+            .read_manifest_index(&id, kafka_backup_common::manifest_index::Sieve::default())
+            .await?;
+        best = best.min(t.elapsed().as_secs_f64());
+        segments = idx
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.segments.len())
+            .sum::<usize>();
+    }
+    println!(
+        "{}",
+        json!({"seconds": best, "mb_per_s": bytes as f64 / 1e6 / best, "segments": segments})
+    );
     Ok(())
 }

@@ -48,6 +48,9 @@ pub struct JsonPull<R: Read> {
     dropped: u64,
     /// Per open container: whether the next member/element is the first one.
     first: Vec<bool>,
+    /// The names list `next_key_of` matched last, and where: records of one kind repeat
+    /// their keys in the same order, so the search starts right after the last match.
+    key_hint: (usize, usize),
 }
 
 impl<R: Read> JsonPull<R> {
@@ -60,6 +63,7 @@ impl<R: Read> JsonPull<R> {
             eof: false,
             dropped: 0,
             first: Vec::new(),
+            key_hint: (0, 0),
         }
     }
 
@@ -112,22 +116,65 @@ impl<R: Read> JsonPull<R> {
     }
 
     /// The next byte that is not whitespace, without consuming it.
+    #[inline(always)]
     fn peek(&mut self) -> Result<Option<u8>, PullError> {
-        loop {
-            while self.pos < self.len {
-                let b = self.buf[self.pos];
-                if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
-                    return Ok(Some(b));
-                }
-                self.pos += 1;
+        // Fast path: already at a token (every byte above 0x20 is one outside strings).
+        if self.pos < self.len {
+            let b = self.buf[self.pos];
+            if b > b' ' {
+                return Ok(Some(b));
             }
+        }
+        self.peek_slow()
+    }
+
+    #[inline(never)]
+    fn peek_slow(&mut self) -> Result<Option<u8>, PullError> {
+        loop {
+            // Pretty-printed manifests indent every line: find the end of a run of spaces 8
+            // bytes at a time (the first byte that differs from a space ends it).
+            while let Some(word) = self
+                .buf
+                .get(self.pos..self.pos + 8)
+                .filter(|_| self.pos + 8 <= self.len)
+            {
+                let diff = u64::from_le_bytes(word.try_into().unwrap_or([b' '; 8]))
+                    ^ 0x2020_2020_2020_2020;
+                self.pos += (diff.trailing_zeros() / 8) as usize;
+                if diff == 0 {
+                    continue;
+                }
+                match self.buf[self.pos] {
+                    b'\n' | b'\r' | b'\t' => self.pos += 1,
+                    b => return Ok(Some(b)),
+                }
+            }
+            let rest = &self.buf[self.pos..self.len];
+            if let Some(i) = rest
+                .iter()
+                .position(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+            {
+                self.pos += i;
+                return Ok(Some(rest[i]));
+            }
+            self.pos = self.len;
             if !self.fill(self.pos)? {
                 return Ok(None);
             }
         }
     }
 
+    #[inline(always)]
     fn expect(&mut self, want: u8) -> Result<(), PullError> {
+        if self.pos < self.len && self.buf[self.pos] == want {
+            self.pos += 1;
+            return Ok(());
+        }
+        self.expect_slow(want)
+    }
+
+    #[inline(never)]
+    fn expect_slow(&mut self, want: u8) -> Result<(), PullError> {
         match self.peek()? {
             Some(b) if b == want => {
                 self.pos += 1;
@@ -202,6 +249,38 @@ impl<R: Read> JsonPull<R> {
         Ok(Some(key))
     }
 
+    /// Like `next_key`, for a caller that knows the keys it wants: the key's position in
+    /// `names` (`Some(None)` for any other key), without allocating for it. This is the hot
+    /// path of reading a manifest of a million segments.
+    pub fn next_key_of(&mut self, names: &[&str]) -> Result<Option<Option<usize>>, PullError> {
+        if !self.advance(b'}')? {
+            return Ok(None);
+        }
+        let (a, b, escaped) = self.raw_string()?;
+        let unescaped;
+        let key: &[u8] = if escaped {
+            unescaped = self.unescape(a, b)?;
+            unescaped.as_bytes()
+        } else {
+            &self.buf[a + 1..b - 1]
+        };
+        let list = names.as_ptr() as usize;
+        let guess = if self.key_hint.0 == list {
+            self.key_hint.1 + 1
+        } else {
+            0
+        };
+        let found = match names.get(guess) {
+            Some(n) if n.as_bytes() == key => Some(guess),
+            _ => names.iter().position(|n| n.as_bytes() == key),
+        };
+        if let Some(i) = found {
+            self.key_hint = (list, i);
+        }
+        self.expect(b':')?;
+        Ok(Some(found))
+    }
+
     /// Whether the current array has another element (positioned at it).
     pub fn next_element(&mut self) -> Result<bool, PullError> {
         self.advance(b']')
@@ -209,33 +288,50 @@ impl<R: Read> JsonPull<R> {
 
     /// A string value, unescaped.
     pub fn string(&mut self) -> Result<String, PullError> {
+        let (a, b, escaped) = self.raw_string()?;
+        if escaped {
+            return self.unescape(a, b);
+        }
+        match std::str::from_utf8(&self.buf[a + 1..b - 1]) {
+            Ok(s) => Ok(s.to_string()),
+            Err(_) => self.err("a string is not valid UTF-8"),
+        }
+    }
+
+    fn unescape(&self, a: usize, b: usize) -> Result<String, PullError> {
+        serde_json::from_slice::<String>(&self.buf[a..b])
+            .or_else(|e| self.err(format!("a string does not parse: {e}")))
+    }
+
+    /// Consumes a string token and returns where it is in the buffer (quotes included, valid
+    /// until the next read) and whether it holds escapes.
+    fn raw_string(&mut self) -> Result<(usize, usize, bool), PullError> {
         self.expect(b'"')?;
         let mut start = self.pos - 1;
         let mut i = self.pos;
         let mut escaped = false;
         loop {
             while i < self.len {
-                match self.buf[i] {
-                    b'"' => {
-                        let raw_end = i + 1;
-                        self.pos = raw_end;
-                        let raw = &self.buf[start..raw_end];
-                        if !escaped {
-                            return match std::str::from_utf8(&raw[1..raw.len() - 1]) {
-                                Ok(s) => Ok(s.to_string()),
-                                Err(_) => self.err("a string is not valid UTF-8"),
-                            };
-                        }
-                        return serde_json::from_slice::<String>(raw)
-                            .or_else(|e| self.err(format!("a string does not parse: {e}")));
-                    }
-                    b'\\' => {
-                        escaped = true;
-                        i += 2;
-                    }
-                    b if b < 0x20 => return self.err("a control character inside a string"),
-                    _ => i += 1,
+                let Some(n) = memchr::memchr2(b'"', b'\\', &self.buf[i..self.len]) else {
+                    i = self.len;
+                    break;
+                };
+                // JSON strings hold no raw control characters (checked without branching,
+                // so the loop runs wide).
+                let control = self.buf[i..i + n]
+                    .iter()
+                    .fold(false, |c, &b| c | (b < 0x20));
+                if control {
+                    return self.err("a control character inside a string");
                 }
+                i += n;
+                if self.buf[i] == b'"' {
+                    self.pos = i + 1;
+                    return Ok((start, i + 1, escaped));
+                }
+                // A backslash: the next byte is escaped, whatever it is.
+                escaped = true;
+                i += 2;
             }
             let shift = start;
             self.pos = start;
@@ -252,16 +348,16 @@ impl<R: Read> JsonPull<R> {
         if self.peek()?.is_none() {
             return self.err("expected a number, found the end");
         }
+        let in_number = |b: &u8| matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9');
         let mut start = self.pos;
         let mut i = self.pos;
         loop {
-            while i < self.len {
-                if matches!(self.buf[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
-                    i += 1;
-                } else {
-                    self.pos = i;
-                    return Ok((start, i));
+            match self.buf[i..self.len].iter().position(|b| !in_number(b)) {
+                Some(n) => {
+                    self.pos = i + n;
+                    return Ok((start, i + n));
                 }
+                None => i = self.len,
             }
             let shift = start;
             self.pos = start;
@@ -278,28 +374,78 @@ impl<R: Read> JsonPull<R> {
     /// An integer that fits in i64 (JSON numbers with a fraction or exponent are refused, as
     /// the manifest's offsets, timestamps and counts are integers).
     pub fn i64(&mut self) -> Result<i64, PullError> {
-        let (a, b) = self.number_token()?;
-        let text = &self.buf[a..b];
-        match std::str::from_utf8(text).ok().and_then(|s| s.parse().ok()) {
-            Some(v) => Ok(v),
-            None => {
-                let shown = String::from_utf8_lossy(text).into_owned();
-                self.err(format!("expected an integer, found {shown:?}"))
-            }
-        }
+        self.integer("an integer")
     }
 
     /// An integer that fits in u64.
     pub fn u64(&mut self) -> Result<u64, PullError> {
+        self.integer("a non-negative integer")
+    }
+
+    fn integer<T: TryFrom<i128>>(&mut self, what: &str) -> Result<T, PullError> {
+        if let Some(v) = self.plain_integer() {
+            return T::try_from(v).or_else(|_| self.err(format!("{v} is out of range for {what}")));
+        }
         let (a, b) = self.number_token()?;
         let text = &self.buf[a..b];
-        match std::str::from_utf8(text).ok().and_then(|s| s.parse().ok()) {
+        let (negative, digits) = match text.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, text),
+        };
+        let mut magnitude = Some(0u64).filter(|_| !digits.is_empty());
+        for &d in digits {
+            let digit = d.wrapping_sub(b'0');
+            magnitude = magnitude
+                .filter(|_| digit <= 9)
+                .and_then(|m| m.checked_mul(10))
+                .and_then(|m| m.checked_add(u64::from(digit)));
+        }
+        let value = magnitude
+            .map(i128::from)
+            .map(|m| if negative { -m } else { m })
+            .and_then(|v| T::try_from(v).ok());
+        match value {
             Some(v) => Ok(v),
             None => {
                 let shown = String::from_utf8_lossy(text).into_owned();
-                self.err(format!("expected a non-negative integer, found {shown:?}"))
+                self.err(format!("expected {what}, found {shown:?}"))
             }
         }
+    }
+
+    /// The fast path of `integer`: an optional minus and up to 18 digits, ended by a byte
+    /// that cannot continue a number, all inside the buffer. Anything else (a fraction, an
+    /// exponent, a long or cut number) is left to the general path, unconsumed.
+    fn plain_integer(&mut self) -> Option<i128> {
+        self.peek().ok()??;
+        let rest = &self.buf[self.pos..self.len];
+        let negative = rest.first() == Some(&b'-');
+        let digits = &rest[usize::from(negative)..];
+        let mut v: u64 = 0;
+        let mut n = 0;
+        // Eight digits at a time while they last (offsets and timestamps have 10 to 19).
+        while n < 16 {
+            let Some(word) = digits.get(n..n + 8) else {
+                break;
+            };
+            let word = u64::from_le_bytes(word.try_into().ok()?);
+            if !eight_digits(word) {
+                break;
+            }
+            v = v * 100_000_000 + parse_eight_digits(word);
+            n += 8;
+        }
+        while n < digits.len() && n < 19 && digits[n].is_ascii_digit() {
+            v = v * 10 + u64::from(digits[n] - b'0');
+            n += 1;
+        }
+        let next = *digits.get(n)?;
+        if n == 0 || n > 18 || matches!(next, b'.' | b'e' | b'E' | b'+' | b'-' | b'0'..=b'9') {
+            return None;
+        }
+        self.pos += usize::from(negative) + n;
+        let v = i128::from(v);
+        Some(if negative { -v } else { v })
     }
 
     /// Consumes `null` if it comes next.
@@ -432,6 +578,22 @@ impl<R: Read> JsonPull<R> {
     }
 }
 
+/// Whether the 8 bytes of `w` (little-endian) are all ASCII digits.
+fn eight_digits(w: u64) -> bool {
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    w & HIGH == ZEROS && w.wrapping_add(0x0606_0606_0606_0606) & HIGH == ZEROS
+}
+
+/// The value of 8 ASCII digits (little-endian bytes, first digit lowest), by pairing digits,
+/// then pairs, then quads.
+fn parse_eight_digits(w: u64) -> u64 {
+    let d = w - 0x3030_3030_3030_3030;
+    let d = (d * 10 + (d >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let d = (d * 100 + (d >> 16)) & 0x0000_FFFF_0000_FFFF;
+    (d * 10_000 + (d >> 32)) & 0xFFFF_FFFF
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,6 +674,47 @@ mod tests {
         p.skip_value().unwrap();
         assert_eq!(p.next_key().unwrap(), None);
         p.end().unwrap();
+    }
+
+    #[test]
+    fn integers_of_every_length_and_their_limits() {
+        for v in [
+            0i64,
+            7,
+            -7,
+            12_345_678,
+            123_456_789,
+            1_700_000_000_000,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            let text = format!("[{v}, {v}]");
+            let mut p = JsonPull::new(Trickle(text.as_bytes()));
+            p.begin_array().unwrap();
+            assert!(p.next_element().unwrap());
+            assert_eq!(p.i64().unwrap(), v, "{text}");
+            let mut q = JsonPull::new(text.as_bytes());
+            q.begin_array().unwrap();
+            assert!(q.next_element().unwrap());
+            assert_eq!(q.i64().unwrap(), v, "{text}");
+        }
+        let big = format!("[{}]", u64::MAX);
+        let mut p = JsonPull::new(big.as_bytes());
+        p.begin_array().unwrap();
+        p.next_element().unwrap();
+        assert_eq!(p.u64().unwrap(), u64::MAX);
+        for bad in [
+            "[18446744073709551616]",
+            "[9223372036854775808]",
+            "[12345678.5]",
+            "[1e3]",
+            "[-]",
+        ] {
+            let mut p = JsonPull::new(bad.as_bytes());
+            p.begin_array().unwrap();
+            p.next_element().unwrap();
+            assert!(p.i64().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -166,14 +166,18 @@ impl Manifest {
 impl TopicManifest {
     /// Partition count of the source topic: recorded, or inferred from the partitions seen.
     pub fn partition_count(&self) -> i32 {
-        let seen = self
-            .partitions
-            .iter()
-            .map(|p| p.partition_id.saturating_add(1))
-            .max()
-            .unwrap_or(0);
-        self.original_partition_count.unwrap_or(0).max(seen)
+        partition_count(
+            self.original_partition_count,
+            self.partitions.iter().map(|p| p.partition_id),
+        )
     }
+}
+
+/// A topic's partition count: the recorded one, or one more than the highest partition seen
+/// when that is more (foreign backups may not record it).
+pub fn partition_count(recorded: Option<i32>, ids: impl Iterator<Item = i32>) -> i32 {
+    let seen = ids.map(|p| p.saturating_add(1)).max().unwrap_or(0);
+    recorded.unwrap_or(0).max(seen)
 }
 
 /// The object key of a segment, relative to the storage prefix.

@@ -57,13 +57,10 @@ pub struct TopicIndex {
 impl TopicIndex {
     /// Partition count of the source topic: recorded, or inferred from the partitions seen.
     pub fn partition_count(&self) -> i32 {
-        let seen = self
-            .partitions
-            .iter()
-            .map(|p| p.partition_id.saturating_add(1))
-            .max()
-            .unwrap_or(0);
-        self.original_partition_count.unwrap_or(0).max(seen)
+        crate::manifest::partition_count(
+            self.original_partition_count,
+            self.partitions.iter().map(|p| p.partition_id),
+        )
     }
 }
 
@@ -238,6 +235,21 @@ fn read_partition<R: Read>(
     })
 }
 
+/// The fields of a segment this reader knows, in the order `read_segment` matches them.
+const SEGMENT_FIELDS: [&str; 11] = [
+    "key",
+    "start_offset",
+    "end_offset",
+    "start_timestamp",
+    "end_timestamp",
+    "record_count",
+    "uncompressed_size",
+    "compressed_size",
+    "min_timestamp",
+    "max_timestamp",
+    "frames",
+];
+
 /// One segment, or `None` when the window excludes it. `frames` is scratch space reused
 /// across segments.
 fn read_segment<R: Read>(
@@ -253,35 +265,35 @@ fn read_segment<R: Read>(
     frames.clear();
     let windowed = sieve.from.is_some() || sieve.to.is_some();
     p.begin_object()?;
-    while let Some(k) = p.next_key()? {
-        match k.as_str() {
-            "key" => key = Some(p.string()?),
-            "start_offset" => start = Some(p.i64()?),
-            "end_offset" => end = Some(p.i64()?),
-            "start_timestamp" => {
+    while let Some(k) = p.next_key_of(&SEGMENT_FIELDS)? {
+        match k {
+            Some(0) => key = Some(p.string()?),
+            Some(1) => start = Some(p.i64()?),
+            Some(2) => end = Some(p.i64()?),
+            Some(3) => {
                 p.i64()?;
                 start_ts = true;
             }
-            "end_timestamp" => {
+            Some(4) => {
                 p.i64()?;
                 end_ts = true;
             }
-            "record_count" => count = Some(p.u64()?),
-            "uncompressed_size" => {
+            Some(5) => count = Some(p.u64()?),
+            Some(6) => {
                 p.u64()?;
             }
-            "compressed_size" => compressed = p.u64()?,
-            "min_timestamp" => min = if p.null()? { None } else { Some(p.i64()?) },
-            "max_timestamp" => max = if p.null()? { None } else { Some(p.i64()?) },
+            Some(7) => compressed = p.u64()?,
+            Some(8) => min = if p.null()? { None } else { Some(p.i64()?) },
+            Some(9) => max = if p.null()? { None } else { Some(p.i64()?) },
             // Without a window no part of a segment is ever skipped: its index is not needed.
-            "frames" if windowed && !p.null()? => {
+            Some(10) if windowed && !p.null()? => {
                 p.begin_array()?;
                 while p.next_element()? {
                     frames.push(read_frame(p)?);
                 }
                 frames_read = true;
             }
-            "frames" if windowed => {}
+            Some(10) if windowed => {}
             _ => p.skip_value()?,
         }
     }
@@ -338,8 +350,8 @@ fn read_frame<R: Read>(p: &mut JsonPull<R>) -> Result<SegmentFrame, PullError> {
         "crc32",
     ];
     p.begin_object()?;
-    while let Some(k) = p.next_key()? {
-        match NAMES.iter().position(|n| *n == k) {
+    while let Some(k) = p.next_key_of(&NAMES)? {
+        match k {
             Some(i @ (0 | 1 | 4)) => f[i] = Some(p.u64()? as i64),
             Some(7) => {
                 let v = p.u64()?;

@@ -477,6 +477,7 @@ impl PlanService {
                     target_topic: t.target_topic,
                     target_partition: t.target_partition,
                     segment_count: t.segments.len() as u64,
+                    segments_base: 0,
                     first_offset: t.segments.first().map_or(0, |s| s.start_offset),
                     records_total: records,
                     bytes_total: bytes,

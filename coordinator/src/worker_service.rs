@@ -138,12 +138,7 @@ fn first_page(
     let meta = &task.meta;
     let start = match &task.progress.checkpoint {
         Some(cp) => ledger
-            .segment_index_for(
-                plan_id,
-                meta.task_id,
-                meta.segment_count,
-                cp.source_next_offset,
-            )
+            .segment_index_for(plan_id, meta.task_id, cp.source_next_offset)
             .map_err(ledger_status)?,
         None => 0,
     };

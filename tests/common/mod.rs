@@ -504,3 +504,54 @@ pub fn first_records_of_group(
     }
     first
 }
+
+/// Starts the binary with its stderr appended to `log` (info level, librdkafka quiet).
+pub fn spawn_logged(args: &[&str], log: &std::path::Path) -> std::process::Child {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    Command::new(bin())
+        .args(args)
+        .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(file)
+        .spawn()
+        .expect("spawn")
+}
+
+/// A plan's status from a coordinator, or `None` while it cannot be asked.
+pub async fn plan_status(url: &str, plan: &str) -> Option<kafka_backup_proto::PlanStatus> {
+    use kafka_backup_proto::restore_plans_client::RestorePlansClient;
+    let mut c = RestorePlansClient::connect(url.to_string()).await.ok()?;
+    c.get_plan_status(kafka_backup_proto::PlanRef {
+        plan_id: plan.to_string(),
+        ..Default::default()
+    })
+    .await
+    .ok()
+    .map(|r| r.into_inner())
+}
+
+/// The manifest entry of a segment built from `records` whose object is `bytes` long.
+pub fn segment_meta(
+    key: String,
+    records: &[Record],
+    bytes: usize,
+) -> kafka_backup_common::manifest::SegmentMeta {
+    let (first, last) = (&records[0], &records[records.len() - 1]);
+    kafka_backup_common::manifest::SegmentMeta {
+        key,
+        start_offset: first.offset,
+        end_offset: last.offset,
+        start_timestamp: first.timestamp,
+        end_timestamp: last.timestamp,
+        record_count: records.len() as u64,
+        uncompressed_size: 0,
+        compressed_size: bytes as u64,
+        min_timestamp: records.iter().map(|r| r.timestamp).min(),
+        max_timestamp: records.iter().map(|r| r.timestamp).max(),
+        frames: vec![],
+    }
+}

@@ -95,12 +95,6 @@ pub fn encode_segment(s: &SegmentEntry) -> Vec<u8> {
     b
 }
 
-/// The end offset of an encoded segment entry without decoding the rest (binary search).
-pub fn segment_end_offset(key: &[u8], v: &[u8]) -> Result<i64, LedgerError> {
-    let mut r = Reader { key, v, at: 8 };
-    r.i64()
-}
-
 pub fn decode_segment(key: &[u8], v: &[u8]) -> Result<SegmentEntry, LedgerError> {
     let mut r = Reader { key, v, at: 0 };
     let start_offset = r.i64()?;
@@ -194,7 +188,6 @@ mod tests {
         };
         let v = encode_segment(&s);
         assert_eq!(decode_segment(b"k", &v).unwrap(), s);
-        assert_eq!(segment_end_offset(b"k", &v).unwrap(), 99);
         assert!(decode_segment(b"k", &v[..30]).is_err());
         let run = OffsetRunRecord {
             source_start: 5,

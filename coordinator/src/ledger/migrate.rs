@@ -3,12 +3,12 @@
 //! the middle of a restore picks the plan up where it was: every task's progress, checkpoint,
 //! epoch and offset runs carry over.
 
-use super::codec::{encode_run, encode_segment, task_item_key, to_json};
-use super::model::{
-    Checkpoint, Lease, OffsetRunRecord, SegmentEntry, TaskMeta, TaskProgress, TaskState,
-};
+use super::codec::{encode_run, task_item_key, to_json};
+use super::model::{Checkpoint, Lease, OffsetRunRecord, TaskMeta, TaskProgress, TaskState};
+use super::segment_store::{PlanWriter, SegmentStore};
 use super::LedgerError;
 use kafka_backup_common::manifest::SegmentFrame;
+use kafka_backup_common::manifest_index::SegmentSpan;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -51,8 +51,9 @@ fn bad(key: &[u8], e: impl std::fmt::Display) -> LedgerError {
     }
 }
 
-/// Moves first-format tasks and runs into the current trees, then drops the old trees.
-pub fn from_v1(db: &sled::Db) -> Result<(), LedgerError> {
+/// Moves first-format tasks and runs into the current trees and segment list files, then
+/// drops the old trees.
+pub fn from_v1(db: &sled::Db, store: &SegmentStore) -> Result<(), LedgerError> {
     let names = db.tree_names();
     let has = |n: &str| names.iter().any(|t| t.as_ref() == n.as_bytes());
     if !has("tasks") {
@@ -69,8 +70,10 @@ pub fn from_v1(db: &sled::Db) -> Result<(), LedgerError> {
     );
     let old_runs = db.open_tree("offset_runs")?;
     let (meta_t, state_t) = (db.open_tree("task_meta")?, db.open_tree("task_state")?);
-    let (segs_t, runs_t) = (db.open_tree("segments")?, db.open_tree("runs")?);
+    let runs_t = db.open_tree("runs")?;
     let skipped_t = db.open_tree("skipped")?;
+    // Tasks come in key order, so a plan's tasks are together: one list writer per plan.
+    let mut writer: Option<(String, PlanWriter)> = None;
     for kv in old_tasks.iter() {
         let (k, v) = kv?;
         let t: V1Task = serde_json::from_slice(&v).map_err(|e| bad(&k, e))?;
@@ -87,20 +90,31 @@ pub fn from_v1(db: &sled::Db) -> Result<(), LedgerError> {
             runs_t.insert(task_item_key(&plan, t.task_id, source), &encode_run(&r))?;
             last_run = Some(r);
         }
-        for (n, s) in t.segments.iter().enumerate() {
-            let entry = SegmentEntry {
-                key: s.key.clone(),
+        if writer.as_ref().is_none_or(|(p, _)| *p != plan) {
+            if let Some((_, w)) = writer.take() {
+                w.finish()?;
+            }
+            writer = Some((plan.clone(), store.create(&plan)?));
+        }
+        let segment_count = t.segments.len() as u64;
+        let first_offset = t.segments.first().map_or(0, |s| s.start_offset);
+        let spans = t
+            .segments
+            .into_iter()
+            .map(|s| SegmentSpan {
+                key: s.key.into(),
                 start_offset: s.start_offset,
                 end_offset: s.end_offset,
                 record_count: s.record_count,
                 compressed_size: s.compressed_size,
-                frames: s.frames.clone(),
-            };
-            segs_t.insert(
-                task_item_key(&plan, t.task_id, n as u64),
-                encode_segment(&entry),
-            )?;
-        }
+                bounds: None,
+                frames: s.frames.into(),
+            })
+            .collect();
+        let segments_base = match writer.as_mut() {
+            Some((_, w)) => w.append(spans)?,
+            None => 0,
+        };
         for (n, note) in t.skipped_segments.iter().enumerate() {
             skipped_t.insert(task_item_key(&plan, t.task_id, n as u64), note.as_bytes())?;
         }
@@ -110,8 +124,9 @@ pub fn from_v1(db: &sled::Db) -> Result<(), LedgerError> {
             source_partition: t.source_partition,
             target_topic: t.target_topic,
             target_partition: t.target_partition,
-            segment_count: t.segments.len() as u64,
-            first_offset: t.segments.first().map_or(0, |s| s.start_offset),
+            segment_count,
+            segments_base,
+            first_offset,
             records_total: t.records_total,
             bytes_total: t.bytes_total,
         };
@@ -131,6 +146,10 @@ pub fn from_v1(db: &sled::Db) -> Result<(), LedgerError> {
         meta_t.insert(&k, to_json(&meta))?;
         state_t.insert(&k, to_json(&progress))?;
     }
+    if let Some((_, w)) = writer {
+        w.finish()?;
+    }
+    store.sync_dir()?;
     db.flush()?;
     db.drop_tree("offset_runs")?;
     db.drop_tree("tasks")?;

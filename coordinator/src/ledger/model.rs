@@ -126,6 +126,9 @@ pub struct TaskMeta {
     pub target_partition: i32,
     /// Entries in the task's segment list (see `SegmentEntry`).
     pub segment_count: u64,
+    /// Where the task's list starts among its plan's entries (see `segment_store.rs`).
+    #[serde(default)]
+    pub segments_base: u64,
     /// First source offset of the first segment (where a task without a checkpoint starts).
     pub first_offset: i64,
     pub records_total: u64,

@@ -112,3 +112,8 @@ done
 echo "| peak RSS, 4 concurrent partitions (MB, largest of 3) | $RSS_MB | target 200 (PRD 500) | $(ratio "$RSS_MB" 200) |"
 echo "| dry-run, 10,000 segments (ms, whole process, median of 5) | $(f1 "$DRY_MS") | target 20 (PRD 100); a bare client's metadata answer alone: $(f1 "$MD_MS") | $(ratio "$DRY_MS" 20) |"
 echo "| first record of a mid-partition --from-timestamp (ms, median of 5) | $(f1 "$SEEK_MS") | target 10 (PRD 100) | $(ratio "$SEEK_MS" 10) |"
+
+# The scale tables (coordinator at a million segments and hundreds of simulated workers),
+# against the same broker.
+echo
+bash "$ROOT/bench/scale.sh" "$BROKER"

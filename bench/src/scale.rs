@@ -28,7 +28,8 @@ const SEGMENT_BYTES: u64 = 16 << 20;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Writes `DIR/ID/manifest.json`: PARTITIONS partitions of SEGMENTS segments of 16 MiB each,
-/// as our backup writes them (true timestamp bounds, no seek index), streamed to disk.
+/// as our backup writes them (compact JSON, true timestamp bounds, no seek index), streamed
+/// to disk.
 pub fn gen_manifest(args: &[String]) -> Res<()> {
     let (dir, id, topic) = (
         arg(args, 2, "DIR")?,
@@ -43,13 +44,13 @@ pub fn gen_manifest(args: &[String]) -> Res<()> {
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
     let records = 16_000u64;
     let ts = 1_700_000_000_000i64;
-    write!(w, "{{\n  \"backup_id\": \"{id}\",\n  \"created_at\": {ts},\n  \"compression\": \"zstd\",\n  \"topics\": [\n    {{\n      \"name\": \"{topic}\",\n      \"original_partition_count\": {partitions},\n      \"partitions\": [")?;
+    write!(
+        w,
+        r#"{{"backup_id":"{id}","created_at":{ts},"compression":"zstd","topics":[{{"name":"{topic}","original_partition_count":{partitions},"partitions":["#
+    )?;
     for p in 0..partitions {
         let sep = if p == 0 { "" } else { "," };
-        write!(
-            w,
-            "{sep}\n        {{\n          \"partition_id\": {p},\n          \"segments\": ["
-        )?;
+        write!(w, r#"{sep}{{"partition_id":{p},"segments":["#)?;
         for s in 0..segments {
             let start = s * records;
             let end = start + records - 1;
@@ -57,13 +58,13 @@ pub fn gen_manifest(args: &[String]) -> Res<()> {
             let sep = if s == 0 { "" } else { "," };
             write!(
                 w,
-                "{sep}\n            {{\n              \"key\": \"{id}/topics/{topic}/partition={p}/segment-{start:020}.bin.zst\",\n              \"start_offset\": {start},\n              \"end_offset\": {end},\n              \"start_timestamp\": {t0},\n              \"end_timestamp\": {t1},\n              \"record_count\": {records},\n              \"uncompressed_size\": {},\n              \"compressed_size\": {SEGMENT_BYTES},\n              \"min_timestamp\": {t0},\n              \"max_timestamp\": {t1}\n            }}",
+                r#"{sep}{{"key":"{id}/topics/{topic}/partition={p}/segment-{start:020}.bin.zst","start_offset":{start},"end_offset":{end},"start_timestamp":{t0},"end_timestamp":{t1},"record_count":{records},"uncompressed_size":{},"compressed_size":{SEGMENT_BYTES},"min_timestamp":{t0},"max_timestamp":{t1}}}"#,
                 SEGMENT_BYTES * 2
             )?;
         }
-        write!(w, "\n          ]\n        }}")?;
+        write!(w, "]}}")?;
     }
-    write!(w, "\n      ]\n    }}\n  ]\n}}\n")?;
+    write!(w, "]}}]}}")?;
     w.flush()?;
     let bytes = std::fs::metadata(path.join("manifest.json"))?.len();
     println!("{}", json!({"manifest_bytes": bytes}));
@@ -278,9 +279,10 @@ impl Calls {
     }
 }
 
-/// Many simulated workers on one coordinator for SECONDS: each leases a task, restores it at
-/// 100 MB/s in 1 MiB batches (a checkpoint every second, a heartbeat every TTL/4), completes
-/// it and leases the next, over its own connection.
+/// Many simulated workers on one coordinator for SECONDS: each starts within the first
+/// second, leases a task, restores it at 100 MB/s in 1 MiB batches (a checkpoint every
+/// second, a heartbeat every TTL/4), completes it and leases the next, over its own
+/// connection.
 pub async fn scale_workers(args: &[String]) -> Res<()> {
     let Target {
         url,
@@ -361,6 +363,13 @@ async fn simulated_worker(
         .await?
         .into_inner();
     let heartbeat_every = Duration::from_millis(reg.heartbeat_interval_ms.max(100));
+    // A fleet does not start on one tick: each worker starts somewhere in the first second
+    // (deterministically by its name), so checkpoints are spread as in a real restore
+    // rather than arriving as one burst of N every second for the whole run.
+    let phase = worker
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    tokio::time::sleep(Duration::from_millis(phase % 1000)).await;
     while Instant::now() < end {
         let t = Instant::now();
         let resp = client

@@ -347,9 +347,12 @@ impl BackupStore {
     }
 
     /// Writes the manifest last in a backup: its presence is what makes a backup complete.
+    /// Compact JSON: at a million segments the indented form is 60% larger (~520 against
+    /// ~325 bytes a segment) and every restore reads all of it; `show-manifest` prints it
+    /// indented for people.
     pub async fn write_manifest(&self, manifest: &Manifest) -> Result<(), StorageError> {
         let key = manifest_key(&manifest.backup_id);
-        let json = serde_json::to_vec_pretty(manifest).map_err(|e| StorageError::BadManifest {
+        let json = serde_json::to_vec(manifest).map_err(|e| StorageError::BadManifest {
             key: key.clone(),
             location: self.location.clone(),
             reason: e.to_string(),

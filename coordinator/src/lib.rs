@@ -61,6 +61,8 @@ impl Default for CoordinatorSettings {
 /// Shared state of both gRPC services.
 pub struct Coordinator {
     pub ledger: Arc<Ledger>,
+    /// Applies ledger changes in order, off the async threads (see `grpc::LedgerThread`).
+    pub changes: grpc::LedgerThread,
     pub settings: CoordinatorSettings,
     /// Per-plan circuit breakers for target/object-store outages (in memory).
     pub breakers: breaker::Breakers,
@@ -76,8 +78,10 @@ impl Coordinator {
     }
 
     pub fn new(ledger: Ledger, settings: CoordinatorSettings) -> Arc<Self> {
+        let ledger = Arc::new(ledger);
         Arc::new(Self {
-            ledger: Arc::new(ledger),
+            changes: grpc::LedgerThread::start(ledger.clone()),
+            ledger,
             settings,
             breakers: breaker::Breakers::default(),
             task_ends: tokio::sync::watch::Sender::new(0),

@@ -76,6 +76,16 @@ pub fn render(ledger: &Ledger, now_ms: i64) -> String {
         "Times a plan's circuit breaker opened on target/object-store outages.",
         m.circuit_opened.get(),
     )
+    .counter(
+        "kafka_backup_ledger_changes_flushed_total",
+        "Ledger changes made durable; divided by the flush count, the group-commit batch size.",
+        ledger.flush_stats().1,
+    )
+    .histogram(
+        "kafka_backup_ledger_flush_seconds",
+        "Duration of each ledger flush (one flush serves every change waiting).",
+        ledger.flush_stats().0,
+    )
     .gauge(
         "kafka_backup_active_leases",
         "Tasks currently held under a live lease.",

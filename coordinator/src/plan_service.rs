@@ -155,7 +155,7 @@ impl RestorePlans for PlanService {
     async fn cancel_plan(&self, req: Request<PlanRef>) -> Result<Response<PlanStatus>, Status> {
         let id = req.into_inner().plan_id;
         let plan = id.clone();
-        commit(&self.coord.ledger, move |l| l.cancel(&plan)).await?;
+        commit(&self.coord.changes, move |l| l.cancel(&plan)).await?;
         tracing::warn!(plan = %id, "plan cancelled");
         self.status_of(&id, TaskPage::requested(0, 0))
             .map(Response::new)
@@ -164,7 +164,7 @@ impl RestorePlans for PlanService {
     async fn resume_plan(&self, req: Request<PlanRef>) -> Result<Response<PlanStatus>, Status> {
         let id = req.into_inner().plan_id;
         let plan = id.clone();
-        commit(&self.coord.ledger, move |l| l.resume(&plan)).await?;
+        commit(&self.coord.changes, move |l| l.resume(&plan)).await?;
         tracing::info!(plan = %id, "plan resumed");
         self.status_of(&id, TaskPage::requested(0, 0))
             .map(Response::new)
@@ -495,10 +495,17 @@ impl PlanService {
             spec: spec.encode_to_vec(),
             trace_parent: current_traceparent(),
         };
-        commit(&self.coord.ledger, move |l| {
-            l.create_plan(record, new_tasks)
-        })
-        .await?;
+        // Not on the ledger thread: writing a million-entry segment list takes seconds, and
+        // grants and checkpoints of running plans must not wait behind it.
+        let ledger = self.coord.ledger.clone();
+        let created = blocking(move || ledger.create_plan(record, new_tasks))
+            .await?
+            .map_err(ledger_status)?;
+        self.coord
+            .ledger
+            .durable(created.seq)
+            .await
+            .map_err(ledger_status)?;
         crate::metrics::METRICS.plans_submitted.inc();
         Ok(plan_id)
     }

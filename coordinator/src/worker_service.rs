@@ -19,6 +19,7 @@ use kafka_backup_proto::*;
 use prost::Message;
 use std::sync::Arc;
 use tonic::{Code, Request, Response, Status};
+use tracing::Instrument;
 
 /// A lease larger than this is not sent: the task is failed with the reason instead of being
 /// handed to workers that cannot decode it. Leases are bounded by the page size, so this only
@@ -193,7 +194,7 @@ impl RestoreWorkers for WorkerService {
             max_stalled_grants: s.max_stalled_grants,
         };
         let worker = r.worker_id.clone();
-        let out: GrantOutcome = commit(self.ledger(), move |l| {
+        let out: GrantOutcome = commit(&self.coord.changes, move |l| {
             l.grant(&plan_ids, &worker, now, policy)
         })
         .await?;
@@ -235,7 +236,7 @@ impl RestoreWorkers for WorkerService {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let l = req.into_inner();
         let ttl = self.coord.settings.lease_ttl_ms;
-        commit(self.ledger(), move |ledger| {
+        commit(&self.coord.changes, move |ledger| {
             ledger.renew(holder(&l), now_ms(), ttl)
         })
         .await
@@ -252,8 +253,8 @@ impl RestoreWorkers for WorkerService {
             task = req.get_ref().lease.as_ref().map_or(0, |l| l.task_id)
         );
         set_remote_parent(&span, &remote_parent(&req));
-        let _entered = span.enter();
         self.store_checkpoint(req.into_inner(), Completion::InProgress)
+            .instrument(span)
             .await?;
         Ok(Response::new(HeartbeatResponse {
             ttl_ms: self.coord.settings.lease_ttl_ms,
@@ -269,8 +270,8 @@ impl RestoreWorkers for WorkerService {
             task = req.get_ref().lease.as_ref().map_or(0, |l| l.task_id)
         );
         set_remote_parent(&span, &remote_parent(&req));
-        let _entered = span.enter();
         self.store_checkpoint(req.into_inner(), Completion::Done)
+            .instrument(span)
             .await?;
         self.coord.task_ended();
         Ok(Response::new(CompleteTaskResponse {}))
@@ -291,7 +292,7 @@ impl RestoreWorkers for WorkerService {
         tracing::warn!(plan = %l.plan_id, task = l.task_id, ?kind, error = %r.error, "task failed");
         let max_attempts = self.coord.settings.max_attempts;
         let (lc, error) = (l.clone(), r.error.clone());
-        commit(self.ledger(), move |ledger| {
+        commit(&self.coord.changes, move |ledger| {
             ledger.fail(holder(&lc), &error, kind, now_ms(), max_attempts)
         })
         .await
@@ -382,7 +383,7 @@ impl WorkerService {
             epoch: task.progress.epoch,
             worker_id: worker_id.to_string(),
         };
-        commit(self.ledger(), move |ledger| {
+        commit(&self.coord.changes, move |ledger| {
             ledger.fail(holder(&l), &error, FailureKind::Fatal, now_ms(), 0)
         })
         .await?;
@@ -412,7 +413,7 @@ impl WorkerService {
             })
             .collect();
         let (lc, skipped) = (l.clone(), r.skipped_segments);
-        let out = commit(self.ledger(), move |ledger| {
+        let out = commit(&self.coord.changes, move |ledger| {
             ledger.checkpoint(holder(&lc), &cp, &runs, &skipped, completion)
         })
         .await

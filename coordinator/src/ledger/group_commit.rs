@@ -9,6 +9,8 @@
 //! flush is sticky: nothing after it can be known to be durable, so every waiter from then on
 //! gets the error and the coordinator must be restarted to reload the ledger from disk.
 
+use kafka_backup_common::metrics::Histogram;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -44,6 +46,10 @@ struct Shared {
     /// For blocking waiters (tests, the dry run): notified after every flush.
     flushed: Condvar,
     flushed_lock: Mutex<()>,
+    /// How long each flush took (read by the metrics endpoint).
+    flush_seconds: Histogram,
+    /// Changes per flush, summed (with the flush count, the average group size).
+    grouped: AtomicU64,
 }
 
 pub struct GroupCommit {
@@ -67,6 +73,8 @@ impl GroupCommit {
             durable: tokio::sync::watch::Sender::new(Durable::default()),
             flushed: Condvar::new(),
             flushed_lock: Mutex::new(()),
+            flush_seconds: Histogram::default(),
+            grouped: AtomicU64::new(0),
         });
         let worker = shared.clone();
         let flusher = std::thread::Builder::new()
@@ -125,6 +133,16 @@ impl GroupCommit {
         lock(&self.flusher).as_ref().is_none_or(|h| h.is_finished())
     }
 
+    /// Durations of the flushes so far.
+    pub fn flush_seconds(&self) -> &Histogram {
+        &self.shared.flush_seconds
+    }
+
+    /// Changes covered by the flushes so far.
+    pub fn changes_flushed(&self) -> u64 {
+        self.shared.grouped.load(Ordering::Relaxed)
+    }
+
     /// Flushes what is outstanding and stops the flusher thread.
     pub fn stop(&self) {
         lock(&self.shared.state).stop = true;
@@ -166,7 +184,15 @@ fn flush_loop(shared: &Shared, db: &sled::Db) {
         };
         // Everything numbered up to `target` was applied before it was numbered, so this
         // flush includes it.
-        match db.flush() {
+        let started = std::time::Instant::now();
+        let res = db.flush();
+        shared
+            .flush_seconds
+            .observe(started.elapsed().as_secs_f64());
+        shared
+            .grouped
+            .fetch_add(target - flushed, Ordering::Relaxed);
+        match res {
             Ok(_) => publish(&|d| d.upto = target),
             Err(e) => {
                 let why = format!(

@@ -359,6 +359,12 @@ impl Ledger {
         self.commits.durable(seq).await.map_err(LedgerError::Io)
     }
 
+    /// How long the group commit's flushes take, and how many changes they covered (for the
+    /// metrics endpoint).
+    pub fn flush_stats(&self) -> (&kafka_backup_common::metrics::Histogram, u64) {
+        (self.commits.flush_seconds(), self.commits.changes_flushed())
+    }
+
     /// Blocking form of `durable`, for callers outside the async runtime.
     pub fn durable_blocking(&self, seq: Seq) -> Result<(), LedgerError> {
         self.commits.durable_blocking(seq).map_err(LedgerError::Io)

@@ -8,38 +8,12 @@ use common::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn start_tansu(dir: &std::path::Path, port: u16) -> Killed {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("tansu.log"))
-        .expect("log");
-    let addr = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new("tansu")
-        .args([
-            "broker",
-            "--listener-url",
-            &addr,
-            "--advertised-listener-url",
-            &addr,
-            "--storage-engine",
-            "sqlite://faults.db",
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("tansu on PATH (scripts/test-env.sh install)");
-    wait_port(port);
-    Killed(child)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_survives_a_target_broker_crash_and_restart() {
     let dir = temp_dir();
     let port = free_port();
     let broker = format!("127.0.0.1:{port}");
-    let tansu = start_tansu(dir.path(), port);
+    let tansu = start_tansu(dir.path(), port, "faults.db");
     let topic = unique("faults");
     create_topic(&broker, &topic, 2).await;
     let mut source = Vec::new();
@@ -96,7 +70,7 @@ async fn restore_survives_a_target_broker_crash_and_restart() {
     drop(tansu); // kill -9 the broker mid-restore
     eprintln!("broker killed");
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let _tansu = start_tansu(dir.path(), port);
+    let _tansu = start_tansu(dir.path(), port, "faults.db");
     eprintln!("broker restarted");
     let deadline = Instant::now() + Duration::from_secs(240);
     let status = loop {

@@ -66,8 +66,12 @@ async fn source(name: &str, partitions: i32, per_partition: usize) -> Source {
 }
 
 fn assert_exact(src: &Source, target: &str) {
+    assert_exact_on(&broker(), src, target);
+}
+
+fn assert_exact_on(bootstrap: &str, src: &Source, target: &str) {
     for (p, want) in src.records.iter().enumerate() {
-        let got = consume_all(&broker(), target, p as i32);
+        let got = consume_all(bootstrap, target, p as i32);
         assert_same_records(want, &got);
     }
 }
@@ -164,7 +168,8 @@ async fn embedded_restore_killed_mid_run_resumes_without_loss_or_duplicates() {
     let target = unique("kill-embedded-target");
     let state = temp_dir();
     let log = state.path().join("restore.log");
-    let b = broker();
+    let mut target_broker = RestartingBroker::start();
+    let b = target_broker.addr();
     let args = [
         "restore",
         "--storage",
@@ -195,7 +200,7 @@ async fn embedded_restore_killed_mid_run_resumes_without_loss_or_duplicates() {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let written: i64 = (0..3)
-                .map(|p| end_offset(&broker(), &target, p).max(0))
+                .map(|p| target_broker.end_offset(&target, p).max(0))
                 .sum();
             if written as f64 >= fraction * total as f64 {
                 child.kill().expect("kill -9");
@@ -218,15 +223,27 @@ async fn embedded_restore_killed_mid_run_resumes_without_loss_or_duplicates() {
         }
     }
     eprintln!("killed after {killed_at:?} of {total} records were in the target");
-    let o = Command::new(bin()).args(args).output().expect("rerun");
-    assert!(
-        o.status.success(),
-        "rerun failed: {}\n{}",
-        stdout(&o),
-        stderr(&o)
-    );
-    assert!(stdout(&o).contains("Resuming plan"), "{}", stdout(&o));
-    assert_exact(&src, &target);
+    let out_path = state.path().join("rerun.out");
+    let mut rerun = Command::new(bin())
+        .args(args)
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("rerun");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        target_broker.keep_up();
+        if let Some(st) = rerun.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the rerun did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+    assert!(status.success(), "rerun failed: {out}");
+    assert!(out.contains("Resuming plan"), "{out}");
+    eprintln!("target broker restarts: {}", target_broker.restarts);
+    assert_exact_on(&b, &src, &target);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -234,6 +251,8 @@ async fn distributed_restore_survives_worker_kills_and_a_coordinator_restart() {
     let _serial = SERIAL.lock().await;
     let src = source("dist", 4, 2500).await;
     let target = unique("dist-target");
+    let mut target_broker = RestartingBroker::start();
+    let tb = target_broker.addr();
     let coord = TestCoordinator::new();
     let url = coord.url.clone();
     let log = |name: &str| coord.log(name);
@@ -249,7 +268,7 @@ async fn distributed_restore_survives_worker_kills_and_a_coordinator_restart() {
             (id, child)
         })
         .collect();
-    let plan_id = submit_detached(&url, src.backup.path(), &src.topic, &target, &[]);
+    let plan_id = submit_detached_to(&url, &tb, src.backup.path(), &src.topic, &target, &[]);
 
     let mut rng = Rng::new();
     let total: u64 = src.records.iter().map(|r| r.len() as u64).sum();
@@ -261,6 +280,7 @@ async fn distributed_restore_survives_worker_kills_and_a_coordinator_restart() {
     let (mut kills, mut restarted, mut generation) = (0, false, 0);
     let deadline = Instant::now() + Duration::from_secs(240);
     let final_state = loop {
+        target_broker.keep_up();
         assert!(
             Instant::now() < deadline,
             "distributed restore did not finish; logs in {}",
@@ -326,7 +346,8 @@ async fn distributed_restore_survives_worker_kills_and_a_coordinator_restart() {
         final_state.tasks.iter().any(|t| t.epoch > 1),
         "some task was taken over"
     );
-    assert_exact(&src, &target);
+    eprintln!("target broker restarts: {}", target_broker.restarts);
+    assert_exact_on(&tb, &src, &target);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -334,6 +355,8 @@ async fn paused_worker_is_fenced_and_never_writes_after_takeover() {
     let _serial = SERIAL.lock().await;
     let src = source("fence", 1, 6000).await;
     let target = unique("fence-target");
+    let mut target_broker = RestartingBroker::start();
+    let tb = target_broker.addr();
     let coord = TestCoordinator::new();
     let url = coord.url.clone();
     let log = |name: &str| coord.log(name);
@@ -343,20 +366,21 @@ async fn paused_worker_is_fenced_and_never_writes_after_takeover() {
         &["worker", "--coordinator", &url, "--worker-id", "paused"],
         &log("paused"),
     );
-    let plan_id = submit_detached(
+    let plan_id = submit_detached_to(
         &url,
+        &tb,
         src.backup.path(),
         &src.topic,
         &target,
         &["--max-records-per-sec", "800"],
     );
     let deadline = Instant::now() + Duration::from_secs(60);
-    while end_offset(&broker(), &target, 0) < 600 {
+    while target_broker.end_offset(&target, 0) < 600 {
         assert!(Instant::now() < deadline, "worker made no progress");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     signal(&a, libc::SIGSTOP);
-    let stopped_at = end_offset(&broker(), &target, 0);
+    let stopped_at = target_broker.end_offset(&target, 0);
     let mut b_worker = spawn_logged(
         &["worker", "--coordinator", &url, "--worker-id", "taker"],
         &log("taker"),
@@ -376,6 +400,7 @@ async fn paused_worker_is_fenced_and_never_writes_after_takeover() {
     }
     signal(&a, libc::SIGCONT);
     let end = loop {
+        target_broker.keep_up();
         if let Some(st) = plan_status(&url, &plan_id).await {
             if st.state == "completed" {
                 break st;
@@ -395,7 +420,8 @@ async fn paused_worker_is_fenced_and_never_writes_after_takeover() {
         "paused at target offset {stopped_at}; final epoch {}",
         end.tasks[0].epoch
     );
-    assert_exact(&src, &target);
+    eprintln!("target broker restarts: {}", target_broker.restarts);
+    assert_exact_on(&tb, &src, &target);
     let paused_log = std::fs::read_to_string(log("paused")).unwrap_or_default();
     assert!(
         paused_log.contains("lease rejected")

@@ -17,8 +17,27 @@ use std::time::{Duration, Instant};
 const SEGMENTS: usize = 100_000;
 const TS: i64 = 1_720_000_000_000;
 
-/// These tests each produce 100,000 records; one at a time keeps the broker responsive.
+/// These tests each produce 100,000 records; one at a time keeps the machine responsive.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A fresh broker for one 100,000-record restore: written to the shared brokers, that many
+/// records slow tansu's SQLite engine down for every test after this one.
+struct OwnBroker {
+    _dir: tempfile::TempDir,
+    _tansu: Killed,
+    addr: String,
+}
+
+fn own_broker() -> OwnBroker {
+    let dir = temp_dir();
+    let port = free_port();
+    let tansu = start_tansu(dir.path(), port, "scale.db");
+    OwnBroker {
+        _dir: dir,
+        _tansu: tansu,
+        addr: format!("127.0.0.1:{port}"),
+    }
+}
 
 /// Writes backup `bk` of one partition of `topic` with `n` segments of one record each
 /// (offsets 0..n), straight into the backup layout. Returns the records.
@@ -92,6 +111,7 @@ async fn a_partition_of_100k_segments_restores_exactly_once_embedded() {
     let dir = temp_dir();
     let records = many_segment_backup(dir.path(), &topic, SEGMENTS);
     let state = temp_dir();
+    let broker = own_broker();
     let started = Instant::now();
     let out = kb_ok(&[
         "restore",
@@ -104,7 +124,7 @@ async fn a_partition_of_100k_segments_restores_exactly_once_embedded() {
         "--target-topic",
         &target,
         "--bootstrap-servers",
-        &broker(),
+        &broker.addr,
         "--create-topics",
         "--workers",
         "1",
@@ -122,7 +142,7 @@ async fn a_partition_of_100k_segments_restores_exactly_once_embedded() {
     let v: serde_json::Value = serde_json::from_str(&out).expect("json status");
     assert_eq!(v["state"], "completed", "{out}");
     assert_eq!(v["tasks"][0]["segments_total"], SEGMENTS as u64, "{out}");
-    assert_same_records(&records, &consume_all(&broker(), &target, 0));
+    assert_same_records(&records, &consume_all(&broker.addr, &target, 0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -133,6 +153,8 @@ async fn a_partition_of_100k_segments_survives_a_worker_killed_mid_list() {
     let dir = temp_dir();
     let records = many_segment_backup(dir.path(), &topic, SEGMENTS);
     let state = temp_dir();
+    let mut broker = RestartingBroker::start();
+    let addr = broker.addr();
     let log = |name: &str| state.path().join(format!("{name}.log"));
     let (_coordinator, url) =
         coordinator(state.path(), &["--lease-ttl", "3s", "--lease-grace", "1s"]);
@@ -140,12 +162,12 @@ async fn a_partition_of_100k_segments_survives_a_worker_killed_mid_list() {
         &["worker", "--coordinator", &url, "--worker-id", "first"],
         &log("worker-first"),
     ));
-    let plan = submit_detached(&url, dir.path(), &topic, &target, &[]);
+    let plan = submit_detached_to(&url, &addr, dir.path(), &topic, &target, &[]);
     let started = Instant::now();
     // Kill the first worker when about 40% of the partition is in the target.
     let deadline = Instant::now() + Duration::from_secs(150);
     loop {
-        let written = end_offset(&broker(), &target, 0);
+        let written = broker.end_offset(&target, 0);
         if written >= (SEGMENTS as i64) * 2 / 5 {
             first.0.kill().expect("kill -9");
             let _ = first.0.wait();
@@ -164,6 +186,7 @@ async fn a_partition_of_100k_segments_survives_a_worker_killed_mid_list() {
         &log("worker-second"),
     ));
     let last = loop {
+        broker.keep_up();
         if let Some(st) = plan_status(&url, &plan).await {
             if matches!(st.state.as_str(), "completed" | "failed" | "cancelled") {
                 break st;
@@ -184,7 +207,7 @@ async fn a_partition_of_100k_segments_survives_a_worker_killed_mid_list() {
     let task = &last.tasks[0];
     assert_eq!(task.segments_total, SEGMENTS as u64);
     assert_eq!(task.epoch, 2, "the second worker took over: {task:?}");
-    assert_same_records(&records, &consume_all(&broker(), &target, 0));
+    assert_same_records(&records, &consume_all(&addr, &target, 0));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,4 +10,6 @@ scripts/test-env.sh stop
 scripts/test-env.sh start
 trap 'scripts/test-env.sh stop' EXIT
 eval "$(scripts/test-env.sh env)"
+# Every test that needs the servers must run: a missing one fails instead of skipping.
+export KAFKA_BACKUP_REQUIRE_SERVERS=1
 cargo test --workspace --no-fail-fast -- --test-threads=2 "$@"

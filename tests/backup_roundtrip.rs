@@ -87,6 +87,9 @@ async fn produce_fixture(topic: &str) -> HashMap<i32, Vec<Record>> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_to_local_filesystem_round_trips_every_record() {
+    if skip_without_servers() {
+        return;
+    }
     let topic = unique("rt-local");
     let produced = produce_fixture(&topic).await;
     let dir = backup_local(&broker(), &topic, "rt1");
@@ -153,6 +156,9 @@ async fn backup_to_local_filesystem_round_trips_every_record() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_to_s3_round_trips_every_record() {
+    if skip_without_servers() {
+        return;
+    }
     let topic = unique("rt-s3");
     let produced = produce_fixture(&topic).await;
     let bucket = unique("kb-test").to_lowercase();
@@ -196,6 +202,9 @@ async fn backup_to_s3_round_trips_every_record() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_snapshots_committed_group_offsets() {
+    if skip_without_servers() {
+        return;
+    }
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
     let topic = unique("rt-groups");

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_survives_a_target_broker_crash_and_restart() {
+    if skip_without_servers() {
+        return;
+    }
     let dir = temp_dir();
     let port = free_port();
     let broker = format!("127.0.0.1:{port}");

@@ -31,6 +31,9 @@ fn value(text: &str, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn coordinator_and_worker_counters_move_during_a_restore() {
+    if skip_without_servers() {
+        return;
+    }
     let (topic, _, backup) = backed_up_topic("metered", 2, 600, 1_750_000_000_000, 2).await;
     let dir = temp_dir();
     let (grpc, cm, wm) = (free_port(), free_port(), free_port());

@@ -9,6 +9,9 @@ use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn progress_tree_in_a_terminal_reaches_100_percent_and_json_matches_the_ledger() {
+    if skip_without_servers() {
+        return;
+    }
     let (topic, _, backup) = backed_up_topic("progress", 2, 300, 1_760_000_000_000, 4).await;
     let state = temp_dir();
     let cmd = format!(

@@ -63,6 +63,9 @@ async fn fixture(name: &str, partitions: i32, per_partition: usize) -> Fixture {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn use_case_1_same_cluster_disaster_recovery() {
+    if skip_without_servers() {
+        return;
+    }
     let f = fixture("orders-dr", 3, 120).await;
     // The topic is lost; restore it under its own name on the same cluster.
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
@@ -100,6 +103,9 @@ async fn use_case_1_same_cluster_disaster_recovery() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn use_case_2_point_in_time_restore_is_inclusive_to_the_millisecond() {
+    if skip_without_servers() {
+        return;
+    }
     let f = fixture("tx-pitr", 2, 150).await;
     // Partition 0 timestamps are BASE_TS + 10*i; choose boundaries exactly on records.
     let from = BASE_TS + 10 * 37; // record 37 of partition 0 is included
@@ -184,6 +190,9 @@ async fn use_case_2_point_in_time_restore_is_inclusive_to_the_millisecond() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn time_window_outside_the_backup_restores_nothing_and_says_so() {
+    if skip_without_servers() {
+        return;
+    }
     let f = fixture("pitr-empty", 1, 40).await;
     let target = unique("pitr-empty-target");
     create_topic(&broker(), &target, 1).await;
@@ -205,6 +214,9 @@ async fn time_window_outside_the_backup_restores_nothing_and_says_so() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn use_case_3_environment_cloning_with_explicit_target_names() {
+    if skip_without_servers() {
+        return;
+    }
     let a = fixture("clone-orders", 1, 60).await;
     // A second topic in the same backup: back both up together.
     let second = unique("clone-payments");
@@ -242,6 +254,9 @@ async fn use_case_3_environment_cloning_with_explicit_target_names() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn use_case_4_cross_cluster_migration_with_regex_and_rewrite() {
+    if skip_without_servers() {
+        return;
+    }
     let f = fixture("migrate", 2, 80).await;
     let pattern = format!("{}.*", &f.topic[..f.topic.len() - 3]);
     let out = kb_ok(&f.restore_args(&[
@@ -290,6 +305,9 @@ async fn use_case_4_cross_cluster_migration_with_regex_and_rewrite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn use_case_5_partition_level_restore_with_mapping() {
+    if skip_without_servers() {
+        return;
+    }
     let f = fixture("hv", 3, 70).await;
     let target = unique("hv-target");
     create_topic(&broker(), &target, 3).await;
@@ -339,6 +357,9 @@ async fn use_case_5_partition_level_restore_with_mapping() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn yaml_config_with_env_expansion_drives_a_restore() {
+    if skip_without_servers() {
+        return;
+    }
     let f = fixture("yaml", 2, 50).await;
     let target = unique("yaml-target");
     let cfg = f.state.path().join("restore.yaml");
@@ -407,6 +428,9 @@ restore:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_inputs_are_refused_before_anything_is_written() {
+    if skip_without_servers() {
+        return;
+    }
     let f = fixture("bad", 3, 20).await;
     let target = unique("bad-target");
     create_topic(&broker(), &target, 1).await;
@@ -573,6 +597,9 @@ async fn bad_inputs_are_refused_before_anything_is_written() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn corrupt_segment_stops_only_its_task_and_keeps_what_was_restored() {
+    if skip_without_servers() {
+        return;
+    }
     let f = fixture("corrupt", 2, 120).await;
     // Damage the second segment of partition 1 (offsets 50..99): flip one body byte.
     let seg = f.backup.path().join(format!(
@@ -611,6 +638,9 @@ async fn corrupt_segment_stops_only_its_task_and_keeps_what_was_restored() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn skip_corrupt_segments_restores_the_rest_and_reports_what_was_skipped() {
+    if skip_without_servers() {
+        return;
+    }
     let f = fixture("skip-corrupt", 1, 150).await;
     let bad = format!(
         "bk/topics/{}/partition=0/segment-{:020}.bin.zst",

@@ -163,6 +163,9 @@ impl Rng {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn embedded_restore_killed_mid_run_resumes_without_loss_or_duplicates() {
+    if skip_without_servers() {
+        return;
+    }
     let _serial = SERIAL.lock().await;
     let src = source("kill-embedded", 3, 3000).await;
     let target = unique("kill-embedded-target");
@@ -248,6 +251,9 @@ async fn embedded_restore_killed_mid_run_resumes_without_loss_or_duplicates() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn distributed_restore_survives_worker_kills_and_a_coordinator_restart() {
+    if skip_without_servers() {
+        return;
+    }
     let _serial = SERIAL.lock().await;
     let src = source("dist", 4, 2500).await;
     let target = unique("dist-target");
@@ -352,6 +358,9 @@ async fn distributed_restore_survives_worker_kills_and_a_coordinator_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn paused_worker_is_fenced_and_never_writes_after_takeover() {
+    if skip_without_servers() {
+        return;
+    }
     let _serial = SERIAL.lock().await;
     let src = source("fence", 1, 6000).await;
     let target = unique("fence-target");
@@ -433,6 +442,9 @@ async fn paused_worker_is_fenced_and_never_writes_after_takeover() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_cancel_and_resume_through_the_grpc_api() {
+    if skip_without_servers() {
+        return;
+    }
     let _serial = SERIAL.lock().await;
     let src = source("cancel", 2, 3000).await;
     let target = unique("cancel-target");

@@ -28,6 +28,9 @@ fn interrupt_and_wait(mut child: Child) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_trace_spans_cli_coordinator_and_worker() {
+    if skip_without_servers() {
+        return;
+    }
     let (receiver, otlp) = start_receiver().await;
 
     let (topic, _, backup) = backed_up_topic("traced", 2, 300, 1_740_000_000_000, 3).await;

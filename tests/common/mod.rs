@@ -17,6 +17,30 @@ pub mod otlp;
 
 const HOW_TO_START: &str = "start the loopback test servers first: `scripts/test-env.sh start && eval \"$(scripts/test-env.sh env)\"`, or run everything with `bash scripts/test.sh`";
 
+/// Whether the loopback test servers are set up. Without them a test that needs them is
+/// skipped with the reason printed, so a plain `cargo test` on a fresh machine runs the unit
+/// and format tests and passes. `scripts/test.sh` sets `KAFKA_BACKUP_REQUIRE_SERVERS=1`: then
+/// missing servers fail the test instead of skipping it.
+pub fn skip_without_servers() -> bool {
+    if std::env::var("KAFKA_BACKUP_TEST_BROKER").is_ok_and(|v| !v.is_empty()) {
+        return false;
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_string();
+    if std::env::var("KAFKA_BACKUP_REQUIRE_SERVERS").is_ok_and(|v| v == "1") {
+        panic!("{test} needs the test servers and they are not set up: {HOW_TO_START}");
+    }
+    // Straight to stderr, not through eprintln!, which the test harness captures.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped {test}: it needs the loopback test servers ({HOW_TO_START})"
+    );
+    true
+}
+
 fn env_addr(var: &str) -> String {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => v,

@@ -246,6 +246,7 @@ impl Ledger {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
+            .mode(sled::Mode::HighThroughput)
             // Every change is flushed by the group commit; a timer adds nothing.
             .flush_every_ms(None)
             .open()

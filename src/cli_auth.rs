@@ -1,9 +1,9 @@
 //! gRPC security flags: what clients (workers, `restore --coordinator`, status/cancel) send
 //! and what the coordinator requires.
 
-use crate::cli_restore::parse_duration;
 use anyhow::Result;
 use clap::Args;
+use kafka_backup_common::restore_options::parse_duration;
 use kafka_backup_coordinator::security::ServerSecurity;
 use kafka_backup_worker::connect::ClientSecurity;
 use std::path::PathBuf;

@@ -3,16 +3,18 @@
 
 use crate::cli_auth::{ClientAuthArgs, ServerAuthArgs};
 use crate::cli_output::{print_json, print_status, status_json, Format};
-use crate::cli_restore::parse_duration;
-use crate::embedded::{connect_plans, exit_code, follow, rpc_error};
+use crate::cli_restore::exit_code;
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use kafka_backup_common::restore_options::parse_duration;
 use kafka_backup_coordinator::ledger::Ledger;
 use kafka_backup_coordinator::{Coordinator, CoordinatorSettings};
 use kafka_backup_proto::{ListPlansRequest, PlanRef};
+use kafka_backup_run::{plan_state, rpc, Coordinated, Session};
 use kafka_backup_worker::{default_worker_id, run_worker, WorkerConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 #[derive(Args)]
 pub struct CoordinatorArgs {
@@ -167,86 +169,78 @@ pub async fn worker(a: WorkerArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn pick_plan(a: &PlanSelectArgs) -> Result<String> {
-    if let Some(p) = &a.plan_id {
-        return Ok(p.clone());
-    }
-    let Some(backup) = &a.backup_id else {
-        bail!("give --plan-id or --backup-id");
-    };
-    let mut client = connect_plans(&a.coordinator, &a.auth.security()).await?;
-    let plans = client
-        .list_plans(ListPlansRequest {})
-        .await
-        .map_err(rpc_error)?
-        .into_inner()
-        .plans;
-    plans
-        .into_iter()
-        .find(|p| &p.backup_id == backup)
-        .map(|p| p.plan_id)
-        .with_context(|| format!("no restore plan for backup {backup:?} on {}", a.coordinator))
+async fn session(coordinator: &str, auth: &ClientAuthArgs) -> Result<Session> {
+    Ok(Session::open(
+        Coordinated::Remote {
+            url: coordinator.to_string(),
+            security: auth.security(),
+        },
+        false,
+    )
+    .await?)
 }
 
 pub async fn status(a: PlanSelectArgs) -> Result<ExitCode> {
-    let plan_id = pick_plan(&a).await?;
-    let mut client = connect_plans(&a.coordinator, &a.auth.security()).await?;
-    let s = if a.follow {
-        follow(&mut client, &plan_id, true).await?
+    let mut s = session(&a.coordinator, &a.auth).await?;
+    let plan_id = s
+        .pick_plan(a.plan_id.as_deref(), a.backup_id.as_deref())
+        .await?;
+    let st = if a.follow {
+        let started = Instant::now();
+        let mut view = crate::progress::Progress::new(true);
+        let last = s.follow(&plan_id, |st| view.update(st, started)).await?;
+        view.finish();
+        last
     } else {
-        client
-            .get_plan_status(PlanRef {
-                plan_id,
-                ..Default::default()
-            })
-            .await
-            .map_err(rpc_error)?
-            .into_inner()
+        s.status(&plan_id).await?
     };
     match a.format {
-        Format::Json => print_json(&status_json(&s))?,
-        Format::Table => print_status(&s),
+        Format::Json => print_json(&status_json(&st))?,
+        Format::Table => print_status(&st),
     }
     Ok(if a.follow {
-        exit_code(&s)
+        exit_code(plan_state(&st))
     } else {
         ExitCode::SUCCESS
     })
 }
 
-pub async fn cancel(a: PlanSelectArgs, cancel: bool) -> Result<ExitCode> {
-    let plan_id = pick_plan(&a).await?;
-    let mut client = connect_plans(&a.coordinator, &a.auth.security()).await?;
-    let s = if cancel {
-        client
-            .cancel_plan(PlanRef {
-                plan_id,
-                ..Default::default()
-            })
-            .await
-    } else {
-        client
-            .resume_plan(PlanRef {
-                plan_id,
-                ..Default::default()
-            })
-            .await
+/// What `restore-cancel` and `restore-resume` do to a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanAction {
+    Cancel,
+    Resume,
+}
+
+pub async fn cancel_or_resume(a: PlanSelectArgs, action: PlanAction) -> Result<ExitCode> {
+    let mut s = session(&a.coordinator, &a.auth).await?;
+    let plan_id = s
+        .pick_plan(a.plan_id.as_deref(), a.backup_id.as_deref())
+        .await?;
+    let req = PlanRef {
+        plan_id,
+        ..Default::default()
+    };
+    let st = match action {
+        PlanAction::Cancel => s.client.cancel_plan(req).await,
+        PlanAction::Resume => s.client.resume_plan(req).await,
     }
-    .map_err(rpc_error)?
+    .map_err(rpc)?
     .into_inner();
     match a.format {
-        Format::Json => print_json(&status_json(&s))?,
-        Format::Table => print_status(&s),
+        Format::Json => print_json(&status_json(&st))?,
+        Format::Table => print_status(&st),
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn list(a: ListPlansArgs) -> Result<ExitCode> {
-    let mut client = connect_plans(&a.coordinator, &a.auth.security()).await?;
-    let plans = client
+    let mut s = session(&a.coordinator, &a.auth).await?;
+    let plans = s
+        .client
         .list_plans(ListPlansRequest {})
         .await
-        .map_err(rpc_error)?
+        .map_err(rpc)?
         .into_inner()
         .plans;
     match a.format {

@@ -7,9 +7,8 @@ mod cli_offsets;
 mod cli_output;
 mod cli_plans;
 mod cli_restore;
-mod embedded;
-mod offset_reset;
 mod progress;
+mod reset_output;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -53,7 +52,7 @@ enum Command {
     ListPlans(cli_plans::ListPlansArgs),
     /// Show the exact source→target offset mapping of a restore and translated group offsets.
     ShowOffsetMapping(cli_offsets::OffsetMappingArgs),
-    /// Find the first offset of a partition at or after a timestamp (PRD §8.3).
+    /// Find the first offset of a partition at or after a timestamp.
     OffsetForTimestamp(cli_offsets::OffsetForTimestampArgs),
 }
 
@@ -79,8 +78,12 @@ async fn main() -> ExitCode {
         Command::Coordinator(a) => cli_plans::coordinator(a).await,
         Command::Worker(a) => cli_plans::worker(a).await,
         Command::RestoreStatus(a) => cli_plans::status(a).await,
-        Command::RestoreCancel(a) => cli_plans::cancel(a, true).await,
-        Command::RestoreResume(a) => cli_plans::cancel(a, false).await,
+        Command::RestoreCancel(a) => {
+            cli_plans::cancel_or_resume(a, cli_plans::PlanAction::Cancel).await
+        }
+        Command::RestoreResume(a) => {
+            cli_plans::cancel_or_resume(a, cli_plans::PlanAction::Resume).await
+        }
         Command::ListPlans(a) => cli_plans::list(a).await,
         Command::ShowOffsetMapping(a) => cli_offsets::show_offset_mapping(a).await,
         Command::OffsetForTimestamp(a) => cli_offsets::offset_for_timestamp(a).await,

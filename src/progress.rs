@@ -1,4 +1,4 @@
-//! Live restore progress. On a terminal: the tree of PRD §11.2 drawn with indicatif — one
+//! Live restore progress. On a terminal: a tree drawn with indicatif — one
 //! entry per partition task (bar, bytes, records, elapsed) and an overall entry (bar,
 //! throughput, ETA, records). Otherwise: one plain status line per second, so logs and CI
 //! output stay readable.

@@ -39,65 +39,23 @@ fn malformed_restore_flags_are_refused_before_connecting() {
         "--source-topics",
         "orders",
     ];
+    // One case of each kind: the whole matrix is unit-tested where it is resolved
+    // (common/src/restore_options.rs); here the binary shows it refuses before it connects
+    // or creates the state directory.
     let cases: &[(&[&str], &str)] = &[
-        (
-            &["--from-timestamp", "2025-13-45T00:00:00Z"],
-            "--from-timestamp",
-        ),
         (&["--to-timestamp", "noon"], "--to-timestamp"),
-        (&["--from-timestamp", "-5"], "--from-timestamp"),
         (&["--source-partitions", "0,x"], "--source-partitions"),
-        (&["--source-partitions", "-3"], "--source-partitions"),
-        (
-            &["--source-partitions", "99999999999"],
-            "--source-partitions",
-        ),
-        (&["--partition-mapping", "0:"], "invalid partition mapping"),
-        (&["--partition-mapping", "a:b"], "invalid partition mapping"),
-        (
-            &["--partition-mapping", "0:-1"],
-            "invalid partition mapping",
-        ),
-        (
-            &["--partition-mapping", "0:1,0:2"],
-            "invalid partition mapping",
-        ),
         (&["--partition-mapping", "0:0,1:0"], "N:1"),
-        (
-            &["--target-topics-rewrite", "s/a/b"],
-            "invalid topic rewrite",
-        ),
-        (
-            &["--target-topics-rewrite", "x/a/b/"],
-            "invalid topic rewrite",
-        ),
         (
             &["--target-topics-rewrite", "s/(/x/"],
             "invalid topic rewrite",
         ),
         (&["--source-topics", "pay-(["], "invalid topic pattern"),
-        (&["--checkpoint-interval", "5x"], "--checkpoint-interval"),
         (&["--checkpoint-interval", "0s"], "--checkpoint-interval"),
-        (&["--workers", "0"], "--workers"),
         (&["--workers", "1000"], "--workers"),
         (&["--max-records-per-sec", "-5"], "--max-records-per-sec"),
         (&["--max-records-per-sec", "fast"], "--max-records-per-sec"),
-        (
-            &["--consumer-group-strategy", "bogus"],
-            "--consumer-group-strategy",
-        ),
-        (&["--offset-strategy", "bogus"], "--offset-strategy"),
         (&["--consumer-group", "g1"], "--reset-consumer-offsets"),
-        (
-            &[
-                "--reset-consumer-offsets",
-                "--consumer-group",
-                "g",
-                "--offset-strategy",
-                "nearest",
-            ],
-            "--offset-strategy",
-        ),
         (&["--lease-ttl", "forever"], "--lease-ttl"),
     ];
     for (extra, needle) in cases {
@@ -162,60 +120,16 @@ fn malformed_yaml_values_are_refused_naming_the_key() {
         "storage:\n  url: /nonexistent/kafka-backup-test-storage\nrestore:\n  backup_id: bk\n";
     let target = "  target:\n    bootstrap_servers: [\"127.0.0.1:1\"]\n";
     let source = "  source:\n    topics: [orders]\n";
+    // One case of each kind (the matrix is unit-tested in common/src/restore_options.rs).
     let cases: Vec<(String, &str)> = vec![
         (format!("{head}{target}{source}  colour: blue\n"), "colour"),
-        (format!("{head}{target}{source}bogus_section: 1\n"), "bogus_section"),
         (
             format!("{head}{target}  source:\n    topics: [orders]\n    from_timestamp: \"not-a-date\"\n"),
             "restore.source.from_timestamp",
         ),
         (
-            format!("{head}{target}  source:\n    topics: [orders]\n    partitions: [0, -1]\n"),
-            "restore.source.partitions",
-        ),
-        (
-            format!("{head}{target}  source:\n    topics: [orders]\n    partitions: [zero]\n"),
-            "partitions",
-        ),
-        (
-            format!("{head}{source}  target:\n    bootstrap_servers: [\"127.0.0.1:1\"]\n    partition_mapping: \"0:0,1:0\"\n"),
-            "N:1",
-        ),
-        (
-            format!("{head}{source}  target:\n    bootstrap_servers: [\"127.0.0.1:1\"]\n    partition_mapping:\n      orders: \"0:x\"\n"),
-            "invalid partition mapping",
-        ),
-        (
-            format!("{head}{source}  target:\n    bootstrap_servers: [\"127.0.0.1:1\"]\n    topics_rewrite: \"s/(/x/\"\n"),
-            "invalid topic rewrite",
-        ),
-        (
-            format!("{head}{target}{source}  performance:\n    checkpoint_interval_secs: 0\n"),
-            "checkpoint_interval_secs",
-        ),
-        (
-            format!("{head}{target}{source}  performance:\n    max_concurrent_partitions: four\n"),
-            "max_concurrent_partitions",
-        ),
-        (
-            format!("{head}{target}{source}  restore_strategy:\n    consumer_group_strategy: psychic\n"),
-            "--consumer-group-strategy",
-        ),
-        (
-            format!("{head}{target}{source}  restore_strategy:\n    consumer_groups: [g]\n"),
-            "--reset-consumer-offsets",
-        ),
-        (
             format!("{head}{source}  target:\n    bootstrap_servers: [\"${{KB_TEST_SURELY_UNSET_VAR}}\"]\n"),
             "KB_TEST_SURELY_UNSET_VAR",
-        ),
-        (
-            format!("{head}{source}  target:\n    bootstrap_servers: [\"127.0.0.1:1\"]\n    security:\n      security_protocol: SASL_SSL\n      sasl_mechanism: SCRAM-SHA-1\n      sasl_username: u\n      sasl_password: p\n"),
-            "restore.target.security.sasl_mechanism",
-        ),
-        (
-            format!("{head}{source}  target:\n    bootstrap_servers: [\"127.0.0.1:1\"]\n    security:\n      password: p\n"),
-            "password",
         ),
         (format!("{head}  source: [unclosed\n"), "is invalid"),
     ];

@@ -1,4 +1,4 @@
-//! The segment format as published (DESIGN §3), checked against bytes built by hand here —
+//! The segment format as published (the README's backup format), checked against bytes built by hand here —
 //! not by our writer — plus the corruption cases every reader must refuse.
 
 use kafka_backup_common::segment::{

@@ -1,4 +1,4 @@
-//! `restore --progress` in a pseudo-terminal (util-linux `script`) draws the PRD §11.2 tree
+//! `restore --progress` in a pseudo-terminal (util-linux `script`) draws the progress tree
 //! and reaches 100%; the JSON status printed at the end matches the ledger.
 
 mod common;

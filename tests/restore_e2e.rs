@@ -1,5 +1,6 @@
 //! End-to-end restores through the embedded coordinator and workers against tansu: the five
-//! PRD use cases, PITR boundaries, dry runs and every refused input. Each test consumes the
+//! restore use cases (disaster recovery, point in time, cloning, migration, partition
+//! level), PITR boundaries, dry runs and every refused input. Each test consumes the
 //! target and compares key, value, headers, timestamp and order with the source records.
 
 mod common;

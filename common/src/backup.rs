@@ -108,22 +108,39 @@ pub async fn run_backup(store: &BackupStore, req: &BackupRequest) -> Result<Mani
         .unwrap_or_else(|e| Err(BackupError::Internal(e.to_string())))
 }
 
+/// A Kafka error of this backup, naming the cluster and what was being done.
+fn kafka_error(req: &BackupRequest, what: &str) -> impl Fn(KafkaError) -> BackupError {
+    let bootstrap = req.bootstrap_servers.clone();
+    let what = what.to_string();
+    move |source| BackupError::Kafka {
+        bootstrap: bootstrap.clone(),
+        what: what.clone(),
+        source: Box::new(source),
+    }
+}
+
+/// The backup, in named steps: select the topics, fix the snapshot point of every partition,
+/// read each partition up to it into segments, then write the manifest last.
 fn backup_blocking(
     handle: &Handle,
     store: &BackupStore,
     req: &BackupRequest,
     patterns: &[TopicPattern],
 ) -> Result<Manifest, BackupError> {
-    let kafka = |what: &str| {
-        let bootstrap = req.bootstrap_servers.clone();
-        let what = what.to_string();
-        move |source| BackupError::Kafka {
-            bootstrap,
-            what,
-            source: Box::new(source),
-        }
-    };
-    let consumer: BaseConsumer = client_config(&req.bootstrap_servers, &req.kafka_properties)
+    let consumer = snapshot_consumer(req)?;
+    let topics = select_topics(&consumer, req, patterns)?;
+    let mut writers = assign_to_snapshot(&consumer, req, &topics)?;
+    tracing::info!(partitions = writers.len(), "backup started");
+    read_to_snapshot(&consumer, handle, store, req, &mut writers)?;
+    let group_offsets = snapshot_group_offsets(req, &topics);
+    let manifest = build_manifest(req, &topics, writers, group_offsets);
+    handle.block_on(store.write_manifest(&manifest))?;
+    tracing::info!(records = manifest.total_records(), "backup complete");
+    Ok(manifest)
+}
+
+fn snapshot_consumer(req: &BackupRequest) -> Result<BaseConsumer, BackupError> {
+    client_config(&req.bootstrap_servers, &req.kafka_properties)
         .set("group.id", format!("kafka-backup-{}", req.backup_id))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -133,10 +150,19 @@ fn backup_blocking(
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
         .create()
-        .map_err(kafka("the consumer configuration"))?;
+        .map_err(kafka_error(req, "the consumer configuration"))
+}
+
+/// The cluster's topics the patterns select (internal topics only when named exactly),
+/// with their partition counts; refused when there are none.
+fn select_topics(
+    consumer: &BaseConsumer,
+    req: &BackupRequest,
+    patterns: &[TopicPattern],
+) -> Result<BTreeMap<String, i32>, BackupError> {
     let metadata = consumer
         .fetch_metadata(None, META_TIMEOUT)
-        .map_err(kafka("a metadata request"))?;
+        .map_err(kafka_error(req, "a metadata request"))?;
     let mut topics: BTreeMap<String, i32> = BTreeMap::new();
     for t in metadata.topics() {
         let internal = t.name().starts_with("__");
@@ -158,18 +184,29 @@ fn backup_blocking(
                 .collect(),
         });
     }
+    Ok(topics)
+}
 
+type Writers = HashMap<(String, i32), PartitionWriter>;
+
+/// Fixes every partition's snapshot point (its high watermark now) and assigns the consumer
+/// from the low watermark; empty partitions are done at once.
+fn assign_to_snapshot(
+    consumer: &BaseConsumer,
+    req: &BackupRequest,
+    topics: &BTreeMap<String, i32>,
+) -> Result<Writers, BackupError> {
     let mut tpl = TopicPartitionList::new();
-    let mut writers: HashMap<(String, i32), PartitionWriter> = HashMap::new();
-    for (topic, count) in &topics {
+    let mut writers = Writers::new();
+    for (topic, count) in topics {
         for p in 0..*count {
             let (low, high) = consumer
                 .fetch_watermarks(topic, p, META_TIMEOUT)
-                .map_err(kafka("a watermark request"))?;
+                .map_err(kafka_error(req, "a watermark request"))?;
             let mut w = PartitionWriter::new(req, topic, p, high);
             if high > low {
                 tpl.add_partition_offset(topic, p, Offset::Offset(low))
-                    .map_err(kafka("the partition assignment"))?;
+                    .map_err(kafka_error(req, "the partition assignment"))?;
             } else {
                 w.done = true;
             }
@@ -178,9 +215,19 @@ fn backup_blocking(
     }
     consumer
         .assign(&tpl)
-        .map_err(kafka("the partition assignment"))?;
-    tracing::info!(partitions = writers.len(), "backup started");
+        .map_err(kafka_error(req, "the partition assignment"))?;
+    Ok(writers)
+}
 
+/// Reads every partition up to its snapshot point, writing segments as they fill; fails
+/// when nothing moves for `STALL_LIMIT`.
+fn read_to_snapshot(
+    consumer: &BaseConsumer,
+    handle: &Handle,
+    store: &BackupStore,
+    req: &BackupRequest,
+    writers: &mut Writers,
+) -> Result<(), BackupError> {
     let mut last_progress = Instant::now();
     let mut last_position_check = Instant::now();
     while writers.values().any(|w| !w.done) {
@@ -219,19 +266,8 @@ fn backup_blocking(
         // high-1; the consumer position tells when they are past the snapshot point.
         if last_position_check.elapsed() > Duration::from_millis(500) {
             last_position_check = Instant::now();
-            if let Ok(pos) = consumer.position() {
-                for e in pos.elements() {
-                    if let (Offset::Offset(o), Some(w)) = (
-                        e.offset(),
-                        writers.get_mut(&(e.topic().to_string(), e.partition())),
-                    ) {
-                        if o >= w.high && !w.done {
-                            w.done = true;
-                            w.flush(handle, store, req)?;
-                            last_progress = Instant::now();
-                        }
-                    }
-                }
+            if finish_passed_partitions(consumer, handle, store, req, writers)? {
+                last_progress = Instant::now();
             }
         }
         if last_progress.elapsed() > STALL_LIMIT {
@@ -248,10 +284,45 @@ fn backup_blocking(
     for w in writers.values_mut() {
         w.flush(handle, store, req)?;
     }
+    Ok(())
+}
 
-    let group_offsets = snapshot_group_offsets(req, &topics);
+/// Marks done (and flushes) the partitions the consumer has read past their snapshot point;
+/// returns whether any was.
+fn finish_passed_partitions(
+    consumer: &BaseConsumer,
+    handle: &Handle,
+    store: &BackupStore,
+    req: &BackupRequest,
+    writers: &mut Writers,
+) -> Result<bool, BackupError> {
+    let Ok(pos) = consumer.position() else {
+        return Ok(false);
+    };
+    let mut any = false;
+    for e in pos.elements() {
+        if let (Offset::Offset(o), Some(w)) = (
+            e.offset(),
+            writers.get_mut(&(e.topic().to_string(), e.partition())),
+        ) {
+            if o >= w.high && !w.done {
+                w.done = true;
+                w.flush(handle, store, req)?;
+                any = true;
+            }
+        }
+    }
+    Ok(any)
+}
+
+fn build_manifest(
+    req: &BackupRequest,
+    topics: &BTreeMap<String, i32>,
+    mut writers: Writers,
+    group_offsets: Vec<GroupOffset>,
+) -> Manifest {
     let mut topic_manifests = Vec::new();
-    for (topic, count) in &topics {
+    for (topic, count) in topics {
         let mut partitions = Vec::new();
         for p in 0..*count {
             if let Some(w) = writers.remove(&(topic.clone(), p)) {
@@ -268,7 +339,7 @@ fn backup_blocking(
             partitions,
         });
     }
-    let manifest = Manifest {
+    Manifest {
         backup_id: req.backup_id.clone(),
         created_at: chrono::Utc::now().timestamp_millis(),
         source_cluster_id: None,
@@ -281,10 +352,7 @@ fn backup_blocking(
         compression: Some("zstd".into()),
         topics: topic_manifests,
         consumer_group_offsets: group_offsets,
-    };
-    handle.block_on(store.write_manifest(&manifest))?;
-    tracing::info!(records = manifest.total_records(), "backup complete");
-    Ok(manifest)
+    }
 }
 
 /// Committed offsets of consumer groups on the backed-up topics. A group that cannot be read

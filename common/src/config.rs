@@ -1,4 +1,4 @@
-//! YAML configuration files for `backup` and `restore` (PRD §10.1). `${VAR}` references in
+//! YAML configuration files for `backup` and `restore` (examples/ has one of each). `${VAR}` references in
 //! string values are expanded from the environment after parsing (so comments may mention
 //! them) and a missing variable is an error naming it. Unknown keys are errors: a key that
 //! parses but does nothing is how a restore silently does the wrong thing.

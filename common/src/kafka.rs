@@ -1,12 +1,12 @@
 //! Kafka client settings shared by the backup, the coordinator (metadata, topic creation)
-//! and the workers (producers). Security settings of PRD §10.1 map to librdkafka properties
+//! and the workers (producers). The YAML files' security settings map to librdkafka properties
 //! here and nowhere else, so every client of one cluster is configured the same way.
 
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-/// Security section of the YAML config (PRD §10.1).
+/// Security section of the YAML config (`backup.security`, `restore.target.security`).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityConfig {

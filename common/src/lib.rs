@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod manifest;
 pub mod manifest_index;
 pub mod metrics;
+pub mod restore_options;
 pub mod segment;
 pub mod storage;
 pub mod telemetry;

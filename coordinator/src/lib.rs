@@ -7,6 +7,7 @@ pub mod breaker;
 pub mod grpc;
 pub mod ledger;
 pub mod metrics;
+pub mod offset_reset;
 pub mod offsets;
 pub mod plan_service;
 pub mod planner;

@@ -1,6 +1,7 @@
 //! The planner: manifest + selection rules → one task per source partition, each with its
 //! ordered segment list and target (topic, partition). Pure and synchronous so that every
-//! validation error of PRD §9.2 is raised before any connection or write, and so it can be
+//! error in the selection (an unknown topic or partition, a bad pattern, mapping or window)
+//! is raised before any connection or write, and so it can be
 //! tested and benchmarked without a cluster.
 
 use kafka_backup_common::filters::{

@@ -14,7 +14,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-/// Header names added when original offsets are requested (PRD §8.2).
+/// Header names added when original offsets are requested, so a consumer (or a later
+/// offset reset) can find where a restored record came from.
 pub const ORIGINAL_OFFSET_HEADER: &str = "x-original-offset";
 pub const ORIGINAL_TIMESTAMP_HEADER: &str = "x-original-timestamp";
 

@@ -19,6 +19,7 @@ use crate::pages::{PageError, SegmentPages};
 use crate::produce::{Acked, PartitionProducer, ProduceError, ProducerCache, ProducerKey};
 use crate::reconcile::{reconcile, ReconcileError, TargetPartition};
 use crate::source::{prefetch, RecordFilter, SourceError};
+use kafka_backup_common::segment::DecodedSegment;
 use kafka_backup_common::storage::{BackupStore, StorageError};
 use kafka_backup_proto::*;
 use std::collections::HashMap;
@@ -184,8 +185,31 @@ fn checkpoint_request(lease: &LeaseRef, acked: &mut Acked) -> CheckpointRequest 
     }
 }
 
+/// What one lease's restore works with.
+struct TaskContext<'a> {
+    client: WorkersClient,
+    lease_ref: &'a LeaseRef,
+    lease: &'a TaskLease,
+    state: &'a Arc<LeaseState>,
+    /// A record is handed to the producer only if it would be delivered within this (see
+    /// `lease.rs`).
+    write_window: Duration,
+}
+
+impl TaskContext<'_> {
+    async fn checkpoint(&mut self, acked: &mut Acked) -> Result<(), TaskError> {
+        self.client
+            .report_checkpoint(checkpoint_request(self.lease_ref, acked))
+            .await
+            .map(|_| ())
+            .map_err(report_error)
+    }
+}
+
+/// Runs one lease: resume point, then every kept record of the task's segments produced in
+/// order with periodic checkpoints, then the final checkpoint. Returns the records restored.
 async fn execute(
-    mut client: WorkersClient,
+    client: WorkersClient,
     lease_ref: &LeaseRef,
     lease: &TaskLease,
     state: &Arc<LeaseState>,
@@ -193,9 +217,14 @@ async fn execute(
 ) -> Result<u64, TaskError> {
     let options: HashMap<String, String> = lease.storage_options.clone().into_iter().collect();
     let store = BackupStore::open(&lease.storage_url, &options, false)?;
-    let ttl = Duration::from_millis(lease.ttl_ms);
-    let message_timeout = (ttl * 2 / 5).max(Duration::from_secs(1));
-    let write_window = message_timeout + Duration::from_millis(500);
+    let message_timeout = (Duration::from_millis(lease.ttl_ms) * 2 / 5).max(Duration::from_secs(1));
+    let mut cx = TaskContext {
+        client,
+        lease_ref,
+        lease,
+        state,
+        write_window: message_timeout + Duration::from_millis(500),
+    };
     // Take the producer first: a new one acquires its producer id in the background while
     // the resume point is worked out. Nothing is sent before the resume point is known.
     let producer_key = ProducerKey {
@@ -205,56 +234,18 @@ async fn execute(
         message_timeout,
     };
     let (producer, reused) = producers.take_or_create(&producer_key)?;
-    let target = TargetPartition {
-        bootstrap: &lease.bootstrap_servers,
-        properties: &lease.kafka_properties,
-        topic: &lease.target_topic,
-        partition: lease.target_partition,
-        client: &producer,
-    };
-    let first_offset = lease.task_start_offset;
-    let pages = SegmentPages::new(client.clone(), lease_ref.clone(), lease, state.clone());
+    let pages = SegmentPages::new(cx.client.clone(), lease_ref.clone(), lease, state.clone());
     let filter = RecordFilter {
-        from_offset: first_offset,
+        from_offset: lease.task_start_offset,
         from_ts: lease.from_timestamp_ms,
         to_ts: lease.to_timestamp_ms,
     };
-
-    // Resume point.
-    let mut acked = if lease.has_checkpoint {
-        let cp = Acked {
-            source_next: lease.source_next_offset,
-            target_next: lease.target_next_offset,
-            records: lease.records_done,
-            bytes: lease.bytes_done,
-            ..Default::default()
-        };
-        reconcile(
-            &target,
-            &store,
-            pages.clone(),
-            filter,
-            lease.add_original_offset_headers,
-            lease.skip_corrupt_segments,
-            cp,
-        )
-        .await?
-    } else {
-        Acked {
-            source_next: first_offset,
-            target_next: target.end_offset().await?,
-            ..Default::default()
-        }
-    };
+    let mut acked = resume_point(lease, &store, &producer, pages.clone(), filter).await?;
     if !reused {
         crate::produce::request_producer_id(&producer, &lease.target_topic).await;
     }
     // Record the resume point before writing anything new.
-    client
-        .report_checkpoint(checkpoint_request(lease_ref, &mut acked))
-        .await
-        .map_err(report_error)?;
-
+    cx.checkpoint(&mut acked).await?;
     let mut out = PartitionProducer::new(
         producer,
         &lease.target_topic,
@@ -266,35 +257,74 @@ async fn execute(
         from_offset: out.acked.source_next,
         ..filter
     };
-    let interval = Duration::from_millis(lease.checkpoint_interval_ms.max(200));
-    let mut last_checkpoint = Instant::now();
-    let mut segments = prefetch(store.clone(), pages, filter, lease.skip_corrupt_segments);
-    let mut throttle = Throttle::new(lease.max_records_per_sec);
-    let mut bytes_at_checkpoint = out.acked.bytes;
+    let segments = prefetch(store, pages, filter, lease.skip_corrupt_segments);
+    produce_all(&mut cx, segments, filter, &mut out).await?;
+    out.drain().await?;
+    let records = out.acked.records;
+    cx.client
+        .complete_task(checkpoint_request(lease_ref, &mut out.acked))
+        .await
+        .map_err(report_error)?;
+    producers.keep(producer_key, out.into_producer());
+    Ok(records)
+}
+
+/// Where this holder starts: after reconciling the target tail when a previous holder left a
+/// checkpoint, else at the task's first offset with the target's current end.
+async fn resume_point(
+    lease: &TaskLease,
+    store: &BackupStore,
+    producer: &rdkafka::producer::FutureProducer,
+    pages: SegmentPages,
+    filter: RecordFilter,
+) -> Result<Acked, TaskError> {
+    let target = TargetPartition {
+        bootstrap: &lease.bootstrap_servers,
+        properties: &lease.kafka_properties,
+        topic: &lease.target_topic,
+        partition: lease.target_partition,
+        client: producer,
+    };
+    if !lease.has_checkpoint {
+        return Ok(Acked {
+            source_next: lease.task_start_offset,
+            target_next: target.end_offset().await?,
+            ..Default::default()
+        });
+    }
+    let cp = Acked {
+        source_next: lease.source_next_offset,
+        target_next: lease.target_next_offset,
+        records: lease.records_done,
+        bytes: lease.bytes_done,
+        ..Default::default()
+    };
+    Ok(reconcile(
+        &target,
+        store,
+        pages,
+        filter,
+        lease.add_original_offset_headers,
+        lease.skip_corrupt_segments,
+        cp,
+    )
+    .await?)
+}
+
+/// Produces the records `filter` keeps from every segment the fetch stage hands over.
+async fn produce_all(
+    cx: &mut TaskContext<'_>,
+    mut segments: tokio::sync::mpsc::Receiver<(String, Result<DecodedSegment, SourceError>)>,
+    filter: RecordFilter,
+    out: &mut PartitionProducer,
+) -> Result<(), TaskError> {
+    let mut pace = Pace::new(cx.lease);
     while let Some((key, seg)) = segments.recv().await {
         let seg = match seg {
             Ok(seg) => seg,
-            Err(SourceError::SegmentList(e)) => {
-                out.abandon().await;
-                return Err(match e {
-                    PageError::Fenced(_) => TaskError::Fenced,
-                    PageError::Unavailable(why) => TaskError::Coordinator(why),
-                });
-            }
-            Err(e) if lease.skip_corrupt_segments && e.is_bad_object() => {
-                tracing::error!(%key, error = %e, "skipping a missing or corrupt segment (--skip-corrupt-segments)");
-                out.acked.skipped.push(format!("{key}: {e}"));
-                continue;
-            }
             Err(e) => {
-                // Keep everything before the bad segment: finish producing it and checkpoint,
-                // so the task stops exactly at the damaged object.
-                out.drain().await?;
-                client
-                    .report_checkpoint(checkpoint_request(lease_ref, &mut out.acked))
-                    .await
-                    .map_err(report_error)?;
-                return Err(e.into());
+                skip_or_stop(cx, &key, e, out).await?;
+                continue;
             }
         };
         let seg_span = tracing::info_span!(
@@ -305,58 +335,116 @@ async fn execute(
             end_offset = seg.header.end_offset,
             bytes = seg.uncompressed_len(),
         );
-        async {
-            for rec in seg.records() {
-                let rec = rec.map_err(SourceError::from)?;
-                if !filter.keeps(&rec) {
-                    continue;
-                }
-                throttle.wait().await;
-                wait_for_lease(state, write_window, &mut out).await?;
-                out.send(&rec).await?;
-                if last_checkpoint.elapsed() >= interval
-                    || out.acked.runs.len() >= MAX_RUNS_PER_REPORT
-                {
-                    let secs = last_checkpoint.elapsed().as_secs_f64();
-                    last_checkpoint = Instant::now();
-                    out.collect_ready()?;
-                    let bytes = out.acked.bytes;
-                    crate::metrics::METRICS
-                        .throughput_bytes_per_sec
-                        .set(((bytes - bytes_at_checkpoint) as f64 / secs) as u64);
-                    bytes_at_checkpoint = bytes;
-                    // One produce batch = what was acknowledged since the last checkpoint.
-                    let batch = tracing::info_span!(
-                        "produce_batch",
-                        records_done = out.acked.records,
-                        source_next = out.acked.source_next,
-                        target_next = out.acked.target_next,
-                        runs = out.acked.runs.len(),
-                    );
-                    let report = client
-                        .report_checkpoint(checkpoint_request(lease_ref, &mut out.acked))
-                        .instrument(batch)
-                        .await
-                        .map_err(report_error);
-                    if let Err(e) = report {
-                        out.abandon().await;
-                        return Err(e);
-                    }
-                }
-            }
-            Ok::<(), TaskError>(())
-        }
-        .instrument(seg_span)
-        .await?;
+        produce_segment(cx, &seg, filter, out, &mut pace)
+            .instrument(seg_span)
+            .await?;
     }
-    out.drain().await?;
-    let records = out.acked.records;
-    client
-        .complete_task(checkpoint_request(lease_ref, &mut out.acked))
-        .await
-        .map_err(report_error)?;
-    producers.keep(producer_key, out.into_producer());
-    Ok(records)
+    Ok(())
+}
+
+/// A segment that could not be read: skipped and noted (`--skip-corrupt-segments` and a
+/// missing or damaged object), or the end of the task — after everything before it is
+/// produced and checkpointed, so the task stops exactly at the bad object.
+async fn skip_or_stop(
+    cx: &mut TaskContext<'_>,
+    key: &str,
+    e: SourceError,
+    out: &mut PartitionProducer,
+) -> Result<(), TaskError> {
+    match e {
+        SourceError::SegmentList(e) => {
+            out.abandon().await;
+            Err(match e {
+                PageError::Fenced(_) => TaskError::Fenced,
+                PageError::Unavailable(why) => TaskError::Coordinator(why),
+            })
+        }
+        e if cx.lease.skip_corrupt_segments && e.is_bad_object() => {
+            tracing::error!(%key, error = %e, "skipping a missing or corrupt segment (--skip-corrupt-segments)");
+            out.acked.skipped.push(format!("{key}: {e}"));
+            Ok(())
+        }
+        e => {
+            out.drain().await?;
+            cx.checkpoint(&mut out.acked).await?;
+            Err(e.into())
+        }
+    }
+}
+
+/// When to checkpoint and how fast to go: the lease's checkpoint interval, an early report
+/// once many offset runs gathered, and the record throttle.
+struct Pace {
+    interval: Duration,
+    last_checkpoint: Instant,
+    bytes_at_checkpoint: Option<u64>,
+    throttle: Throttle,
+}
+
+impl Pace {
+    fn new(lease: &TaskLease) -> Self {
+        Self {
+            interval: Duration::from_millis(lease.checkpoint_interval_ms.max(200)),
+            last_checkpoint: Instant::now(),
+            bytes_at_checkpoint: None,
+            throttle: Throttle::new(lease.max_records_per_sec),
+        }
+    }
+
+    fn checkpoint_due(&self, out: &PartitionProducer) -> bool {
+        self.last_checkpoint.elapsed() >= self.interval
+            || out.acked.runs.len() >= MAX_RUNS_PER_REPORT
+    }
+
+    /// Notes a checkpoint and updates the throughput gauge.
+    fn checkpointed(&mut self, bytes: u64) {
+        let secs = self.last_checkpoint.elapsed().as_secs_f64();
+        self.last_checkpoint = Instant::now();
+        if let Some(before) = self.bytes_at_checkpoint {
+            crate::metrics::METRICS
+                .throughput_bytes_per_sec
+                .set((bytes.saturating_sub(before) as f64 / secs.max(1e-3)) as u64);
+        }
+        self.bytes_at_checkpoint = Some(bytes);
+    }
+}
+
+async fn produce_segment(
+    cx: &mut TaskContext<'_>,
+    seg: &DecodedSegment,
+    filter: RecordFilter,
+    out: &mut PartitionProducer,
+    pace: &mut Pace,
+) -> Result<(), TaskError> {
+    if pace.bytes_at_checkpoint.is_none() {
+        pace.bytes_at_checkpoint = Some(out.acked.bytes);
+    }
+    for rec in seg.records() {
+        let rec = rec.map_err(SourceError::from)?;
+        if !filter.keeps(&rec) {
+            continue;
+        }
+        pace.throttle.wait().await;
+        wait_for_lease(cx.state, cx.write_window, out).await?;
+        out.send(&rec).await?;
+        if pace.checkpoint_due(out) {
+            out.collect_ready()?;
+            pace.checkpointed(out.acked.bytes);
+            // One produce batch = what was acknowledged since the last checkpoint.
+            let batch = tracing::info_span!(
+                "produce_batch",
+                records_done = out.acked.records,
+                source_next = out.acked.source_next,
+                target_next = out.acked.target_next,
+                runs = out.acked.runs.len(),
+            );
+            if let Err(e) = cx.checkpoint(&mut out.acked).instrument(batch).await {
+                out.abandon().await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Blocks the produce loop until a write may start inside the lease; stops the task (and

@@ -1,5 +1,5 @@
-//! `--reset-consumer-offsets`: the only code that ever writes a consumer-group offset (PRD
-//! §8.4). It runs only with explicit consent, only for the groups named with
+//! Resetting consumer-group offsets after a restore: the only code that ever writes a
+//! consumer-group offset. It runs only with the operator's explicit consent, only for the groups named with
 //! `--consumer-group`, never for a group with active members (checked before the restore
 //! and again right before the commit), and reads the commit back to prove it landed.
 //!
@@ -14,63 +14,70 @@
 //!   read next. Never after the exact record; records sharing that timestamp (or, with
 //!   out-of-order timestamps, any record from the returned offset on) may be read again.
 
-use anyhow::{bail, Context, Result};
-use kafka_backup_common::groups::{self, GroupDescription, PartitionOffset};
+use kafka_backup_common::filters::{FilterError, TopicPattern};
+use kafka_backup_common::groups::{self, GroupDescription, GroupError, PartitionOffset};
 use kafka_backup_common::manifest_index::{ManifestIndex as Manifest, Sieve};
-use kafka_backup_common::segment::DecodedSegment;
-use kafka_backup_common::storage::BackupStore;
-use kafka_backup_proto::{GroupOffsetTranslation, OffsetMapping, RestoreSpec};
+use kafka_backup_common::restore_options::{ResetRequest, ResetStrategy};
+use kafka_backup_common::segment::{DecodedSegment, SegmentError};
+use kafka_backup_common::storage::{BackupStore, StorageError};
+use kafka_backup_proto::{GroupOffsetTranslation, OffsetMapping, OffsetRun, RestoreSpec};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ResetError {
+    /// A reason not to write (nothing committed, an active group, an offset not known yet,
+    /// a commit the broker did not keep), in words that name the group and the fix.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    #[error(transparent)]
+    Groups(#[from] GroupError),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error("{what} {partition} failed: {source}")]
+    Kafka {
+        what: &'static str,
+        partition: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("the offset reset's worker thread failed: {0}")]
+    Thread(String),
+}
+
+type Result<T> = std::result::Result<T, ResetError>;
+
+fn refused<T>(msg: String) -> Result<T> {
+    Err(ResetError::Refused(msg))
+}
+
+fn kafka<'a>(what: &'static str, partition: &'a str) -> impl Fn(KafkaError) -> ResetError + 'a {
+    move |source| ResetError::Kafka {
+        what,
+        partition: partition.to_string(),
+        source,
+    }
+}
+
+/// Runs blocking client work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ResetError::Thread(e.to_string()))?
+}
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest a header scan of one partition may take before the reset gives up.
 const SCAN_LIMIT: Duration = Duration::from_secs(300);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResetStrategy {
-    Exact,
-    HeaderBased,
-    ClusterScan,
-    TimestampBased,
-}
-
-impl ResetStrategy {
-    pub fn parse(what: &str, s: &str) -> Result<Self> {
-        Ok(match s {
-            "exact" => Self::Exact,
-            "header-based" => Self::HeaderBased,
-            "cluster-scan" => Self::ClusterScan,
-            "timestamp-based" => Self::TimestampBased,
-            other => bail!("invalid {what} {other:?}: use exact (default), header-based, cluster-scan or timestamp-based"),
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Exact => "exact",
-            Self::HeaderBased => "header-based",
-            Self::ClusterScan => "cluster-scan",
-            Self::TimestampBased => "timestamp-based",
-        }
-    }
-
-    /// Whether the strategy reads the x-original-offset headers.
-    pub fn needs_headers(self) -> bool {
-        matches!(self, Self::HeaderBased | Self::ClusterScan)
-    }
-}
-
-/// The operator's consent and what it covers.
-#[derive(Debug, Clone)]
-pub struct ResetRequest {
-    pub groups: Vec<String>,
-    pub strategy: ResetStrategy,
-}
 
 /// One partition offset of one group, planned or written.
 #[derive(Debug, Clone)]
@@ -84,10 +91,14 @@ pub struct GroupReset {
     pub target_offset: i64,
 }
 
+fn open_store(spec: &RestoreSpec) -> Result<(BackupStore, ())> {
+    let options: HashMap<String, String> = spec.storage_options.clone().into_iter().collect();
+    Ok((BackupStore::open(&spec.storage_url, &options, false)?, ()))
+}
+
 /// The plan's backup location and manifest, read once per reset.
 pub async fn open_backup(spec: &RestoreSpec) -> Result<(BackupStore, Manifest)> {
-    let options: HashMap<String, String> = spec.storage_options.clone().into_iter().collect();
-    let store = BackupStore::open(&spec.storage_url, &options, false)?;
+    let (store, _) = open_store(spec)?;
     // Streamed: memory grows with the segments kept, not with the manifest's text.
     let manifest = store
         .read_manifest_index(&spec.backup_id, Sieve::default())
@@ -98,13 +109,27 @@ pub async fn open_backup(spec: &RestoreSpec) -> Result<(BackupStore, Manifest)> 
 /// Refuses groups that are active on the target or have nothing committed in the backup,
 /// before anything is written.
 pub async fn preflight(spec: &RestoreSpec, req: &ResetRequest) -> Result<()> {
-    let (_, manifest) = open_backup(spec).await?;
+    let (store, _) = open_store(spec)?;
+    let manifest = store
+        .read_manifest_index(&spec.backup_id, Sieve::no_segments())
+        .await?;
     let patterns = spec
         .source_topics
         .iter()
-        .map(|t| kafka_backup_common::filters::TopicPattern::parse(t))
-        .collect::<Result<Vec<_>, _>>()?;
-    for g in &req.groups {
+        .map(|t| TopicPattern::parse(t))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    check_committed(&manifest, &spec.backup_id, &patterns, &req.groups)?;
+    refuse_active(spec, &req.groups).await
+}
+
+/// Refuses a group the backup holds no committed offsets of for the restored topics.
+fn check_committed(
+    manifest: &Manifest,
+    backup_id: &str,
+    patterns: &[TopicPattern],
+    groups: &[String],
+) -> Result<()> {
+    for g in groups {
         let has = manifest
             .consumer_group_offsets
             .iter()
@@ -116,14 +141,13 @@ pub async fn preflight(spec: &RestoreSpec, req: &ResetRequest) -> Result<()> {
                 .map(|o| o.group.as_str())
                 .collect();
             known.dedup();
-            bail!(
-                "consumer group {g:?} has no committed offsets for the restored topics in backup {}; groups with offsets in it: {}. Back up with --consumer-groups {g}, or drop --consumer-group {g}",
-                spec.backup_id,
+            return refused(format!(
+                "consumer group {g:?} has no committed offsets for the restored topics in backup {backup_id}; groups with offsets in it: {}. Back up with --consumer-groups {g}, or drop --consumer-group {g}",
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }
-            );
+            ));
         }
     }
-    refuse_active(spec, &req.groups).await
+    Ok(())
 }
 
 async fn refuse_active(spec: &RestoreSpec, groups: &[String]) -> Result<()> {
@@ -133,17 +157,16 @@ async fn refuse_active(spec: &RestoreSpec, groups: &[String]) -> Result<()> {
         groups.to_vec(),
     );
     let described: Vec<GroupDescription> =
-        tokio::task::spawn_blocking(move || groups::describe(&bootstrap, &props, &names, TIMEOUT))
-            .await??;
+        blocking(move || Ok(groups::describe(&bootstrap, &props, &names, TIMEOUT)?)).await?;
     for d in described {
         if !d.is_inactive() {
-            bail!(
+            return refused(format!(
                 "consumer group {:?} on {} is active (state {}, {} member(s) listed): its consumers would overwrite or race the reset. Stop them, wait until the group is Empty, then rerun; no offset was written",
                 d.group,
                 spec.bootstrap_servers,
                 d.state,
                 d.members
-            );
+            ));
         }
     }
     Ok(())
@@ -174,27 +197,19 @@ pub async fn compute(
         let target_offset = match (req.strategy, restored) {
             (ResetStrategy::Exact, _) => g.target_offset,
             (_, None) => -1,
-            (ResetStrategy::HeaderBased, Some(p)) => {
-                let start = p.runs.iter().map(|r| r.target_start).min();
-                let end = p
-                    .runs
-                    .iter()
-                    .map(|r| r.target_start + r.length as i64)
-                    .max();
-                match (start, end) {
-                    (Some(s), Some(e)) => {
-                        scan_headers(
-                            spec,
-                            &g.target_topic,
-                            g.target_partition,
-                            Some((s, e)),
-                            g.source_offset,
-                        )
-                        .await?
-                    }
-                    _ => p.target_next_offset,
+            (ResetStrategy::HeaderBased, Some(p)) => match restored_range(&p.runs) {
+                Some((s, e)) => {
+                    scan_headers(
+                        spec,
+                        &g.target_topic,
+                        g.target_partition,
+                        Some((s, e)),
+                        g.source_offset,
+                    )
+                    .await?
                 }
-            }
+                None => p.target_next_offset,
+            },
             (ResetStrategy::ClusterScan, Some(_)) => {
                 scan_headers(
                     spec,
@@ -222,14 +237,23 @@ pub async fn compute(
     Ok(out)
 }
 
+/// The target offsets a restore wrote for a partition, from its offset runs.
+fn restored_range(runs: &[OffsetRun]) -> Option<(i64, i64)> {
+    let start = runs.iter().map(|r| r.target_start).min()?;
+    let end = runs
+        .iter()
+        .map(|r| r.target_start + r.length as i64)
+        .max()?;
+    Some((start, end))
+}
+
 fn consumer(spec: &RestoreSpec) -> Result<BaseConsumer> {
-    Ok(
-        kafka_backup_common::kafka::client_config(&spec.bootstrap_servers, &spec.kafka_properties)
-            .set("group.id", "kafka-backup-offset-reset")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .create()?,
-    )
+    kafka_backup_common::kafka::client_config(&spec.bootstrap_servers, &spec.kafka_properties)
+        .set("group.id", "kafka-backup-offset-reset")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(kafka("creating a client for", &spec.bootstrap_servers))
 }
 
 /// First offset in `range` (whole partition when `None`) whose x-original-offset header is
@@ -243,25 +267,26 @@ async fn scan_headers(
 ) -> Result<i64> {
     let c = consumer(spec)?;
     let (topic, label) = (topic.to_string(), format!("{topic}/{partition}"));
-    tokio::task::spawn_blocking(move || -> Result<i64> {
+    blocking(move || -> Result<i64> {
         let (start, end) = match range {
             Some(r) => r,
             None => c
                 .fetch_watermarks(&topic, partition, TIMEOUT)
-                .with_context(|| format!("cannot read the watermarks of {label}"))?,
+                .map_err(kafka("reading the watermarks of", &label))?,
         };
         if start >= end {
             return Ok(end);
         }
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&topic, partition, Offset::Offset(start))?;
-        c.assign(&tpl)?;
+        tpl.add_partition_offset(&topic, partition, Offset::Offset(start))
+            .map_err(kafka("seeking", &label))?;
+        c.assign(&tpl).map_err(kafka("assigning", &label))?;
         let began = Instant::now();
         while began.elapsed() < SCAN_LIMIT {
             let Some(msg) = c.poll(Duration::from_millis(500)) else {
                 continue;
             };
-            let msg = msg.with_context(|| format!("reading {label} for x-original-offset headers failed"))?;
+            let msg = msg.map_err(kafka("reading x-original-offset headers of", &label))?;
             if msg.offset() >= end {
                 return Ok(end);
             }
@@ -278,15 +303,15 @@ async fn scan_headers(
                 // Over a whole partition other data is expected; inside the restored range
                 // every record carries the header.
                 None if range.is_none() => {}
-                None => bail!("record {} of {label} has no readable x-original-offset header: restore with --add-original-offset-headers, or use --offset-strategy exact", msg.offset()),
+                None => return refused(format!("record {} of {label} has no readable x-original-offset header: restore with --add-original-offset-headers, or use --offset-strategy exact", msg.offset())),
             }
             if msg.offset() + 1 >= end {
                 return Ok(end);
             }
         }
-        bail!("scanning {label} for x-original-offset headers took longer than {SCAN_LIMIT:?}; use --offset-strategy exact")
+        refused(format!("scanning {label} for x-original-offset headers took longer than {SCAN_LIMIT:?}; use --offset-strategy exact"))
     })
-    .await?
+    .await
 }
 
 /// Timestamp of the backed-up record at or after `committed`, then the target's first
@@ -329,16 +354,17 @@ async fn by_timestamp(
         target_topic.to_string(),
         format!("{target_topic}/{target_partition}"),
     );
-    tokio::task::spawn_blocking(move || -> Result<i64> {
+    blocking(move || -> Result<i64> {
         let (_, high) = c
             .fetch_watermarks(&topic, target_partition, TIMEOUT)
-            .with_context(|| format!("cannot read the watermarks of {label}"))?;
+            .map_err(kafka("reading the watermarks of", &label))?;
         let Some(ts) = ts else { return Ok(high) };
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&topic, target_partition, Offset::Offset(ts))?;
+        tpl.add_partition_offset(&topic, target_partition, Offset::Offset(ts))
+            .map_err(kafka("seeking", &label))?;
         let found = c
             .offsets_for_times(tpl, TIMEOUT)
-            .with_context(|| format!("timestamp lookup on {label} failed"))?;
+            .map_err(kafka("looking up a timestamp on", &label))?;
         Ok(found
             .elements()
             .first()
@@ -348,36 +374,45 @@ async fn by_timestamp(
             })
             .unwrap_or(high))
     })
-    .await?
+    .await
+}
+
+/// Writes the planned offsets, group by group, after checking once more that no group has
+/// become active, and reads each commit back.
+/// The commits a reset makes, per group; refused when any target offset is not known.
+fn commits_by_group(resets: &[GroupReset]) -> Result<BTreeMap<String, Vec<PartitionOffset>>> {
+    if let Some(r) = resets.iter().find(|r| r.target_offset < 0) {
+        return refused(format!(
+            "the target offset of group {:?} on {} is not known (its partition did not finish restoring); no offset was written",
+            r.group, r.source
+        ));
+    }
+    let mut by_group: BTreeMap<String, Vec<PartitionOffset>> = BTreeMap::new();
+    for r in resets {
+        by_group
+            .entry(r.group.clone())
+            .or_default()
+            .push(PartitionOffset {
+                topic: r.target_topic.clone(),
+                partition: r.target_partition,
+                offset: r.target_offset,
+            });
+    }
+    Ok(by_group)
 }
 
 /// Writes the planned offsets, group by group, after checking once more that no group has
 /// become active, and reads each commit back.
 pub async fn apply(spec: &RestoreSpec, resets: &[GroupReset]) -> Result<()> {
-    if let Some(r) = resets.iter().find(|r| r.target_offset < 0) {
-        bail!(
-            "the target offset of group {:?} on {} is not known (its partition did not finish restoring); no offset was written",
-            r.group, r.source
-        );
-    }
-    let mut by_group: BTreeMap<&str, Vec<PartitionOffset>> = BTreeMap::new();
-    for r in resets {
-        by_group.entry(&r.group).or_default().push(PartitionOffset {
-            topic: r.target_topic.clone(),
-            partition: r.target_partition,
-            offset: r.target_offset,
-        });
-    }
-    let names: Vec<String> = by_group.keys().map(|g| g.to_string()).collect();
+    let by_group = commits_by_group(resets)?;
+    let names: Vec<String> = by_group.keys().cloned().collect();
     refuse_active(spec, &names).await?;
     for (group, offsets) in by_group {
-        let (bootstrap, props, group, offsets) = (
+        let (bootstrap, props) = (
             spec.bootstrap_servers.clone(),
             spec.kafka_properties.clone(),
-            group.to_string(),
-            offsets,
         );
-        tokio::task::spawn_blocking(move || -> Result<()> {
+        blocking(move || -> Result<()> {
             groups::commit_offsets(&bootstrap, &props, &group, &offsets)?;
             let parts: Vec<(String, i32)> =
                 offsets.iter().map(|o| (o.topic.clone(), o.partition)).collect();
@@ -388,57 +423,95 @@ pub async fn apply(spec: &RestoreSpec, resets: &[GroupReset]) -> Result<()> {
                     .find(|r| r.topic == want.topic && r.partition == want.partition)
                     .map_or(-1, |r| r.offset);
                 if got != want.offset {
-                    bail!(
+                    return refused(format!(
                         "the broker did not keep the reset of group {group:?} on {}/{}: committed {got}, expected {}",
                         want.topic, want.partition, want.offset
-                    );
+                    ));
                 }
             }
             Ok(())
         })
-        .await??;
+        .await?;
     }
     Ok(())
 }
 
-pub fn resets_json(strategy: ResetStrategy, written: bool, resets: &[GroupReset]) -> Value {
-    json!({
-        "strategy": strategy.name(),
-        "written": written,
-        "offsets": resets.iter().map(|r| json!({
-            "group": r.group,
-            "source": r.source,
-            "source_offset": r.source_offset,
-            "target": format!("{}/{}", r.target_topic, r.target_partition),
-            "target_offset": r.target_offset,
-        })).collect::<Vec<_>>(),
-    })
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_backup_common::manifest::GroupOffset;
 
-pub fn print_resets(strategy: ResetStrategy, written: bool, resets: &[GroupReset]) {
-    println!(
-        "\nConsumer offsets ({} strategy): {}",
-        strategy.name(),
-        if written {
-            "written"
-        } else {
-            "dry run, nothing written"
+    fn reset(group: &str, partition: i32, target_offset: i64) -> GroupReset {
+        GroupReset {
+            group: group.into(),
+            source: format!("t/{partition}"),
+            source_offset: 5,
+            target_topic: "t2".into(),
+            target_partition: partition,
+            target_offset,
         }
-    );
-    println!(
-        "{:<24} {:<32} {:>12} {:<32} {:>12}",
-        "GROUP", "SOURCE", "COMMITTED", "TARGET", "NEW OFFSET"
-    );
-    for r in resets {
-        let target = format!("{}/{}", r.target_topic, r.target_partition);
-        let new = if r.target_offset < 0 {
-            "after restore".to_string()
-        } else {
-            r.target_offset.to_string()
-        };
-        println!(
-            "{:<24} {:<32} {:>12} {:<32} {:>12}",
-            r.group, r.source, r.source_offset, target, new
+    }
+
+    #[test]
+    fn commits_are_grouped_and_an_unknown_offset_refuses_them_all() {
+        let by = commits_by_group(&[reset("b", 0, 7), reset("a", 1, 9), reset("b", 1, 3)]).unwrap();
+        assert_eq!(by.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            by["b"]
+                .iter()
+                .map(|o| (o.partition, o.offset))
+                .collect::<Vec<_>>(),
+            [(0, 7), (1, 3)]
         );
+        let e = commits_by_group(&[reset("a", 0, 7), reset("b", 0, -1)]).unwrap_err();
+        assert!(
+            e.to_string().contains("group \"b\"")
+                && e.to_string().contains("no offset was written"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_group_without_committed_offsets_for_the_restored_topics_is_refused() {
+        let manifest = Manifest {
+            backup_id: "bk".into(),
+            consumer_group_offsets: vec![
+                GroupOffset {
+                    group: "g1".into(),
+                    topic: "orders".into(),
+                    partition: 0,
+                    offset: 3,
+                },
+                GroupOffset {
+                    group: "g2".into(),
+                    topic: "other".into(),
+                    partition: 0,
+                    offset: 3,
+                },
+            ],
+            ..Default::default()
+        };
+        let orders = [TopicPattern::parse("orders").unwrap()];
+        check_committed(&manifest, "bk", &orders, &["g1".into()]).unwrap();
+        let e = check_committed(&manifest, "bk", &orders, &["g2".into()]).unwrap_err();
+        assert!(
+            e.to_string().contains("\"g2\" has no committed offsets")
+                && e.to_string().contains("g1, g2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_restored_range_spans_every_run() {
+        let run = |s, t, l| OffsetRun {
+            source_start: s,
+            target_start: t,
+            length: l,
+        };
+        assert_eq!(
+            restored_range(&[run(0, 10, 3), run(9, 13, 2)]),
+            Some((10, 15))
+        );
+        assert_eq!(restored_range(&[]), None);
     }
 }

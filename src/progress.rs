@@ -5,6 +5,7 @@
 
 use crate::cli_output::progress_line;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kafka_backup_coordinator::ledger::{PlanState, TaskStatusState};
 use kafka_backup_proto::PlanStatus;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -116,11 +117,13 @@ impl Tree {
         let now_ms = chrono::Utc::now().timestamp_millis();
         for (bar, t) in self.tasks.iter().zip(&s.tasks) {
             bar.set_length(t.bytes_total.max(1));
-            bar.set_position(if t.state == "completed" {
-                t.bytes_total.max(1)
-            } else {
-                t.bytes_done
-            });
+            bar.set_position(
+                if TaskStatusState::parse(&t.state) == Some(TaskStatusState::Completed) {
+                    t.bytes_total.max(1)
+                } else {
+                    t.bytes_done
+                },
+            );
             let elapsed = if t.started_at_ms > 0 {
                 (now_ms - t.started_at_ms).max(0) / 1000
             } else {
@@ -141,11 +144,13 @@ impl Tree {
             "-".into()
         };
         self.overall.set_length(s.bytes_total.max(1));
-        self.overall.set_position(if s.state == "completed" {
-            s.bytes_total.max(1)
-        } else {
-            s.bytes_done
-        });
+        self.overall.set_position(
+            if PlanState::parse(&s.state) == Some(PlanState::Completed) {
+                s.bytes_total.max(1)
+            } else {
+                s.bytes_done
+            },
+        );
         self.overall.set_message(format!(
             "├─ Throughput: {:.1} MB/s\n   ├─ ETA: {eta}\n   └─ Total records restored: {} / {}",
             rate / 1e6,

@@ -5,7 +5,7 @@
 
 use crate::breaker::CircuitView;
 use crate::grpc::{blocking, commit, ledger_status, remote_parent, storage_status, target_status};
-use crate::ledger::{NewTask, PlanRecord, TaskMeta, TaskState};
+use crate::ledger::{NewTask, PlanRecord, PlanState, TaskMeta, TaskState};
 use crate::offsets::translate;
 use crate::planner::{plan, PlannedTask};
 use crate::report::{task_report, ReportError};
@@ -87,7 +87,7 @@ fn fingerprint(spec: &RestoreSpec) -> String {
 }
 
 fn is_terminal(state: &str) -> bool {
-    matches!(state, "completed" | "failed" | "cancelled")
+    PlanState::parse(state).is_some_and(PlanState::is_terminal)
 }
 
 #[tonic::async_trait]
@@ -328,7 +328,7 @@ impl PlanService {
                 .ledger
                 .plan_state(&existing.plan_id)
                 .map_err(ledger_status)?;
-            if !r.new_run || !state.is_terminal() || state.as_str() == "cancelled" {
+            if !r.new_run || !state.is_terminal() || state == PlanState::Cancelled {
                 tracing::info!(plan = %existing.plan_id, state = state.as_str(), "resubmitted plan resumes from the ledger");
                 return Ok(Response::new(SubmitPlanResponse {
                     plan_id: existing.plan_id,

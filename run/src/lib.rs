@@ -9,7 +9,7 @@ pub mod local;
 pub mod offset_report;
 
 use kafka_backup_common::restore_options::{ResetRequest, ResolvedRestore};
-use kafka_backup_coordinator::ledger::{Ledger, LedgerError, PlanState};
+use kafka_backup_coordinator::ledger::{Ledger, LedgerError, PlanState, TaskStatusState};
 use kafka_backup_coordinator::offset_reset::{self, GroupReset, ResetError};
 use kafka_backup_coordinator::CoordinatorSettings;
 use kafka_backup_proto::{
@@ -95,14 +95,7 @@ impl Coordinated {
 
 /// A plan's end state as an operator reads it.
 pub fn plan_state(status: &PlanStatus) -> Option<PlanState> {
-    Some(match status.state.as_str() {
-        "pending" => PlanState::Pending,
-        "running" => PlanState::Running,
-        "completed" => PlanState::Completed,
-        "failed" => PlanState::Failed,
-        "cancelled" => PlanState::Cancelled,
-        _ => return None,
-    })
+    PlanState::parse(&status.state)
 }
 
 pub async fn connect(url: &str, security: &ClientSecurity) -> Result<PlansClient, RunError> {
@@ -366,7 +359,10 @@ impl Session {
     ) -> Result<Vec<GroupReset>, RunError> {
         if !existing_plan.is_empty() {
             let mapping = self.mapping(existing_plan).await?;
-            if mapping.partitions.iter().all(|p| p.state == "completed") {
+            let done = |p: &kafka_backup_proto::PartitionOffsetMapping| {
+                TaskStatusState::parse(&p.state) == Some(TaskStatusState::Completed)
+            };
+            if mapping.partitions.iter().all(done) {
                 return Ok(offset_reset::compute(spec, &mapping, req).await?);
             }
         }

@@ -243,22 +243,37 @@ impl Ledger {
     /// Opens (or creates) the ledger in `dir`. sled locks the directory, so two coordinators
     /// can never share one ledger.
     pub fn open(dir: &Path) -> Result<Self, LedgerError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
             .mode(sled::Mode::HighThroughput)
             // Every change is flushed by the group commit; a timer adds nothing.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| LedgerError::Open {
-                path: dir.display().to_string(),
-                reason: match e {
-                    sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                        "it is in use by another kafka-backup process (stop it or use another --state-dir)".into()
-                    }
-                    other => other.to_string(),
-                },
-            })?;
+            .flush_every_ms(None);
+        let locked = |e: &sled::Error| matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock);
+        // sled releases its directory lock when the last handle of a closed database drops,
+        // which can happen on one of its own threads a moment after `drop`: a ledger reopened
+        // in the same process (tests, a restore followed by a local offset-mapping read) waits
+        // for that (seen to take over a second while sled's shared I/O pool is busy with other
+        // databases) rather than failing. Another process's lock fails after 5 s.
+        let mut waited = 0;
+        let db = loop {
+            match config.open() {
+                Err(e) if locked(&e) && waited < 100 => {
+                    waited += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other,
+            }
+        }
+        .map_err(|e| LedgerError::Open {
+            path: dir.display().to_string(),
+            reason: if locked(&e) {
+                "it is in use by another kafka-backup process (stop it or use another --state-dir)"
+                    .into()
+            } else {
+                e.to_string()
+            },
+        })?;
         Self::from_db(db, dir)
     }
 

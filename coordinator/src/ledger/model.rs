@@ -44,6 +44,19 @@ impl PlanState {
         }
     }
 
+    /// The state a status message names (the API carries states as text).
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            PlanState::Pending,
+            PlanState::Running,
+            PlanState::Completed,
+            PlanState::Failed,
+            PlanState::Cancelled,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+
     /// A terminal plan has nothing left to grant.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -88,6 +101,19 @@ impl TaskStatusState {
             TaskState::Pending => TaskStatusState::Pending,
             TaskState::Leased => TaskStatusState::Leased,
         }
+    }
+
+    /// The state a task status names.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            TaskStatusState::Pending,
+            TaskStatusState::Leased,
+            TaskStatusState::Completed,
+            TaskStatusState::Failed,
+            TaskStatusState::Cancelled,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
     }
 
     pub fn as_str(self) -> &'static str {

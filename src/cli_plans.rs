@@ -9,7 +9,7 @@ use clap::Args;
 use kafka_backup_common::restore_options::parse_duration;
 use kafka_backup_coordinator::ledger::Ledger;
 use kafka_backup_coordinator::{Coordinator, CoordinatorSettings};
-use kafka_backup_proto::{ListPlansRequest, PlanRef};
+use kafka_backup_proto::PlanRef;
 use kafka_backup_run::{plan_state, rpc, Coordinated, Session};
 use kafka_backup_worker::{default_worker_id, run_worker, WorkerConfig};
 use std::path::PathBuf;
@@ -235,14 +235,7 @@ pub async fn cancel_or_resume(a: PlanSelectArgs, action: PlanAction) -> Result<E
 }
 
 pub async fn list(a: ListPlansArgs) -> Result<ExitCode> {
-    let mut s = session(&a.coordinator, &a.auth).await?;
-    let plans = s
-        .client
-        .list_plans(ListPlansRequest {})
-        .await
-        .map_err(rpc)?
-        .into_inner()
-        .plans;
+    let plans = session(&a.coordinator, &a.auth).await?.plans().await?;
     match a.format {
         Format::Json => print_json(&plans.iter().map(status_json).collect::<Vec<_>>())?,
         Format::Table => {

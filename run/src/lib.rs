@@ -265,6 +265,17 @@ impl Session {
             .into_inner())
     }
 
+    /// Every plan the coordinator holds, newest first (totals and counts, no task lists).
+    pub async fn plans(&mut self) -> Result<Vec<PlanStatus>, RunError> {
+        Ok(self
+            .client
+            .list_plans(ListPlansRequest {})
+            .await
+            .map_err(rpc)?
+            .into_inner()
+            .plans)
+    }
+
     /// The given plan, or the most recent plan of `backup_id`.
     pub async fn pick_plan(
         &mut self,
@@ -277,14 +288,8 @@ impl Session {
         let Some(backup) = backup_id else {
             return Err(RunError::Invalid("give --plan-id or --backup-id".into()));
         };
-        let plans = self
-            .client
-            .list_plans(ListPlansRequest {})
-            .await
-            .map_err(rpc)?
-            .into_inner()
-            .plans;
-        plans
+        self.plans()
+            .await?
             .into_iter()
             .find(|p| p.backup_id == backup)
             .map(|p| p.plan_id)

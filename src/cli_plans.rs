@@ -11,7 +11,7 @@ use kafka_backup_coordinator::ledger::Ledger;
 use kafka_backup_coordinator::{Coordinator, CoordinatorSettings};
 use kafka_backup_proto::PlanRef;
 use kafka_backup_run::{plan_state, rpc, Coordinated, Session};
-use kafka_backup_worker::{default_worker_id, run_worker, WorkerConfig};
+use kafka_backup_worker::{default_max_tasks, default_worker_id, run_worker, WorkerConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -52,6 +52,10 @@ pub struct WorkerArgs {
     /// Worker id (default: host name plus a random suffix).
     #[arg(long)]
     pub worker_id: Option<String>,
+    /// Leases (partition tasks) this process restores at once (default: the number of
+    /// cores, at least 2). Each is fenced on its own.
+    #[arg(long)]
+    pub max_tasks: Option<usize>,
     /// Serve Prometheus metrics on this address (GET /metrics), e.g. 0.0.0.0:9465.
     #[arg(long)]
     pub metrics_listen: Option<String>,
@@ -152,11 +156,16 @@ pub async fn worker(a: WorkerArgs) -> Result<ExitCode> {
     // A malformed address or unreadable TLS file is an operator error, not an outage to
     // retry forever.
     kafka_backup_worker::connect::CoordinatorEndpoint::new(&a.coordinator, &a.auth.security())?;
+    let max_tasks = a.max_tasks.unwrap_or_else(default_max_tasks);
+    if max_tasks == 0 || max_tasks > 256 {
+        bail!("invalid --max-tasks {max_tasks}: use 1 to 256");
+    }
     let cfg = WorkerConfig {
         coordinator_url: a.coordinator,
         worker_id: a.worker_id.unwrap_or_else(default_worker_id),
         plan_id: None,
         security: a.auth.security(),
+        max_tasks,
     };
     tracing::info!(worker = %cfg.worker_id, coordinator = %cfg.coordinator_url, "worker started");
     if let Some(addr) = &a.metrics_listen {

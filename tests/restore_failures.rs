@@ -65,10 +65,6 @@ async fn source(name: &str, partitions: i32, per_partition: usize) -> Source {
     }
 }
 
-fn assert_exact(src: &Source, target: &str) {
-    assert_exact_on(&broker(), src, target);
-}
-
 fn assert_exact_on(bootstrap: &str, src: &Source, target: &str) {
     for (p, want) in src.records.iter().enumerate() {
         let got = consume_all(bootstrap, target, p as i32);
@@ -448,13 +444,17 @@ async fn status_cancel_and_resume_through_the_grpc_api() {
     let _serial = SERIAL.lock().await;
     let src = source("cancel", 2, 3000).await;
     let target = unique("cancel-target");
+    // Fenced producers stop mid-stream; see RestartingBroker.
+    let mut target_broker = RestartingBroker::start();
+    let tb = target_broker.addr();
     let coord = TestCoordinator::new();
     let url = coord.url.clone();
     let log = |name: &str| coord.log(name);
     let mut coordinator = coord.spawn();
     let mut client = plans_client(&url).await;
-    let plan_id = submit_detached(
+    let plan_id = submit_detached_to(
         &url,
+        &tb,
         src.backup.path(),
         &src.topic,
         &target,
@@ -488,7 +488,7 @@ async fn status_cancel_and_resume_through_the_grpc_api() {
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while end_offset(&broker(), &target, 0) + end_offset(&broker(), &target, 1) < 500 {
+    while target_broker.end_offset(&target, 0) + target_broker.end_offset(&target, 1) < 500 {
         assert!(Instant::now() < deadline, "no progress");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -504,9 +504,13 @@ async fn status_cancel_and_resume_through_the_grpc_api() {
     assert_eq!(st.state, "cancelled");
     // Every worker stops within seconds (next heartbeat or checkpoint): the target stops growing.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let frozen: Vec<i64> = (0..2).map(|p| end_offset(&broker(), &target, p)).collect();
+    let frozen: Vec<i64> = (0..2)
+        .map(|p| target_broker.end_offset(&target, p))
+        .collect();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let later: Vec<i64> = (0..2).map(|p| end_offset(&broker(), &target, p)).collect();
+    let later: Vec<i64> = (0..2)
+        .map(|p| target_broker.end_offset(&target, p))
+        .collect();
     assert_eq!(frozen, later, "writes continued after cancel");
     assert!(
         frozen.iter().sum::<i64>() < 6000,
@@ -532,6 +536,7 @@ async fn status_cancel_and_resume_through_the_grpc_api() {
         &plan_id,
     ]);
     let st = loop {
+        target_broker.keep_up();
         let st = client
             .get_plan_status(PlanRef {
                 plan_id: plan_id.clone(),
@@ -556,5 +561,5 @@ async fn status_cancel_and_resume_through_the_grpc_api() {
     }
     let _ = coordinator.kill();
     let _ = coordinator.wait();
-    assert_exact(&src, &target);
+    assert_exact_on(&tb, &src, &target);
 }

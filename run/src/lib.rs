@@ -210,20 +210,20 @@ impl Session {
         Ok(resp.into_inner())
     }
 
-    /// Starts the embedded workers on `plan_id` (nothing for a remote coordinator).
+    /// Starts the embedded worker on `plan_id` (nothing for a remote coordinator): one worker
+    /// holding up to `--workers` leases at once, as a `worker --max-tasks N` process would.
     pub fn start_workers(&mut self, plan_id: &str) {
-        if self.local.is_none() {
+        if self.local.is_none() || self.worker_count == 0 {
             return;
         }
-        for _ in 0..self.worker_count {
-            let cfg = WorkerConfig {
-                coordinator_url: self.url.clone(),
-                worker_id: default_worker_id(),
-                plan_id: Some(plan_id.to_string()),
-                security: ClientSecurity::default(),
-            };
-            self.workers.push(tokio::spawn(run_worker(cfg)));
-        }
+        let cfg = WorkerConfig {
+            coordinator_url: self.url.clone(),
+            worker_id: default_worker_id(),
+            plan_id: Some(plan_id.to_string()),
+            security: ClientSecurity::default(),
+            max_tasks: self.worker_count as usize,
+        };
+        self.workers.push(tokio::spawn(run_worker(cfg)));
     }
 
     /// Follows the plan until it ends, calling `on_status` with each status (about every

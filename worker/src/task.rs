@@ -118,7 +118,7 @@ pub async fn run_task(
     kafka_backup_common::telemetry::set_remote_parent(&span, &lease.trace_parent);
     let m = &crate::metrics::METRICS;
     m.tasks_started.inc();
-    m.active_tasks.set(m.active_tasks.get() + 1);
+    m.active_tasks.inc();
     let result = match unsupported_capability(&lease) {
         Some(cap) => Err(TaskError::Unsupported(cap)),
         None => {
@@ -127,7 +127,7 @@ pub async fn run_task(
                 .await
         }
     };
-    m.active_tasks.set(m.active_tasks.get().saturating_sub(1));
+    m.active_tasks.dec();
     heartbeats.abort();
     let mut client = client;
     match result {

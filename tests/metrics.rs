@@ -66,6 +66,9 @@ async fn coordinator_and_worker_counters_move_during_a_restore() {
         url.clone(),
         "--metrics-listen".into(),
         format!("127.0.0.1:{wm}"),
+        // One task at a time, so the second task runs on the first one's producer.
+        "--max-tasks".into(),
+        "1".into(),
     ]);
     wait_port(wm);
     let before = (scrape(cm), scrape(wm));

@@ -5,7 +5,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; nothing else reads the environment here.
     unsafe { std::env::set_var("PROTOC", protoc) };
     println!("cargo:rerun-if-changed=restore.proto");
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
+        // Served by the coordinator's gRPC reflection, so generic clients can list and call it.
+        .file_descriptor_set_path(out.join("restore_descriptor.bin"))
         // Ordered maps make the encoding deterministic, so a spec has one fingerprint.
         .btree_map(".")
         .compile_protos(&["restore.proto"], &["."])?;

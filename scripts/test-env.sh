@@ -26,6 +26,11 @@ install() {
     echo "installing moto[server] from PyPI..." >&2
     python3 -m pip install --quiet 'moto[server]'
   fi
+  # A gRPC client that is not ours, for the health and reflection tests.
+  if ! python3 -c 'import grpc_health.v1, grpc_reflection.v1alpha' 2>/dev/null; then
+    echo "installing grpcio-health-checking and grpcio-reflection from PyPI..." >&2
+    python3 -m pip install --quiet grpcio-health-checking grpcio-reflection
+  fi
 }
 
 wait_port() {

@@ -11,6 +11,7 @@ use kafka_backup_coordinator::ledger::Ledger;
 use kafka_backup_coordinator::{Coordinator, CoordinatorSettings};
 use kafka_backup_proto::PlanRef;
 use kafka_backup_run::{plan_state, rpc, Coordinated, Session};
+use kafka_backup_worker::shutdown::Shutdown;
 use kafka_backup_worker::{default_max_tasks, default_worker_id, run_worker, WorkerConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +41,10 @@ pub struct CoordinatorArgs {
     /// Serve Prometheus metrics on this address (GET /metrics), e.g. 0.0.0.0:9464.
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// On SIGTERM/SIGINT: how long to keep answering the reports of held leases (while
+    /// granting none and answering health checks NOT_SERVING) before stopping, e.g. "2s".
+    #[arg(long, default_value = "2s")]
+    pub shutdown_drain: String,
     #[command(flatten)]
     pub auth: ServerAuthArgs,
 }
@@ -59,6 +64,14 @@ pub struct WorkerArgs {
     /// Serve Prometheus metrics on this address (GET /metrics), e.g. 0.0.0.0:9465.
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// Serve the standard gRPC health service (grpc.health.v1.Health) on this address, for
+    /// Kubernetes gRPC probes, e.g. 0.0.0.0:50052.
+    #[arg(long)]
+    pub health_listen: Option<String>,
+    /// On SIGTERM/SIGINT: how long to wait for the tasks held to checkpoint and be handed
+    /// back before exiting anyway (their leases then expire), e.g. "20s".
+    #[arg(long, default_value = "20s")]
+    pub shutdown_grace: String,
     #[command(flatten)]
     pub auth: ClientAuthArgs,
 }
@@ -107,6 +120,7 @@ pub async fn coordinator(a: CoordinatorArgs) -> Result<ExitCode> {
         max_stalled_grants: a.max_stalled_grants,
         ..Default::default()
     };
+    let drain = parse_duration("--shutdown-drain", &a.shutdown_drain)?;
     if a.max_stalled_grants == 0 {
         bail!("invalid --max-stalled-grants 0: use 1 or more (5 is the default)");
     }
@@ -132,9 +146,7 @@ pub async fn coordinator(a: CoordinatorArgs) -> Result<ExitCode> {
         .await?;
     }
     coord
-        .serve(listener, &security, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .serve(listener, &security, crate::signals::terminated(), drain)
         .await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -156,6 +168,7 @@ pub async fn worker(a: WorkerArgs) -> Result<ExitCode> {
     // A malformed address or unreadable TLS file is an operator error, not an outage to
     // retry forever.
     kafka_backup_worker::connect::CoordinatorEndpoint::new(&a.coordinator, &a.auth.security())?;
+    let grace = parse_duration("--shutdown-grace", &a.shutdown_grace)?;
     let max_tasks = a.max_tasks.unwrap_or_else(default_max_tasks);
     if max_tasks == 0 || max_tasks > 256 {
         bail!("invalid --max-tasks {max_tasks}: use 1 to 256");
@@ -171,10 +184,33 @@ pub async fn worker(a: WorkerArgs) -> Result<ExitCode> {
     if let Some(addr) = &a.metrics_listen {
         spawn_metrics(addr, kafka_backup_worker::metrics::render).await?;
     }
+    let health = match &a.health_listen {
+        Some(addr) => Some(kafka_backup_worker::health::serve(addr).await?),
+        None => None,
+    };
+    let (stop, shutdown) = Shutdown::channel();
+    let run = run_worker(cfg, shutdown);
+    tokio::pin!(run);
     tokio::select! {
-        r = run_worker(cfg) => r?,
-        _ = tokio::signal::ctrl_c() => {}
+        r = &mut run => {
+            r?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ = crate::signals::terminated() => {}
     }
+    tracing::info!(grace = ?grace, "shutting down: no new leases; checkpointing and handing back the tasks held");
+    if let Some(h) = &health {
+        h.not_serving().await;
+    }
+    stop.request();
+    match tokio::time::timeout(grace, run).await {
+        Ok(r) => r?,
+        Err(_) => tracing::warn!(
+            grace = ?grace,
+            "shutdown grace passed with tasks still held; exiting (their leases expire and are re-granted)"
+        ),
+    }
+    tracing::info!("worker stopped");
     Ok(ExitCode::SUCCESS)
 }
 

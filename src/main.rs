@@ -9,6 +9,7 @@ mod cli_plans;
 mod cli_restore;
 mod progress;
 mod reset_output;
+mod signals;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

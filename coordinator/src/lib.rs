@@ -20,7 +20,9 @@ pub mod worker_service;
 use kafka_backup_proto::restore_plans_server::RestorePlansServer;
 use kafka_backup_proto::restore_workers_server::RestoreWorkersServer;
 use ledger::Ledger;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
@@ -31,6 +33,8 @@ pub enum ServeError {
     Security(#[from] security::SecurityError),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("gRPC reflection could not load the API descriptors: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 /// Lease timing and retry policy.
@@ -70,6 +74,8 @@ pub struct Coordinator {
     /// Bumped whenever a task completes or fails, so plan watchers see a plan end at once
     /// instead of at their next poll.
     pub task_ends: tokio::sync::watch::Sender<u64>,
+    /// Set on shutdown: no more grants, while reports of held leases are still answered.
+    draining: AtomicBool,
 }
 
 impl Coordinator {
@@ -86,16 +92,30 @@ impl Coordinator {
             settings,
             breakers: breaker::Breakers::default(),
             task_ends: tokio::sync::watch::Sender::new(0),
+            draining: AtomicBool::new(false),
         })
     }
 
-    /// Serves both services on `listener` until `shutdown` resolves, with the TLS, token,
-    /// timeout and concurrency settings of `security`.
+    /// Whether shutdown has begun (see `serve`).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Serves both services on `listener`, with the TLS, token, timeout and concurrency
+    /// settings of `security`, plus the standard gRPC health service and server reflection
+    /// (without the token, so Kubernetes probes and grpcurl-style tools work).
+    ///
+    /// When `shutdown` resolves, the coordinator drains: health turns NOT_SERVING and no lease
+    /// is granted, while heartbeats, checkpoints and completions of the leases held are still
+    /// answered for `drain` (so workers' last reports land and load balancers see it leave);
+    /// then the server stops accepting calls, finishes the calls in flight, and the ledger is
+    /// flushed.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         security: &security::ServerSecurity,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+        drain: Duration,
     ) -> Result<(), ServeError> {
         let check = security.interceptor();
         // Message limits are explicit on both sides (see kafka_backup_proto::MAX_MESSAGE_BYTES).
@@ -108,6 +128,21 @@ impl Coordinator {
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
         let workers = tonic::service::interceptor::InterceptedService::new(workers, check);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<RestorePlansServer<plan_service::PlanService>>()
+            .await;
+        health
+            .set_serving::<RestoreWorkersServer<worker_service::WorkerService>>()
+            .await;
+        // Both reflection versions: grpcurl asks v1 first, many client libraries only v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(kafka_backup_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let (reflection_v1, reflection_v1alpha) =
+            (reflection().build_v1()?, reflection().build_v1alpha()?);
         // Replies are a few small HTTP/2 frames; with Nagle's algorithm the last of them waited
         // for the client's delayed ACK (~40 ms on Linux) in about half of all calls.
         let incoming = TcpListenerStream::new(listener).map(|conn| {
@@ -120,15 +155,40 @@ impl Coordinator {
         if let Some(tls) = security.tls()? {
             builder = builder.tls_config(tls)?;
         }
+        let me = self.clone();
+        let drained = async move {
+            shutdown.await;
+            tracing::info!(drain = ?drain, "shutting down: no new leases; answering held leases' reports");
+            me.draining.store(true, Ordering::SeqCst);
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            health
+                .set_not_serving::<RestorePlansServer<plan_service::PlanService>>()
+                .await;
+            health
+                .set_not_serving::<RestoreWorkersServer<worker_service::WorkerService>>()
+                .await;
+            tokio::time::sleep(drain).await;
+        };
         builder
             .timeout(security.request_timeout)
             .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
                 security.max_concurrent_requests,
             ))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(plans)
             .add_service(workers)
-            .serve_with_incoming_shutdown(incoming, shutdown)
+            .serve_with_incoming_shutdown(incoming, drained)
             .await?;
+        let ledger = self.ledger.clone();
+        match tokio::task::spawn_blocking(move || ledger.flush()).await {
+            Ok(Ok(())) => tracing::info!("ledger flushed; coordinator stopped"),
+            Ok(Err(e)) => tracing::error!(error = %e, "final ledger flush failed"),
+            Err(e) => tracing::error!(error = %e, "final ledger flush did not run"),
+        }
         Ok(())
     }
 }

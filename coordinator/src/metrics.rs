@@ -16,6 +16,7 @@ pub struct CoordinatorMetrics {
     pub task_failures: Counter,
     pub circuit_opened: Counter,
     pub tasks_stalled: Counter,
+    pub tasks_handed_back: Counter,
 }
 
 pub static METRICS: LazyLock<CoordinatorMetrics> = LazyLock::new(CoordinatorMetrics::default);
@@ -65,6 +66,11 @@ pub fn render(ledger: &Ledger, now_ms: i64) -> String {
         "kafka_backup_task_failures_total",
         "Task failures reported by workers.",
         m.task_failures.get(),
+    )
+    .counter(
+        "kafka_backup_tasks_handed_back_total",
+        "Tasks handed back by a worker shutting down (re-granted at once, not after the lease TTL).",
+        m.tasks_handed_back.get(),
     )
     .counter(
         "kafka_backup_tasks_stalled_total",

@@ -1,5 +1,7 @@
 //! Server side of gRPC hardening: optional TLS (with client-certificate verification for
-//! mTLS), a shared-token check on every call, per-request timeouts and a concurrency limit.
+//! mTLS), a shared-token check on every call of the restore API (health checks and
+//! reflection carry no secrets and stay open for probes), per-request timeouts and a
+//! concurrency limit.
 //! A coordinator hands out storage and cluster credentials with every lease, so on any
 //! network but loopback it should run with TLS and a token or mTLS.
 

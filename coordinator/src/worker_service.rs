@@ -170,6 +170,14 @@ impl RestoreWorkers for WorkerService {
     ) -> Result<Response<AcquireLeaseResponse>, Status> {
         let r = req.into_inner();
         let s = &self.coord.settings;
+        if self.coord.is_draining() {
+            // Shutting down: no new leases; reports of the leases held are still answered.
+            return Ok(Response::new(AcquireLeaseResponse {
+                lease: None,
+                retry_after_ms: 1_000,
+                plan_finished: false,
+            }));
+        }
         let plan_ids: Vec<String> = if r.plan_id.is_empty() {
             self.ledger().grantable_plans()
         } else {
@@ -282,14 +290,20 @@ impl RestoreWorkers for WorkerService {
         req: Request<FailTaskRequest>,
     ) -> Result<Response<FailTaskResponse>, Status> {
         let r = req.into_inner();
-        METRICS.task_failures.inc();
         let l = lease_ref(r.lease)?;
-        let kind = match (r.retryable, r.dependency_unavailable) {
-            (true, true) => FailureKind::Outage,
-            (true, false) => FailureKind::Retryable,
-            (false, _) => FailureKind::Fatal,
+        let kind = match (r.handed_back, r.retryable, r.dependency_unavailable) {
+            (true, _, _) => FailureKind::HandedBack,
+            (false, true, true) => FailureKind::Outage,
+            (false, true, false) => FailureKind::Retryable,
+            (false, false, _) => FailureKind::Fatal,
         };
-        tracing::warn!(plan = %l.plan_id, task = l.task_id, ?kind, error = %r.error, "task failed");
+        if kind == FailureKind::HandedBack {
+            METRICS.tasks_handed_back.inc();
+            tracing::info!(plan = %l.plan_id, task = l.task_id, worker = %l.worker_id, "task handed back by a worker shutting down");
+        } else {
+            METRICS.task_failures.inc();
+            tracing::warn!(plan = %l.plan_id, task = l.task_id, ?kind, error = %r.error, "task failed");
+        }
         let max_attempts = self.coord.settings.max_attempts;
         let (lc, error) = (l.clone(), r.error.clone());
         commit(&self.coord.changes, move |ledger| {

@@ -6,6 +6,11 @@ pub mod restore {
 }
 pub use restore::*;
 
+/// The encoded descriptors of this API, for gRPC server reflection (grpcurl and similar
+/// tools list and call the services without the proto file).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/restore_descriptor.bin"));
+
 /// The largest gRPC message either side accepts or sends, set explicitly on the coordinator's
 /// services and on every client. No message of this API grows with the number of segments or
 /// partitions (see restore.proto), so this is a safety margin, not a working size: the largest

@@ -19,6 +19,7 @@ use kafka_backup_proto::{
 use kafka_backup_worker::connect::{
     ClientSecurity, ConnectError, CoordinatorEndpoint, PlansClient,
 };
+use kafka_backup_worker::shutdown::Shutdown;
 use kafka_backup_worker::{default_worker_id, run_worker, WorkerConfig};
 use local::{LocalCoordinator, ScratchDir};
 use std::path::{Path, PathBuf};
@@ -223,7 +224,9 @@ impl Session {
             security: ClientSecurity::default(),
             max_tasks: self.worker_count as usize,
         };
-        self.workers.push(tokio::spawn(run_worker(cfg)));
+        // The embedded worker ends with the plan; Ctrl-C ends the whole process.
+        self.workers
+            .push(tokio::spawn(run_worker(cfg, Shutdown::never())));
     }
 
     /// Follows the plan until it ends, calling `on_status` with each status (about every

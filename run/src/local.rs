@@ -44,9 +44,14 @@ impl LocalCoordinator {
         };
         let server = tokio::spawn(async move {
             coord
-                .serve(listener, &security, async {
-                    let _ = stop_rx.await;
-                })
+                .serve(
+                    listener,
+                    &security,
+                    async {
+                        let _ = stop_rx.await;
+                    },
+                    Duration::ZERO,
+                )
                 .await
         });
         Ok(Self {

@@ -59,14 +59,24 @@ impl LeaseState {
     }
 }
 
-/// Spawns the heartbeat loop; it ends when fenced or aborted.
+/// The heartbeat loop of one task. It stops when dropped, so it ends with the task whichever
+/// way the task ends (completed, failed, fenced, handed back, or its future dropped).
+pub struct Heartbeats(JoinHandle<()>);
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Spawns the heartbeat loop; it ends when fenced or when the returned guard is dropped.
 pub fn spawn_heartbeats(
     mut client: WorkersClient,
     lease: LeaseRef,
     state: Arc<LeaseState>,
     interval: Duration,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
+) -> Heartbeats {
+    Heartbeats(tokio::spawn(async move {
         loop {
             tokio::time::sleep(interval).await;
             let sent = Instant::now();
@@ -84,5 +94,5 @@ pub fn spawn_heartbeats(
                 }
             }
         }
-    })
+    }))
 }

@@ -4,16 +4,19 @@
 //! and another picks the task up from the ledger's checkpoint.
 
 pub mod connect;
+pub mod health;
 pub mod lease;
 pub mod metrics;
 pub mod pages;
 pub mod produce;
 pub mod reconcile;
+pub mod shutdown;
 pub mod source;
 pub mod task;
 
 use connect::{ClientSecurity, ConnectError, CoordinatorEndpoint, WorkersClient};
 use kafka_backup_proto::{AcquireLeaseRequest, RegisterRequest};
+use shutdown::Shutdown;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -102,16 +105,20 @@ async fn register(
 
 /// Runs the worker: `max_tasks` lease loops, each holding at most one lease at a time, each
 /// fenced on its own (a stale epoch stops that task only). Reconnects with backoff while the
-/// coordinator is away; returns only when `plan_id` is set and that plan is finished, or when
-/// the coordinator refuses this worker.
-pub async fn run_worker(cfg: WorkerConfig) -> Result<(), WorkerError> {
+/// coordinator is away; returns when `plan_id` is set and that plan is finished, when the
+/// coordinator refuses this worker, or once `shutdown` is requested and every task has been
+/// handed back.
+pub async fn run_worker(cfg: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerError> {
     let endpoint = CoordinatorEndpoint::new(&cfg.coordinator_url, &cfg.security)?;
-    let heartbeat = register(&endpoint, &cfg).await?;
+    let heartbeat = tokio::select! {
+        r = register(&endpoint, &cfg) => r?,
+        _ = shutdown.requested() => return Ok(()),
+    };
     tracing::info!(worker = %cfg.worker_id, max_tasks = cfg.max_tasks, "worker ready");
     let mut slots = tokio::task::JoinSet::new();
     for _ in 0..cfg.max_tasks.max(1) {
-        let (endpoint, cfg) = (endpoint.clone(), cfg.clone());
-        slots.spawn(async move { lease_loop(&endpoint, &cfg, heartbeat).await });
+        let (endpoint, cfg, shutdown) = (endpoint.clone(), cfg.clone(), shutdown.clone());
+        slots.spawn(async move { lease_loop(&endpoint, &cfg, heartbeat, &shutdown).await });
     }
     while let Some(done) = slots.join_next().await {
         match done {
@@ -132,11 +139,14 @@ async fn lease_loop(
     endpoint: &CoordinatorEndpoint,
     cfg: &WorkerConfig,
     heartbeat: Duration,
+    shutdown: &Shutdown,
 ) -> Result<(), WorkerError> {
     let mut client = connect(endpoint).await;
     let mut producers = produce::ProducerCache::default();
     let mut backoff = Duration::from_millis(200);
-    loop {
+    // A request in flight is not cancelled on shutdown: a lease it brings is handed back at
+    // once rather than left to expire.
+    while !shutdown.is_requested() {
         let sent = Instant::now();
         let resp = client
             .acquire_lease(AcquireLeaseRequest {
@@ -156,6 +166,7 @@ async fn lease_loop(
                         sent,
                         heartbeat,
                         &mut producers,
+                        shutdown,
                     )
                     .await;
                     continue;
@@ -163,7 +174,11 @@ async fn lease_loop(
                 if r.plan_finished {
                     return Ok(());
                 }
-                tokio::time::sleep(Duration::from_millis(r.retry_after_ms.clamp(50, 5000))).await;
+                let wait = Duration::from_millis(r.retry_after_ms.clamp(50, 5000));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.requested() => {}
+                }
             }
             Err(e) if e.code() == tonic::Code::Unauthenticated => {
                 return Err(WorkerError::Refused(e.message().to_string()));
@@ -173,10 +188,17 @@ async fn lease_loop(
                 // the coordinator fails such a task after it is re-granted a few times
                 // without progress, so this loop cannot spin on it forever.
                 tracing::warn!(code = ?e.code(), error = %e.message(), "acquire failed; reconnecting");
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.requested() => return Ok(()),
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
-                client = connect(endpoint).await;
+                tokio::select! {
+                    c = connect(endpoint) => client = c,
+                    _ = shutdown.requested() => return Ok(()),
+                }
             }
         }
     }
+    Ok(())
 }

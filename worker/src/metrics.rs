@@ -13,6 +13,8 @@ pub struct WorkerMetrics {
     pub tasks_completed: Counter,
     pub tasks_failed: Counter,
     pub tasks_fenced: Counter,
+    /// Tasks handed back to the coordinator on shutdown.
+    pub tasks_handed_back: Counter,
     /// Tasks that started on the previous task's idle producer instead of a new one.
     pub producers_reused: Counter,
     pub active_tasks: Gauge,
@@ -50,6 +52,11 @@ pub fn render() -> String {
         "kafka_backup_worker_tasks_started_total",
         "Leases taken.",
         m.tasks_started.get(),
+    )
+    .counter(
+        "kafka_backup_worker_tasks_handed_back_total",
+        "Tasks checkpointed and handed back to the coordinator because the worker was shutting down.",
+        m.tasks_handed_back.get(),
     )
     .counter(
         "kafka_backup_worker_tasks_completed_total",

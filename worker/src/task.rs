@@ -18,6 +18,7 @@ use crate::lease::{spawn_heartbeats, LeaseState};
 use crate::pages::{PageError, SegmentPages};
 use crate::produce::{Acked, PartitionProducer, ProduceError, ProducerCache, ProducerKey};
 use crate::reconcile::{reconcile, ReconcileError, TargetPartition};
+use crate::shutdown::Shutdown;
 use crate::source::{prefetch, RecordFilter, SourceError};
 use kafka_backup_common::segment::DecodedSegment;
 use kafka_backup_common::storage::{BackupStore, StorageError};
@@ -46,6 +47,8 @@ pub enum TaskError {
     Coordinator(String),
     #[error("this worker does not support {0:?}, which the lease requires; upgrade the worker to the coordinator's version")]
     Unsupported(String),
+    #[error("the worker is shutting down; handed the task back after its last checkpoint")]
+    ShuttingDown,
 }
 
 /// Offset runs per checkpoint report at most: a report is sent early when this many have
@@ -90,6 +93,7 @@ pub async fn run_task(
     granted_at: Instant,
     heartbeat_interval: Duration,
     producers: &mut ProducerCache,
+    shutdown: &Shutdown,
 ) {
     let lease_ref = LeaseRef {
         plan_id: lease.plan_id.clone(),
@@ -121,14 +125,23 @@ pub async fn run_task(
     m.active_tasks.inc();
     let result = match unsupported_capability(&lease) {
         Some(cap) => Err(TaskError::Unsupported(cap)),
+        // Granted while the worker began shutting down: nothing written, hand it back.
+        None if shutdown.is_requested() => Err(TaskError::ShuttingDown),
         None => {
-            execute(client.clone(), &lease_ref, &lease, &state, producers)
-                .instrument(span)
-                .await
+            execute(
+                client.clone(),
+                &lease_ref,
+                &lease,
+                &state,
+                producers,
+                shutdown,
+            )
+            .instrument(span)
+            .await
         }
     };
     m.active_tasks.dec();
-    heartbeats.abort();
+    drop(heartbeats);
     let mut client = client;
     match result {
         Ok(records) => {
@@ -139,6 +152,24 @@ pub async fn run_task(
             m.tasks_fenced.inc();
             tracing::warn!(task = %label, "task fenced; dropped it")
         }
+        Err(e @ TaskError::ShuttingDown) => {
+            let req = FailTaskRequest {
+                lease: Some(lease_ref),
+                error: e.to_string(),
+                retryable: true,
+                dependency_unavailable: false,
+                handed_back: true,
+            };
+            match client.fail_task(req).await {
+                Ok(_) => {
+                    m.tasks_handed_back.inc();
+                    tracing::info!(task = %label, "shutting down: task handed back");
+                }
+                Err(s) => {
+                    tracing::warn!(task = %label, error = %s.message(), "could not hand the task back; its lease will expire")
+                }
+            }
+        }
         Err(e) => {
             m.tasks_failed.inc();
             let retryable = e.retryable();
@@ -148,6 +179,7 @@ pub async fn run_task(
                 error: e.to_string(),
                 retryable,
                 dependency_unavailable: e.is_outage(),
+                handed_back: false,
             };
             if let Err(s) = client.fail_task(req).await {
                 tracing::warn!(task = %label, error = %s.message(), "could not report failure; the lease will expire");
@@ -194,6 +226,7 @@ struct TaskContext<'a> {
     /// A record is handed to the producer only if it would be delivered within this (see
     /// `lease.rs`).
     write_window: Duration,
+    shutdown: &'a Shutdown,
 }
 
 impl TaskContext<'_> {
@@ -203,6 +236,18 @@ impl TaskContext<'_> {
             .await
             .map(|_| ())
             .map_err(report_error)
+    }
+
+    /// Shutdown requested: nothing new is produced; what is in flight is awaited and
+    /// checkpointed, so the task can be handed back with nothing left to reconcile.
+    async fn stop_for_shutdown(&mut self, out: &mut PartitionProducer) -> TaskError {
+        if let Err(e) = out.drain().await {
+            return e.into();
+        }
+        match self.checkpoint(&mut out.acked).await {
+            Ok(()) => TaskError::ShuttingDown,
+            Err(e) => e,
+        }
     }
 }
 
@@ -214,6 +259,7 @@ async fn execute(
     lease: &TaskLease,
     state: &Arc<LeaseState>,
     producers: &mut ProducerCache,
+    shutdown: &Shutdown,
 ) -> Result<u64, TaskError> {
     let options: HashMap<String, String> = lease.storage_options.clone().into_iter().collect();
     let store = BackupStore::open(&lease.storage_url, &options, false)?;
@@ -224,6 +270,7 @@ async fn execute(
         lease,
         state,
         write_window: message_timeout + Duration::from_millis(500),
+        shutdown,
     };
     // Take the producer first: a new one acquires its producer id in the background while
     // the resume point is worked out. Nothing is sent before the resume point is known.
@@ -319,7 +366,13 @@ async fn produce_all(
     out: &mut PartitionProducer,
 ) -> Result<(), TaskError> {
     let mut pace = Pace::new(cx.lease);
-    while let Some((key, seg)) = segments.recv().await {
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = cx.shutdown.requested() => return Err(cx.stop_for_shutdown(out).await),
+            next = segments.recv() => next,
+        };
+        let Some((key, seg)) = next else { break };
         let seg = match seg {
             Ok(seg) => seg,
             Err(e) => {
@@ -423,6 +476,9 @@ async fn produce_segment(
         let rec = rec.map_err(SourceError::from)?;
         if !filter.keeps(&rec) {
             continue;
+        }
+        if cx.shutdown.is_requested() {
+            return Err(cx.stop_for_shutdown(out).await);
         }
         pace.throttle.wait().await;
         wait_for_lease(cx.state, cx.write_window, out).await?;

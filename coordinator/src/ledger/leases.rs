@@ -256,7 +256,8 @@ impl Ledger {
     /// The holder gives a task up. Retryable failures go back to pending after a backoff
     /// until `max_attempts`; fatal ones fail the task. An outage gives the attempt (and the
     /// no-progress count) back: the plan's circuit breaker paces those retries, and an outage
-    /// must not fail a task whose data is fine.
+    /// must not fail a task whose data is fine. A task handed back by a holder that shuts
+    /// down is at once grantable again, as if never granted.
     pub fn fail(
         &self,
         holder: Holder<'_>,
@@ -278,6 +279,14 @@ impl Ledger {
                 new.stalled_grants = new.stalled_grants.saturating_sub(1);
                 FailOutcome::Retrying {
                     not_before_ms: now_ms + 500,
+                }
+            }
+            FailureKind::HandedBack => {
+                new.attempts = new.attempts.saturating_sub(1);
+                new.stalled_grants = new.stalled_grants.saturating_sub(1);
+                new.error = String::new();
+                FailOutcome::Retrying {
+                    not_before_ms: now_ms,
                 }
             }
             FailureKind::Retryable if new.attempts < max_attempts => FailOutcome::Retrying {

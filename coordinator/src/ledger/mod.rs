@@ -381,6 +381,15 @@ impl Ledger {
         (self.commits.flush_seconds(), self.commits.changes_flushed())
     }
 
+    /// Writes everything to disk now, for a clean shutdown. Acknowledged changes are durable
+    /// already (group commit); this also covers what nobody waited for.
+    pub fn flush(&self) -> Result<(), LedgerError> {
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| LedgerError::Io(e.to_string()))
+    }
+
     /// Blocking form of `durable`, for callers outside the async runtime.
     pub fn durable_blocking(&self, seq: Seq) -> Result<(), LedgerError> {
         self.commits.durable_blocking(seq).map_err(LedgerError::Io)

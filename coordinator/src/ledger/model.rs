@@ -272,6 +272,9 @@ pub enum FailureKind {
     /// The target cluster or object store was unreachable: retried without using up an
     /// attempt, paced by the plan's circuit breaker.
     Outage,
+    /// The holder is shutting down and handed the task back after its last checkpoint with
+    /// nothing in flight: re-granted at once, without using up an attempt.
+    HandedBack,
 }
 
 /// Whether a checkpoint also ends the task.

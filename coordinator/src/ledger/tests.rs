@@ -269,6 +269,33 @@ fn retryable_failures_back_off_and_run_out_outages_do_not() {
 }
 
 #[test]
+fn a_task_handed_back_is_granted_again_at_once_without_using_an_attempt() {
+    let (_d, l) = ledger_with(1, 1);
+    // More hand-backs than attempts or the no-progress limit allow: none of them count.
+    for round in 0..10i64 {
+        let now = round * 10;
+        let (t, e) = granted(&l, &format!("w{round}"), now);
+        let out = l
+            .fail(
+                holder(&format!("w{round}"), t, e),
+                "shutting down",
+                FailureKind::HandedBack,
+                now,
+                3,
+            )
+            .unwrap()
+            .value;
+        assert_eq!(out, FailOutcome::Retrying { not_before_ms: now });
+        let task = l.task("p", 0).unwrap();
+        assert_eq!(task.progress.state, TaskState::Pending);
+        assert_eq!(task.progress.attempts, 0);
+        assert_eq!(task.progress.error, "");
+    }
+    // No lease to wait out: the next worker gets it in the same millisecond.
+    assert!(grant(&l, "next", 90).granted.is_some());
+}
+
+#[test]
 fn a_task_granted_again_and_again_without_progress_fails_visibly() {
     let (_d, l) = ledger_with(2, 1);
     // Task 1 makes progress each time; task 0's holders vanish.

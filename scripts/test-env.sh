@@ -26,6 +26,14 @@ install() {
     echo "installing moto[server] from PyPI..." >&2
     python3 -m pip install --quiet 'moto[server]'
   fi
+  # Network namespaces and nftables, for the network-fault tests (tests/network_faults.rs).
+  if ! command -v nft >/dev/null || ! command -v ip >/dev/null; then
+    echo "installing nftables and iproute2 from Debian..." >&2
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get install -y -qq nftables iproute2 >/dev/null \
+      || { $sudo apt-get update -qq && $sudo apt-get install -y -qq nftables iproute2 >/dev/null; }
+  fi
   # A gRPC client that is not ours, for the health and reflection tests.
   if ! python3 -c 'import grpc_health.v1, grpc_reflection.v1alpha' 2>/dev/null; then
     echo "installing grpcio-health-checking and grpcio-reflection from PyPI..." >&2

@@ -69,11 +69,12 @@ async fn a_rolling_restart_of_every_worker_hands_tasks_back_and_ends_exact() {
     }
     const PARTITIONS: i32 = 6;
     const RECORDS: usize = 3000;
-    let (topic, records, backup) =
-        backed_up_topic("rolling", PARTITIONS, RECORDS, BASE_TS, 1).await;
-    let target = unique("rolling-target");
     let mut target_broker = RestartingBroker::start();
     let tb = target_broker.addr();
+    // Source and target on a broker of the test's own: 18,000 records would slow the shared one.
+    let (topic, records, backup) =
+        backed_up_topic_on(&tb, "rolling", PARTITIONS, RECORDS, BASE_TS, 1).await;
+    let target = unique("rolling-target");
     let state = temp_dir();
     let (port, metrics_port) = (free_port(), free_port());
     let listen = format!("127.0.0.1:{port}");

@@ -439,14 +439,27 @@ pub async fn backed_up_topic(
     base_ts: i64,
     step: i64,
 ) -> (String, Vec<Vec<Record>>, tempfile::TempDir) {
+    backed_up_topic_on(&broker(), name, partitions, per_partition, base_ts, step).await
+}
+
+/// `backed_up_topic` on another broker than the primary test broker (a test's own, so a
+/// test that writes many records does not slow the shared one down for the others).
+pub async fn backed_up_topic_on(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    per_partition: usize,
+    base_ts: i64,
+    step: i64,
+) -> (String, Vec<Vec<Record>>, tempfile::TempDir) {
     let topic = unique(name);
-    create_topic(&broker(), &topic, partitions).await;
+    create_topic(bootstrap, &topic, partitions).await;
     let mut records = Vec::new();
     for p in 0..partitions {
         let recs = simple_records(per_partition, base_ts, step);
-        records.push(produce(&broker(), &topic, p, &recs).await);
+        records.push(produce(bootstrap, &topic, p, &recs).await);
     }
-    let backup = backup_local(&broker(), &topic, "bk");
+    let backup = backup_local(bootstrap, &topic, "bk");
     (topic, records, backup)
 }
 
@@ -488,9 +501,10 @@ pub fn submit_detached_to(
         "--bootstrap-servers",
         b,
         "--create-topics",
-        "--checkpoint-interval",
-        "100ms",
     ];
+    if !extra.contains(&"--checkpoint-interval") {
+        args.extend_from_slice(&["--checkpoint-interval", "100ms"]);
+    }
     args.extend_from_slice(extra);
     let out = kb_ok(&args);
     serde_json::from_str::<serde_json::Value>(&out).expect("json")["plan_id"]

@@ -398,3 +398,187 @@ async fn delay_and_loss_on_the_broker_link_for_the_whole_restore() {
     assert_eq!(done.records_done, 4000);
     d.assert_exact(&records, &target);
 }
+
+/// One fault of the soak, with how long it lasts.
+#[derive(Debug, Clone)]
+enum Fault {
+    KillWorker {
+        worker: usize,
+        down: Duration,
+    },
+    RestartCoordinator {
+        down: Duration,
+    },
+    CutWorker {
+        worker: usize,
+        direction: Direction,
+        for_: Duration,
+    },
+    CutCoordinator {
+        for_: Duration,
+    },
+    SlowBroker {
+        for_: Duration,
+    },
+}
+
+/// xorshift64: the soak's faults are reproducible from the printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn secs(&mut self, from: u64, to: u64) -> Duration {
+        Duration::from_millis(from * 1000 + self.below((to - from) * 1000))
+    }
+}
+
+impl Fault {
+    fn pick(rng: &mut Rng) -> Fault {
+        let worker = rng.below(2) as usize;
+        match rng.below(5) {
+            0 => Fault::KillWorker {
+                worker,
+                down: rng.secs(0, 3),
+            },
+            1 => Fault::RestartCoordinator {
+                down: rng.secs(0, 3),
+            },
+            2 => Fault::CutWorker {
+                worker,
+                direction: if rng.below(2) == 0 {
+                    Direction::Both
+                } else {
+                    Direction::Outbound
+                },
+                for_: rng.secs(2, 2 * (TTL_S + GRACE_S)),
+            },
+            3 => Fault::CutCoordinator {
+                for_: rng.secs(2, 2 * TTL_S),
+            },
+            _ => Fault::SlowBroker {
+                for_: rng.secs(3, 15),
+            },
+        }
+    }
+
+    /// Injects the fault, waits it out, and heals it.
+    async fn apply(&self, d: &mut Deployment) {
+        match *self {
+            Fault::KillWorker { worker, down } => {
+                d.kill_worker(worker);
+                tokio::time::sleep(down).await;
+                d.start_worker(worker);
+            }
+            Fault::RestartCoordinator { down } => {
+                d.kill_coordinator();
+                tokio::time::sleep(down).await;
+                d.start_coordinator();
+            }
+            Fault::CutWorker {
+                worker,
+                direction,
+                for_,
+            } => {
+                let host = format!("w{}", worker + 1);
+                d.lab.partition(&host, &["coord"], direction);
+                tokio::time::sleep(for_).await;
+                d.lab.heal(&host);
+            }
+            Fault::CutCoordinator { for_ } => {
+                d.lab.partition("coord", &["w1", "w2"], Direction::Both);
+                tokio::time::sleep(for_).await;
+                d.lab.heal("coord");
+            }
+            Fault::SlowBroker { for_ } => {
+                let proxy = d.proxy.as_ref().expect("proxy");
+                proxy.set_delay(true);
+                d.lab.loss("broker", 5);
+                tokio::time::sleep(for_).await;
+                d.proxy.as_ref().expect("proxy").set_delay(false);
+                d.lab.heal("broker");
+            }
+        }
+    }
+}
+
+/// A bounded randomized soak (run by `scripts/net-soak.sh`, not in CI): for
+/// `KB_NET_SOAK_MINUTES` (default 5) minutes, restore after restore, each with one to three
+/// random faults (kill -9 of a worker, coordinator kill -9 and restart, a worker or the
+/// coordinator cut off, delay and loss on the broker link), from seed `KB_NET_SOAK_SEED`
+/// (default: the clock) plus the run number. One line per run; any lost or duplicated record
+/// fails it.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a soak of several minutes: scripts/net-soak.sh"]
+async fn network_soak() {
+    if skip_without_servers() {
+        return;
+    }
+    let minutes: u64 = std::env::var("KB_NET_SOAK_MINUTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let seed: u64 = std::env::var("KB_NET_SOAK_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs())
+        });
+    let Some(mut d) = Deployment::start(20, true).await else {
+        return;
+    };
+    let (topic, records, backup) = d.backed_up_topic("net-soak", 2, 3000).await;
+    let total: u64 = records.iter().map(|r| r.len() as u64).sum();
+    let until = Instant::now() + Duration::from_secs(minutes * 60);
+    let mut run = 0u64;
+    println!("network soak: {minutes} min, seeds from {seed}");
+    while Instant::now() < until {
+        run += 1;
+        let run_seed = seed + run;
+        let mut rng = Rng(run_seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let faults: Vec<Fault> = (0..1 + rng.below(3))
+            .map(|_| Fault::pick(&mut rng))
+            .collect();
+        let target = unique("net-soak-target");
+        let started = Instant::now();
+        // ~6 s per partition undisturbed; the faults land while it runs.
+        let plan = d.submit(
+            backup.path(),
+            &topic,
+            &target,
+            &["--max-records-per-sec", "500"],
+        );
+        for f in &faults {
+            tokio::time::sleep(rng.secs(0, 3)).await;
+            f.apply(&mut d).await;
+        }
+        let done = d.completed(&plan, Duration::from_secs(300)).await;
+        assert_eq!(
+            done.records_done, total,
+            "run {run} seed {run_seed}: {faults:?}"
+        );
+        d.assert_exact(&records, &target);
+        println!(
+            "run {run} seed {run_seed}: exact, {total} records in {:.1} s; faults {faults:?}",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    println!(
+        "network soak: {run} runs, seeds {}..={}, 0 records lost or duplicated",
+        seed + 1,
+        seed + run
+    );
+}

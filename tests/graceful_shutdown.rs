@@ -7,7 +7,6 @@
 mod common;
 
 use common::*;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -34,26 +33,6 @@ fn exits_within(child: &mut Child, bound: Duration, what: &str) -> Duration {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn scrape(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
 }
 
 fn worker(url: &str, id: &str, dir: &Path, extra: &[&str]) -> Child {

@@ -4,30 +4,8 @@
 mod common;
 
 use common::*;
-use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn scrape(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out
-}
-
-fn value(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn coordinator_and_worker_counters_move_during_a_restore() {
@@ -72,7 +50,10 @@ async fn coordinator_and_worker_counters_move_during_a_restore() {
     ]);
     wait_port(wm);
     let before = (scrape(cm), scrape(wm));
-    assert_eq!(value(&before.0, "kafka_backup_records_restored_total"), 0.0);
+    assert_eq!(
+        metric(&before.0, "kafka_backup_records_restored_total"),
+        0.0
+    );
     let target = format!("{topic}-restored");
     submit_detached(
         &url,
@@ -86,11 +67,11 @@ async fn coordinator_and_worker_counters_move_during_a_restore() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (c, w) = (scrape(cm), scrape(wm));
-        let restored = value(&c, "kafka_backup_records_restored_total");
+        let restored = metric(&c, "kafka_backup_records_restored_total");
         samples.push((
             restored,
-            value(&w, "kafka_backup_worker_records_produced_total"),
-            value(&c, "kafka_backup_active_leases"),
+            metric(&w, "kafka_backup_worker_records_produced_total"),
+            metric(&c, "kafka_backup_active_leases"),
         ));
         if restored >= 1200.0 {
             break;
@@ -121,18 +102,18 @@ async fn coordinator_and_worker_counters_move_during_a_restore() {
     );
     let (c, w) = (scrape(cm), scrape(wm));
     assert_eq!(
-        value(&w, "kafka_backup_worker_records_produced_total"),
+        metric(&w, "kafka_backup_worker_records_produced_total"),
         1200.0
     );
-    assert!(value(&c, "kafka_backup_leases_granted_total") >= 2.0);
+    assert!(metric(&c, "kafka_backup_leases_granted_total") >= 2.0);
     assert!(
-        value(&w, "kafka_backup_worker_segment_fetch_seconds_count") >= 24.0,
+        metric(&w, "kafka_backup_worker_segment_fetch_seconds_count") >= 24.0,
         "one fetch per segment"
     );
     // The worker counts a task as completed once the coordinator has acknowledged it, which
     // can be a moment after the ledger shows all records restored.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while value(&scrape(wm), "kafka_backup_worker_tasks_completed_total") < 2.0 {
+    while metric(&scrape(wm), "kafka_backup_worker_tasks_completed_total") < 2.0 {
         assert!(
             Instant::now() < deadline,
             "worker never counted 2 completed tasks"
@@ -142,7 +123,7 @@ async fn coordinator_and_worker_counters_move_during_a_restore() {
     // One worker, two partition tasks of one plan in turn: the second starts on the first
     // one's idle producer.
     assert_eq!(
-        value(&scrape(wm), "kafka_backup_worker_producers_reused_total"),
+        metric(&scrape(wm), "kafka_backup_worker_producers_reused_total"),
         1.0
     );
 }

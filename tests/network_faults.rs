@@ -21,6 +21,14 @@ const BASE_TS: i64 = 1_731_500_000_000;
 const TTL_S: u64 = 6;
 const GRACE_S: u64 = 2;
 const HOSTS: &[&str] = &["coord", "broker", "w1", "w2"];
+/// 250 records/s per task, checkpoints 30 s apart: a report a cut-off worker cannot deliver
+/// would stop it at once, so between reports only its own lease clock can stop its writes.
+const LEASE_CLOCK_ONLY: &[&str] = &[
+    "--max-records-per-sec",
+    "250",
+    "--checkpoint-interval",
+    "30s",
+];
 
 /// A restore deployment spread over the lab's hosts.
 pub struct Deployment {
@@ -217,17 +225,38 @@ impl Deployment {
                 }
                 last = Some(st);
             }
-            assert!(
-                Instant::now() < deadline,
-                "{what} not within {within:?}; last status: {last:?}"
-            );
+            if Instant::now() >= deadline {
+                self.dump_logs();
+                panic!("{what} not within {within:?}; last status: {last:?}");
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
+    /// The end of every process's log, for a failure message (the directory goes with the
+    /// test).
+    fn dump_logs(&self) {
+        for name in ["coordinator.log", "w1.log", "w2.log", "tansu.log"] {
+            let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("---- last lines of {name}");
+            for l in &lines[lines.len().saturating_sub(40)..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+
     pub async fn completed(&mut self, plan: &str, within: Duration) -> PlanStatus {
-        self.wait_for(plan, within, "plan completed", |s| s.state == "completed")
-            .await
+        let st = self
+            .wait_for(plan, within, "plan ended", |s| {
+                matches!(s.state.as_str(), "completed" | "failed" | "cancelled")
+            })
+            .await;
+        if st.state != "completed" {
+            self.dump_logs();
+            panic!("the plan ended {}: {st:?}", st.state);
+        }
+        st
     }
 
     /// Every partition of `target` holds exactly `records` of its source partition.
@@ -264,19 +293,8 @@ async fn cut_off_holder(n: u16, direction: Direction) {
     };
     let (topic, records, backup) = d.backed_up_topic("net-cut", 1, 4000).await;
     let target = unique("net-cut-target");
-    // ~16 s undisturbed. Checkpoints far apart: a report the cut-off worker cannot deliver
-    // would stop it at once, so between them only its own lease clock can stop its writes.
-    let plan = d.submit(
-        backup.path(),
-        &topic,
-        &target,
-        &[
-            "--max-records-per-sec",
-            "250",
-            "--checkpoint-interval",
-            "30s",
-        ],
-    );
+    // ~16 s undisturbed.
+    let plan = d.submit(backup.path(), &topic, &target, LEASE_CLOCK_ONLY);
     let st = d
         .wait_for(&plan, Duration::from_secs(60), "a worker restoring", |s| {
             holding(s).is_some()
@@ -337,18 +355,7 @@ async fn the_coordinator_cut_off_from_every_worker_for_twice_the_ttl() {
     };
     let (topic, records, backup) = d.backed_up_topic("net-coord", 2, 3000).await;
     let target = unique("net-coord-target");
-    // Checkpoints far apart, as in `cut_off_holder`: the workers' lease clocks stop them.
-    let plan = d.submit(
-        backup.path(),
-        &topic,
-        &target,
-        &[
-            "--max-records-per-sec",
-            "250",
-            "--checkpoint-interval",
-            "30s",
-        ],
-    );
+    let plan = d.submit(backup.path(), &topic, &target, LEASE_CLOCK_ONLY);
     d.wait_for(
         &plan,
         Duration::from_secs(60),

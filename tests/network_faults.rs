@@ -39,6 +39,8 @@ pub struct Deployment {
     pub bootstrap: String,
     broker: Child,
     broker_args: Vec<String>,
+    /// Where the running broker started writing tansu.log.
+    broker_log_from: u64,
     coordinator: Option<Child>,
     workers: Vec<Option<Child>>,
     pub proxy: Option<DelayProxy>,
@@ -105,6 +107,7 @@ impl Deployment {
             bootstrap,
             broker,
             broker_args,
+            broker_log_from: 0,
             coordinator: None,
             workers: vec![None, None],
             proxy,
@@ -179,8 +182,14 @@ impl Deployment {
     /// Starts the broker again (same database) if it died: tansu 0.6 can panic in its produce
     /// path after a client vanished mid-request (see `RestartingBroker`).
     pub fn keep_broker_up(&mut self) {
-        if matches!(self.broker.try_wait(), Ok(Some(_))) {
+        let log = self.dir.path().join("tansu.log");
+        if matches!(self.broker.try_wait(), Ok(Some(_)))
+            || tansu_panicked(&log, self.broker_log_from)
+        {
             eprintln!("the target tansu died (its produce-path panic); restarting it");
+            let _ = self.broker.kill();
+            let _ = self.broker.wait();
+            self.broker_log_from = log_len(&log);
             self.broker = spawn_broker(&self.lab, self.dir.path(), &self.broker_args);
             wait_addr(&format!("{}:9092", self.lab.ip("broker")));
         }

@@ -178,7 +178,7 @@ pub fn decode_frame(
             frame.position, frame.crc32
         )));
     }
-    let region = crate::decompress::zstd_frames(bytes).map_err(|e| {
+    let region = zstd::stream::decode_all(bytes).map_err(|e| {
         corrupt(format!(
             "the zstd frame at byte {} does not decompress: {e}",
             frame.position

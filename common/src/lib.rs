@@ -4,7 +4,6 @@
 //! settings. Nothing here talks to the restore ledger; that belongs to the coordinator.
 pub mod backup;
 pub mod config;
-pub mod decompress;
 pub mod filters;
 pub mod frames;
 pub mod groups;

@@ -224,7 +224,7 @@ impl DecodedSegment {
         let body = &bytes[HEADER_LEN..bytes.len() - FOOTER_LEN];
         let region = match header.compression {
             0 => body.to_vec(),
-            1 => crate::decompress::zstd_frames(body).map_err(|e| SegmentError::Corrupt {
+            1 => zstd::stream::decode_all(body).map_err(|e| SegmentError::Corrupt {
                 key: key.to_string(),
                 detail: format!("zstd body does not decompress: {e}"),
             })?,
@@ -311,13 +311,6 @@ impl DecodedSegment {
 
     pub fn uncompressed_len(&self) -> usize {
         self.region.len()
-    }
-}
-
-impl Drop for DecodedSegment {
-    /// The region's buffer goes back to the decoder's pool (see `decompress`).
-    fn drop(&mut self) {
-        crate::decompress::give_buffer(std::mem::take(&mut self.region));
     }
 }
 

@@ -645,7 +645,24 @@ pub struct RestartingBroker {
     dir: tempfile::TempDir,
     port: u16,
     tansu: Killed,
+    /// Where this run of tansu started writing its log.
+    log_from: u64,
     pub restarts: usize,
+}
+
+/// Whether a tansu process whose stderr goes to `log` has panicked since byte `from`. The
+/// panic can end only one of its tokio tasks (its storage actor): the process then lives on
+/// and closes every connection, so its exit alone does not tell.
+pub fn tansu_panicked(log: &std::path::Path, from: u64) -> bool {
+    std::fs::read(log).is_ok_and(|text| {
+        let from = (from as usize).min(text.len());
+        String::from_utf8_lossy(&text[from..]).contains("panicked at")
+    })
+}
+
+/// The current length of a log file (0 if it does not exist yet).
+pub fn log_len(log: &std::path::Path) -> u64 {
+    std::fs::metadata(log).map_or(0, |m| m.len())
 }
 
 impl RestartingBroker {
@@ -654,6 +671,7 @@ impl RestartingBroker {
         let port = free_port();
         let tansu = start_tansu(dir.path(), port, "target.db");
         Self {
+            log_from: 0,
             dir,
             port,
             tansu,
@@ -665,10 +683,14 @@ impl RestartingBroker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Restarts the broker if it has exited.
+    /// Restarts the broker if it has exited or panicked.
     pub fn keep_up(&mut self) {
-        if matches!(self.tansu.0.try_wait(), Ok(Some(_))) {
+        let log = self.dir.path().join("tansu.log");
+        if matches!(self.tansu.0.try_wait(), Ok(Some(_))) || tansu_panicked(&log, self.log_from) {
             eprintln!("the target tansu died (its produce-path panic); restarting it");
+            let _ = self.tansu.0.kill();
+            let _ = self.tansu.0.wait();
+            self.log_from = log_len(&log);
             self.tansu = start_tansu(self.dir.path(), self.port, "target.db");
             self.restarts += 1;
         }

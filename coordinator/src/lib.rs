@@ -5,6 +5,7 @@
 
 pub mod breaker;
 pub mod grpc;
+pub mod health;
 pub mod ledger;
 pub mod metrics;
 pub mod offset_reset;
@@ -128,21 +129,8 @@ impl Coordinator {
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
         let workers = tonic::service::interceptor::InterceptedService::new(workers, check);
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<RestorePlansServer<plan_service::PlanService>>()
-            .await;
-        health
-            .set_serving::<RestoreWorkersServer<worker_service::WorkerService>>()
-            .await;
-        // Both reflection versions: grpcurl asks v1 first, many client libraries only v1alpha.
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(kafka_backup_proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        };
-        let (reflection_v1, reflection_v1alpha) =
-            (reflection().build_v1()?, reflection().build_v1alpha()?);
+        let (health, health_service) = health::CoordinatorHealth::serving().await;
+        let (reflection_v1, reflection_v1alpha) = health::reflection()?;
         // Replies are a few small HTTP/2 frames; with Nagle's algorithm the last of them waited
         // for the client's delayed ACK (~40 ms on Linux) in about half of all calls.
         let incoming = TcpListenerStream::new(listener).map(|conn| {
@@ -160,15 +148,7 @@ impl Coordinator {
             shutdown.await;
             tracing::info!(drain = ?drain, "shutting down: no new leases; answering held leases' reports");
             me.draining.store(true, Ordering::SeqCst);
-            health
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
-            health
-                .set_not_serving::<RestorePlansServer<plan_service::PlanService>>()
-                .await;
-            health
-                .set_not_serving::<RestoreWorkersServer<worker_service::WorkerService>>()
-                .await;
+            health.not_serving().await;
             tokio::time::sleep(drain).await;
         };
         builder

@@ -28,6 +28,11 @@ pub fn report_json(r: &PlanReport) -> Value {
         "topics_to_create": r.topics_to_create,
         "warnings": r.warnings,
         "tasks_omitted": r.tasks_omitted,
+        "schema_ids": r.schema_ids.iter().map(|p| json!({
+            "source_id": p.source_id,
+            "target_id": (p.target_id >= 0).then_some(p.target_id),
+            "origin": p.origin,
+        })).collect::<Vec<_>>(),
         "tasks": r.tasks.iter().map(|t| json!({
             "source_topic": t.source_topic,
             "source_partition": t.source_partition,
@@ -85,6 +90,19 @@ pub fn print_report(r: &PlanReport, dry_run: bool) {
             "├─ … and {} more partitions (counted in the totals above)",
             r.tasks_omitted
         );
+    }
+    for p in &r.schema_ids {
+        if p.target_id >= 0 {
+            println!(
+                "├─ Schema ID {} → {} ({})",
+                p.source_id, p.target_id, p.origin
+            );
+        } else {
+            println!(
+                "├─ Schema ID {} ({}) → registered in the target registry when first met",
+                p.source_id, p.origin
+            );
+        }
     }
     for w in &r.warnings {
         println!("├─ Warning: {w}");

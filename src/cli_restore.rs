@@ -10,6 +10,7 @@ use kafka_backup_common::config;
 use kafka_backup_common::restore_options::{
     parse_duration, resolve, ResolvedRestore, RestoreFlags,
 };
+use kafka_backup_common::schema_id_options::SchemaIdFlags;
 use kafka_backup_coordinator::ledger::PlanState;
 use kafka_backup_run::{plan_state, Coordinated, Session};
 use std::path::PathBuf;
@@ -110,6 +111,25 @@ pub struct RestoreArgs {
     /// Throttle each partition task to this many records per second (0 = unlimited).
     #[arg(long, allow_hyphen_values = true)]
     pub max_records_per_sec: Option<u32>,
+    /// Schema ID remapping for environment cloning: a JSON or YAML map of source registry
+    /// ID to target registry ID, applied to records in the Confluent wire format.
+    #[arg(long)]
+    pub schema_id_mapping: Option<PathBuf>,
+    /// The source environment's schema registry (http(s)://[user:password@]host:port): IDs
+    /// not in --schema-id-mapping are resolved by registering their schema, under the same
+    /// subject, in --target-schema-registry.
+    #[arg(long)]
+    pub source_schema_registry: Option<String>,
+    /// The target environment's schema registry (with --source-schema-registry).
+    #[arg(long)]
+    pub target_schema_registry: Option<String>,
+    /// Which parts carry schema IDs to rewrite: key, value or both (default).
+    #[arg(long)]
+    pub schema_id_apply_to: Option<String>,
+    /// A schema ID with no target: fail (default; names the ID and the source offset) or
+    /// pass (produce the record unchanged and count it).
+    #[arg(long)]
+    pub schema_id_missing: Option<String>,
     #[command(flatten)]
     pub auth: crate::cli_auth::ClientAuthArgs,
     /// Lease TTL of the embedded coordinator, e.g. "10s".
@@ -144,6 +164,13 @@ impl RestoreArgs {
             detach: self.detach,
             skip_corrupt_segments: self.skip_corrupt_segments,
             max_records_per_sec: self.max_records_per_sec,
+            schema_ids: SchemaIdFlags {
+                mapping_file: self.schema_id_mapping.clone(),
+                source_registry: self.source_schema_registry.clone(),
+                target_registry: self.target_schema_registry.clone(),
+                apply_to: self.schema_id_apply_to.clone(),
+                missing: self.schema_id_missing.clone(),
+            },
         }
     }
 }

@@ -89,6 +89,7 @@ pub struct RestoreSection {
     pub performance: RestorePerformance,
     pub checkpoint_state: Option<String>,
     pub offset_report: Option<String>,
+    pub schema_id_mapping: Option<SchemaIdMappingSection>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -99,6 +100,37 @@ pub struct RestoreSource {
     /// Strings (RFC 3339 or epoch ms) or integers (epoch ms).
     pub from_timestamp: Option<serde_yaml::Value>,
     pub to_timestamp: Option<serde_yaml::Value>,
+    /// The source environment's schema registry (schema ID remapping).
+    pub schema_registry: Option<SchemaRegistrySection>,
+}
+
+/// A schema registry endpoint: `url`, and basic-auth credentials under `security`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistrySection {
+    pub url: Option<String>,
+    #[serde(default)]
+    pub security: RegistrySecurity,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySecurity {
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// `restore.schema_id_mapping`: explicit pairs (a file or inline) and the remap's choices.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaIdMappingSection {
+    pub file: Option<String>,
+    /// Inline source ID → target ID pairs.
+    pub ids: Option<BTreeMap<i64, i64>>,
+    /// key | value | both
+    pub apply_to: Option<String>,
+    /// fail | pass
+    pub missing: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +150,8 @@ pub struct RestoreTarget {
     pub topics_rewrite: Option<String>,
     pub partition_mapping: Option<MappingConfig>,
     pub create_topics: Option<bool>,
+    /// The target environment's schema registry (schema ID remapping).
+    pub schema_registry: Option<SchemaRegistrySection>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -155,6 +155,7 @@ pub struct RestoreFlags {
     pub detach: bool,
     pub skip_corrupt_segments: bool,
     pub max_records_per_sec: Option<u32>,
+    pub schema_ids: crate::schema_id_options::SchemaIdFlags,
 }
 
 /// A restore ready to run.
@@ -289,6 +290,7 @@ pub fn resolve(f: &RestoreFlags, file: ConfigFile) -> Result<ResolvedRestore, Op
             .max_records_per_sec
             .or(r.performance.max_records_per_sec)
             .unwrap_or(0),
+        schema_ids: crate::schema_id_options::resolve(&f.schema_ids, &r)?,
     };
     Ok(ResolvedRestore {
         spec,

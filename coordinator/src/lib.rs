@@ -13,6 +13,7 @@ pub mod offsets;
 pub mod plan_service;
 pub mod planner;
 pub mod report;
+pub mod schema_plan;
 pub mod security;
 pub mod status;
 pub mod target;

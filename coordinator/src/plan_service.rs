@@ -402,6 +402,7 @@ impl PlanService {
         let mut report = PlanReport {
             backup_id: spec.backup_id.clone(),
             topics_to_create: view.missing.keys().cloned().collect(),
+            schema_ids: crate::schema_plan::plan_schema_ids(spec.schema_ids.as_ref()).await?,
             ..Default::default()
         };
         let mut totals = Vec::with_capacity(tasks.len());

@@ -101,8 +101,18 @@ fn build_lease(
         segment_index,
         segment_count: meta.segment_count,
         task_start_offset: meta.first_offset,
-        required_capabilities: vec![CAPABILITY_SEGMENT_PAGES.to_string()],
+        required_capabilities: required_capabilities(spec),
+        schema_ids: spec.schema_ids.clone(),
     }
+}
+
+/// What a worker must support to run a lease of this spec correctly.
+fn required_capabilities(spec: &RestoreSpec) -> Vec<String> {
+    let mut caps = vec![CAPABILITY_SEGMENT_PAGES.to_string()];
+    if spec.schema_ids.is_some() {
+        caps.push(CAPABILITY_SCHEMA_IDS.to_string());
+    }
+    caps
 }
 
 /// A stored segment as sent to a worker, with its seek index when it has one.

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod pages;
 pub mod produce;
 pub mod reconcile;
+pub mod schema_remap;
 pub mod shutdown;
 pub mod source;
 pub mod task;

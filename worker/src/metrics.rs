@@ -17,6 +17,11 @@ pub struct WorkerMetrics {
     pub tasks_handed_back: Counter,
     /// Tasks that started on the previous task's idle producer instead of a new one.
     pub producers_reused: Counter,
+    /// Records produced with a rewritten schema ID (key or value).
+    pub schema_ids_rewritten: Counter,
+    /// Keys/values produced unchanged although their schema ID had no target
+    /// (`--schema-id-missing pass`).
+    pub schema_ids_passed: Counter,
     pub active_tasks: Gauge,
     /// Bytes per second over the last checkpoint interval.
     pub throughput_bytes_per_sec: Gauge,
@@ -72,6 +77,16 @@ pub fn render() -> String {
         "kafka_backup_worker_tasks_fenced_total",
         "Tasks stopped because the lease was superseded, expired or cancelled.",
         m.tasks_fenced.get(),
+    )
+    .counter(
+        "kafka_backup_worker_schema_ids_rewritten_total",
+        "Records produced with their schema ID rewritten for the target registry.",
+        m.schema_ids_rewritten.get(),
+    )
+    .counter(
+        "kafka_backup_worker_schema_ids_passed_total",
+        "Keys or values produced unchanged although their schema ID has no target (--schema-id-missing pass).",
+        m.schema_ids_passed.get(),
     )
     .counter(
         "kafka_backup_worker_producers_reused_total",

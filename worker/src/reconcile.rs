@@ -11,6 +11,7 @@
 
 use crate::pages::SegmentPages;
 use crate::produce::{Acked, PartitionProducer};
+use crate::schema_remap::{RemapError, SchemaIdRemapper};
 use crate::source::{fetch_segment, RecordFilter, SourceError};
 use kafka_backup_common::kafka::client_config;
 use kafka_backup_common::segment::{DecodedSegment, RecordRef};
@@ -41,6 +42,8 @@ pub enum ReconcileError {
     },
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    SchemaId(#[from] RemapError),
 }
 
 /// Where a task's target partition is, and how to read it.
@@ -98,8 +101,36 @@ struct SourceCursor<'a> {
 }
 
 impl SourceCursor<'_> {
+    /// Next kept record as the producing pass wrote it: schema IDs rewritten the same way.
+    async fn next(
+        &mut self,
+        remap: Option<&mut SchemaIdRemapper>,
+    ) -> Result<Option<ExpectedRecord>, ReconcileError> {
+        let Some(mut exp) = self.next_source().await? else {
+            return Ok(None);
+        };
+        if let Some(remap) = remap {
+            let probe = RecordRef {
+                offset: exp.offset,
+                timestamp: exp.timestamp,
+                key: exp.key.as_deref(),
+                value: exp.value.as_deref(),
+                headers: Vec::new(),
+                encoded_len: 0,
+            };
+            let rewritten = remap.rewrite(&probe).await?;
+            if let Some(k) = rewritten.key {
+                exp.key = Some(k);
+            }
+            if let Some(v) = rewritten.value {
+                exp.value = Some(v);
+            }
+        }
+        Ok(Some(exp))
+    }
+
     /// Next kept record as (offset, fingerprint pieces) — owned, since it outlives a segment.
-    async fn next(&mut self) -> Result<Option<ExpectedRecord>, SourceError> {
+    async fn next_source(&mut self) -> Result<Option<ExpectedRecord>, SourceError> {
         loop {
             if let Some((seg, pos)) = &mut self.current {
                 let mut it = seg.records_from(*pos);
@@ -203,6 +234,7 @@ pub async fn reconcile(
     filter: RecordFilter,
     add_headers: bool,
     skip_bad: bool,
+    mut remap: Option<&mut SchemaIdRemapper>,
     mut acked: Acked,
 ) -> Result<Acked, ReconcileError> {
     let end = target.end_offset().await?;
@@ -235,7 +267,7 @@ pub async fn reconcile(
         },
         skip_bad,
     };
-    let mut expected = cursor.next().await?;
+    let mut expected = cursor.next(remap.as_deref_mut()).await?;
     let mut at = acked.target_next;
     let mut matched = 0u64;
     while at < end {
@@ -256,7 +288,7 @@ pub async fn reconcile(
             if same(exp, &msg, add_headers) {
                 acked.record(exp.offset, msg.offset(), exp.bytes);
                 matched += 1;
-                expected = cursor.next().await?;
+                expected = cursor.next(remap.as_deref_mut()).await?;
                 continue;
             }
         }

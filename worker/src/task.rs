@@ -18,6 +18,7 @@ use crate::lease::{spawn_heartbeats, LeaseState};
 use crate::pages::{PageError, SegmentPages};
 use crate::produce::{Acked, PartitionProducer, ProduceError, ProducerCache, ProducerKey};
 use crate::reconcile::{reconcile, ReconcileError, TargetPartition};
+use crate::schema_remap::{RemapError, SchemaIdRemapper};
 use crate::shutdown::Shutdown;
 use crate::source::{prefetch, RecordFilter, SourceError};
 use kafka_backup_common::segment::DecodedSegment;
@@ -49,6 +50,10 @@ pub enum TaskError {
     Unsupported(String),
     #[error("the worker is shutting down; handed the task back after its last checkpoint")]
     ShuttingDown,
+    #[error(transparent)]
+    SchemaId(#[from] RemapError),
+    #[error("the lease's schema ID remapping is invalid: {0}")]
+    SchemaIdConfig(String),
 }
 
 /// Offset runs per checkpoint report at most: a report is sent early when this many have
@@ -71,6 +76,8 @@ impl TaskError {
             }
             TaskError::Reconcile(ReconcileError::Stalled { .. }) => true,
             TaskError::Produce(e) => e.is_outage(),
+            TaskError::SchemaId(e) => e.is_outage(),
+            TaskError::Reconcile(ReconcileError::SchemaId(e)) => e.is_outage(),
             _ => false,
         }
     }
@@ -80,6 +87,11 @@ impl TaskError {
             TaskError::Storage(e) => matches!(e, StorageError::Io { .. }),
             TaskError::Source(e) => e.retryable(),
             TaskError::Reconcile(ReconcileError::Source(e)) => e.retryable(),
+            // An ID with no target fails again on every attempt; a registry outage may pass.
+            TaskError::SchemaId(e) | TaskError::Reconcile(ReconcileError::SchemaId(e)) => {
+                e.is_outage()
+            }
+            TaskError::SchemaIdConfig(_) => false,
             _ => true,
         }
     }
@@ -227,6 +239,8 @@ struct TaskContext<'a> {
     /// `lease.rs`).
     write_window: Duration,
     shutdown: &'a Shutdown,
+    /// Schema ID rewriting, when the restore asks for it.
+    remap: Option<SchemaIdRemapper>,
 }
 
 impl TaskContext<'_> {
@@ -271,6 +285,8 @@ async fn execute(
         state,
         write_window: message_timeout + Duration::from_millis(500),
         shutdown,
+        remap: SchemaIdRemapper::for_lease(lease.schema_ids.as_ref())
+            .map_err(TaskError::SchemaIdConfig)?,
     };
     // Take the producer first: a new one acquires its producer id in the background while
     // the resume point is worked out. Nothing is sent before the resume point is known.
@@ -287,7 +303,15 @@ async fn execute(
         from_ts: lease.from_timestamp_ms,
         to_ts: lease.to_timestamp_ms,
     };
-    let mut acked = resume_point(lease, &store, &producer, pages.clone(), filter).await?;
+    let mut acked = resume_point(
+        lease,
+        &store,
+        &producer,
+        pages.clone(),
+        filter,
+        cx.remap.as_mut(),
+    )
+    .await?;
     if !reused {
         crate::produce::request_producer_id(&producer, &lease.target_topic).await;
     }
@@ -324,6 +348,7 @@ async fn resume_point(
     producer: &rdkafka::producer::FutureProducer,
     pages: SegmentPages,
     filter: RecordFilter,
+    remap: Option<&mut SchemaIdRemapper>,
 ) -> Result<Acked, TaskError> {
     let target = TargetPartition {
         bootstrap: &lease.bootstrap_servers,
@@ -353,6 +378,7 @@ async fn resume_point(
         filter,
         lease.add_original_offset_headers,
         lease.skip_corrupt_segments,
+        remap,
         cp,
     )
     .await?)
@@ -482,7 +508,13 @@ async fn produce_segment(
         }
         pace.throttle.wait().await;
         wait_for_lease(cx.state, cx.write_window, out).await?;
-        out.send(&rec).await?;
+        match cx.remap.as_mut() {
+            None => out.send(&rec).await?,
+            Some(remap) => {
+                let rewritten = remap.rewrite(&rec).await?;
+                out.send(&rewritten.apply(&rec)).await?;
+            }
+        }
         if pace.checkpoint_due(out) {
             out.collect_ready()?;
             pace.checkpointed(out.acked.bytes);

@@ -162,8 +162,15 @@ async fn mapping_file_rewrites_only_the_id_bytes() {
     kb_ok(&args);
     let want: Vec<Record> = produced.iter().map(|r| remapped(r, &map, false)).collect();
     assert_target(&target, &want);
-    let k = consume_all(&broker(), &target, 0)[1].key.clone().expect("key");
-    assert_eq!(&k[..5], &[0, 0, 0, 0, 1], "keys untouched with apply-to value");
+    let k = consume_all(&broker(), &target, 0)[1]
+        .key
+        .clone()
+        .expect("key");
+    assert_eq!(
+        &k[..5],
+        &[0, 0, 0, 0, 1],
+        "keys untouched with apply-to value"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -178,7 +185,11 @@ async fn an_unmapped_id_fails_naming_it_or_passes_when_asked() {
     std::fs::write(&mapping, "1: 11\n3: 13\n").expect("mapping");
     let first_unmapped = produced
         .iter()
-        .find(|r| r.value.as_deref().is_some_and(|v| v.get(..5) == Some(&[0, 0, 0, 0, 2])))
+        .find(|r| {
+            r.value
+                .as_deref()
+                .is_some_and(|v| v.get(..5) == Some(&[0, 0, 0, 0, 2]))
+        })
         .expect("a record with ID 2");
 
     let target = unique("sid-missing-target");
@@ -239,9 +250,18 @@ impl Registry {
         let dir = temp_dir();
         let seed_path = dir.path().join("seed.json");
         std::fs::write(&seed_path, seed.to_string()).expect("seed");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/schema_registry.py");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/schema_registry.py"
+        );
         let mut child = Command::new("python3")
-            .args([script, "--port", &port.to_string(), "--first-id", &first_id.to_string()])
+            .args([
+                script,
+                "--port",
+                &port.to_string(),
+                "--first-id",
+                &first_id.to_string(),
+            ])
             .args(["--user", user, "--seed", seed_path.to_str().expect("utf8")])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -259,7 +279,10 @@ impl Registry {
                 }
             });
         }
-        assert!(first.starts_with("listening"), "registry did not start: {first}");
+        assert!(
+            first.starts_with("listening"),
+            "registry did not start: {first}"
+        );
         drop(dir);
         Self {
             port,
@@ -298,7 +321,11 @@ mod base64_lite {
         const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let mut out = String::new();
         for chunk in input.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
             let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
             for i in 0..4 {
                 if i <= chunk.len() {
@@ -351,7 +378,12 @@ async fn registry_mode_copies_schemas_with_references_and_survives_a_kill() {
     let state = temp_dir();
     let bad_url = target_reg.url().replace("http://", "http://restore:wrong@");
     let mut args = restore_args(&backup, &topic, &target, &state, &[]);
-    args.extend(["--source-schema-registry", &src_url, "--target-schema-registry", &bad_url]);
+    args.extend([
+        "--source-schema-registry",
+        &src_url,
+        "--target-schema-registry",
+        &bad_url,
+    ]);
     let err = kb_err(&args, "refused the credentials");
     assert!(err.contains("user:password@"), "{err}");
     assert!(!topic_exists(&broker(), &target), "nothing may be written");
@@ -369,7 +401,12 @@ async fn registry_mode_copies_schemas_with_references_and_survives_a_kill() {
         &topic,
         &target,
         &state,
-        &["--checkpoint-interval", "100ms", "--max-records-per-sec", "1000"],
+        &[
+            "--checkpoint-interval",
+            "100ms",
+            "--max-records-per-sec",
+            "1000",
+        ],
     );
     args.extend(registry_flags);
     let log = state.path().join("restore.log");
@@ -384,9 +421,16 @@ async fn registry_mode_copies_schemas_with_references_and_survives_a_kill() {
             break;
         }
         if let Ok(Some(st)) = child.try_wait() {
-            panic!("restore ended ({st}) before the kill; see {}", log.display());
+            panic!(
+                "restore ended ({st}) before the kill; see {}",
+                log.display()
+            );
         }
-        assert!(Instant::now() < deadline, "no progress; see {}", log.display());
+        assert!(
+            Instant::now() < deadline,
+            "no progress; see {}",
+            log.display()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let out = kb_ok(&args);
@@ -394,7 +438,10 @@ async fn registry_mode_copies_schemas_with_references_and_survives_a_kill() {
 
     let auth = "restore:s3cret";
     let common = target_reg.get("/subjects/common/versions/2", auth);
-    assert_eq!(common["schema"], "syntax = \"proto3\"; message Money { int64 cents = 1; }");
+    assert_eq!(
+        common["schema"],
+        "syntax = \"proto3\"; message Money { int64 cents = 1; }"
+    );
     let value = target_reg.get("/subjects/orders-value/versions/1", auth);
     assert_eq!(
         value["references"][0]["version"], 2,

@@ -86,7 +86,10 @@ fn inline_ids(ids: &BTreeMap<i64, i64>) -> Result<BTreeMap<i32, i32>, OptionsErr
 }
 
 /// The remap a restore asks for, or `None` when it asks for none.
-pub fn resolve(f: &SchemaIdFlags, r: &RestoreSection) -> Result<Option<SchemaIdRemap>, OptionsError> {
+pub fn resolve(
+    f: &SchemaIdFlags,
+    r: &RestoreSection,
+) -> Result<Option<SchemaIdRemap>, OptionsError> {
     let section = r.schema_id_mapping.clone().unwrap_or_default();
     let source = endpoint(
         "--source-schema-registry",
@@ -140,18 +143,26 @@ mod tests {
     use crate::config::parse;
 
     fn section(yaml: &str) -> RestoreSection {
-        parse("t.yaml", yaml).expect("yaml").restore.unwrap_or_default()
+        parse("t.yaml", yaml, &|_| None)
+            .expect("yaml")
+            .restore
+            .unwrap_or_default()
     }
 
     #[test]
     fn none_unless_asked() {
         let r = RestoreSection::default();
-        assert!(resolve(&SchemaIdFlags::default(), &r).expect("ok").is_none());
+        assert!(resolve(&SchemaIdFlags::default(), &r)
+            .expect("ok")
+            .is_none());
         let f = SchemaIdFlags {
             missing: Some("pass".into()),
             ..Default::default()
         };
-        assert!(resolve(&f, &r).is_err(), "a choice without a mapping is a mistake");
+        assert!(
+            resolve(&f, &r).is_err(),
+            "a choice without a mapping is a mistake"
+        );
     }
 
     #[test]
@@ -166,13 +177,18 @@ mod tests {
             apply_to: Some("value".into()),
             ..Default::default()
         };
-        let remap = resolve(&f, &RestoreSection::default()).expect("ok").expect("some");
+        let remap = resolve(&f, &RestoreSection::default())
+            .expect("ok")
+            .expect("some");
         assert_eq!(remap.mapping.get(&2), Some(&12));
         assert_eq!(remap.apply_to, "value");
         assert_eq!(remap.missing, "fail");
         let src = remap.source_registry.expect("source");
         assert_eq!(src.url, "http://127.0.0.1:8081");
-        assert_eq!((src.username.as_str(), src.password.as_str()), ("alice", "s@cret"));
+        assert_eq!(
+            (src.username.as_str(), src.password.as_str()),
+            ("alice", "s@cret")
+        );
     }
 
     #[test]
@@ -187,9 +203,14 @@ restore:
   schema_id_mapping: { ids: { 5: 50 }, apply_to: key, missing: pass }
 "#,
         );
-        let remap = resolve(&SchemaIdFlags::default(), &r).expect("ok").expect("some");
+        let remap = resolve(&SchemaIdFlags::default(), &r)
+            .expect("ok")
+            .expect("some");
         assert_eq!(remap.mapping.get(&5), Some(&50));
-        assert_eq!((remap.apply_to.as_str(), remap.missing.as_str()), ("key", "pass"));
+        assert_eq!(
+            (remap.apply_to.as_str(), remap.missing.as_str()),
+            ("key", "pass")
+        );
         assert_eq!(remap.source_registry.expect("src").username, "u");
     }
 
@@ -197,9 +218,28 @@ restore:
     fn refusals() {
         let r = RestoreSection::default();
         let cases = [
-            (SchemaIdFlags { source_registry: Some("http://127.0.0.1:1".into()), ..Default::default() }, "both"),
-            (SchemaIdFlags { source_registry: Some("registry:8081".into()), target_registry: Some("http://127.0.0.1:1".into()), ..Default::default() }, "base URL"),
-            (SchemaIdFlags { mapping_file: Some("/nonexistent/ids.json".into()), ..Default::default() }, "/nonexistent/ids.json"),
+            (
+                SchemaIdFlags {
+                    source_registry: Some("http://127.0.0.1:1".into()),
+                    ..Default::default()
+                },
+                "both",
+            ),
+            (
+                SchemaIdFlags {
+                    source_registry: Some("registry:8081".into()),
+                    target_registry: Some("http://127.0.0.1:1".into()),
+                    ..Default::default()
+                },
+                "base URL",
+            ),
+            (
+                SchemaIdFlags {
+                    mapping_file: Some("/nonexistent/ids.json".into()),
+                    ..Default::default()
+                },
+                "/nonexistent/ids.json",
+            ),
         ];
         for (f, want) in cases {
             let e = resolve(&f, &r).expect_err(want).to_string();
@@ -213,6 +253,9 @@ restore:
             apply_to: Some("headers".into()),
             ..Default::default()
         };
-        assert!(resolve(&f, &r).expect_err("scope").to_string().contains("key, value or both"));
+        assert!(resolve(&f, &r)
+            .expect_err("scope")
+            .to_string()
+            .contains("key, value or both"));
     }
 }

@@ -180,8 +180,14 @@ pub fn load_mapping(path: &Path) -> Result<BTreeMap<i32, i32>, SchemaIdError> {
 pub fn validate(remap: &SchemaIdRemap) -> Result<(), String> {
     SchemaIdScope::parse(&remap.apply_to).map_err(|e| e.to_string())?;
     MissingSchemaId::parse(&remap.missing).map_err(|e| e.to_string())?;
-    let src = remap.source_registry.as_ref().is_some_and(|r| !r.url.is_empty());
-    let dst = remap.target_registry.as_ref().is_some_and(|r| !r.url.is_empty());
+    let src = remap
+        .source_registry
+        .as_ref()
+        .is_some_and(|r| !r.url.is_empty());
+    let dst = remap
+        .target_registry
+        .as_ref()
+        .is_some_and(|r| !r.url.is_empty());
     if src != dst {
         return Err("schema ID remapping through registries needs both --source-schema-registry and --target-schema-registry".to_string());
     }
@@ -216,7 +222,15 @@ mod tests {
         assert_eq!(json, BTreeMap::from([(1, 101), (2, 102)]));
         let yaml = parse_mapping("m.yaml", "1: 101\n2: 102\n").expect("yaml");
         assert_eq!(yaml, json);
-        for bad in ["", "{}", "[1, 2]", "x: 1", "1: -4", "1: 99999999999", "1: [2]"] {
+        for bad in [
+            "",
+            "{}",
+            "[1, 2]",
+            "x: 1",
+            "1: -4",
+            "1: 99999999999",
+            "1: [2]",
+        ] {
             let e = parse_mapping("m.yaml", bad).expect_err(bad).to_string();
             assert!(e.contains("m.yaml"), "{bad}: {e}");
         }
@@ -229,7 +243,10 @@ mod tests {
             .expect_err("bad")
             .to_string()
             .contains("key, value or both"));
-        assert_eq!(MissingSchemaId::parse("pass").ok(), Some(MissingSchemaId::Pass));
+        assert_eq!(
+            MissingSchemaId::parse("pass").ok(),
+            Some(MissingSchemaId::Pass)
+        );
         assert!(MissingSchemaId::parse("skip").is_err());
         let mut r = SchemaIdRemap::default();
         assert!(validate(&r).is_err(), "nothing to map");

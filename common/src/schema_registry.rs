@@ -21,7 +21,9 @@ const MAX_REFERENCE_DEPTH: usize = 32;
 
 #[derive(Debug, Error)]
 pub enum RegistryError {
-    #[error("schema registry {url} is unreachable: {reason}; check the URL and that the registry is up")]
+    #[error(
+        "schema registry {url} is unreachable: {reason}; check the URL and that the registry is up"
+    )]
     Unreachable { url: String, reason: String },
     #[error("schema registry {url} refused the credentials (HTTP {status}); give the registry's username and password (restore.{side}.schema_registry.security in the YAML, or user:password@ in the URL)")]
     Unauthorized {
@@ -44,7 +46,9 @@ pub enum RegistryError {
         what: String,
         reason: String,
     },
-    #[error("schema {subject} version {version} nests references more than {MAX_REFERENCE_DEPTH} deep")]
+    #[error(
+        "schema {subject} version {version} nests references more than {MAX_REFERENCE_DEPTH} deep"
+    )]
     TooDeep { subject: String, version: i64 },
 }
 
@@ -72,7 +76,11 @@ pub struct SchemaReference {
 pub struct Schema {
     pub schema: String,
     /// Absent for Avro.
-    #[serde(rename = "schemaType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "schemaType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub schema_type: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub references: Vec<SchemaReference>,
@@ -215,9 +223,12 @@ impl RegistryClient {
 
     pub async fn schema_by_id(&self, id: i32) -> Result<Schema, RegistryError> {
         let what = format!("GET /schemas/ids/{id}");
-        self.call(&what, self.http.get(format!("{}/schemas/ids/{id}", self.base)))
-            .await?
-            .ok_or_else(|| self.not_found(format!("schema ID {id}")))
+        self.call(
+            &what,
+            self.http.get(format!("{}/schemas/ids/{id}", self.base)),
+        )
+        .await?
+        .ok_or_else(|| self.not_found(format!("schema ID {id}")))
     }
 
     /// The subjects (and versions) a schema ID is registered under.
@@ -229,7 +240,11 @@ impl RegistryClient {
             .ok_or_else(|| self.not_found(format!("schema ID {id}")))
     }
 
-    pub async fn version(&self, subject: &str, version: i64) -> Result<SubjectVersion, RegistryError> {
+    pub async fn version(
+        &self,
+        subject: &str,
+        version: i64,
+    ) -> Result<SubjectVersion, RegistryError> {
         let what = format!("GET /subjects/{subject}/versions/{version}");
         let url = format!(
             "{}/subjects/{}/versions/{version}",
@@ -292,7 +307,10 @@ impl RegistryClient {
         }
         // Registries before Confluent 7 lack GET /schemas: walk the subjects instead.
         let subjects: Vec<String> = self
-            .call("GET /subjects", self.http.get(format!("{}/subjects", self.base)))
+            .call(
+                "GET /subjects",
+                self.http.get(format!("{}/subjects", self.base)),
+            )
             .await?
             .unwrap_or_default();
         let mut out = Vec::new();
@@ -341,7 +359,9 @@ impl SchemaCopier {
         let mut schema = self.source.schema_by_id(id).await?;
         let subjects = self.source.subjects_of(id).await?;
         if subjects.is_empty() {
-            return Err(self.source.not_found(format!("a subject of schema ID {id}")));
+            return Err(self
+                .source
+                .not_found(format!("a subject of schema ID {id}")));
         }
         schema.references = self.copy_references(&schema.references, 0).await?;
         let mut first = None;

@@ -91,6 +91,15 @@ impl TargetPartition<'_> {
     }
 }
 
+/// A task's source records: where they are stored and which of them it restores.
+pub struct TaskSource<'a> {
+    pub store: &'a BackupStore,
+    pub segments: SegmentPages,
+    pub filter: RecordFilter,
+    /// Missing or corrupt segments were skipped by the producing pass (skip_corrupt_segments).
+    pub skip_bad: bool,
+}
+
 /// Source records after a checkpoint, in order, across segments.
 struct SourceCursor<'a> {
     store: &'a BackupStore,
@@ -229,11 +238,8 @@ fn same(
 /// Reconciles the target tail after `acked` (the checkpoint) and returns the advanced state.
 pub async fn reconcile(
     target: &TargetPartition<'_>,
-    store: &BackupStore,
-    segments: SegmentPages,
-    filter: RecordFilter,
+    source: TaskSource<'_>,
     add_headers: bool,
-    skip_bad: bool,
     mut remap: Option<&mut SchemaIdRemapper>,
     mut acked: Acked,
 ) -> Result<Acked, ReconcileError> {
@@ -258,14 +264,14 @@ pub async fn reconcile(
     .map_err(target.err())?;
     consumer.assign(&tpl).map_err(target.err())?;
     let mut cursor = SourceCursor {
-        store,
-        segments,
+        store: source.store,
+        segments: source.segments,
         current: None,
         filter: RecordFilter {
             from_offset: acked.source_next,
-            ..filter
+            ..source.filter
         },
-        skip_bad,
+        skip_bad: source.skip_bad,
     };
     let mut expected = cursor.next(remap.as_deref_mut()).await?;
     let mut at = acked.target_next;

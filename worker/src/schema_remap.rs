@@ -121,7 +121,11 @@ impl SchemaIdRemapper {
             }
         };
         if let Some(t) = resolved {
-            tracing::info!(source_id = id, target_id = t, "schema copied to the target registry");
+            tracing::info!(
+                source_id = id,
+                target_id = t,
+                "schema copied to the target registry"
+            );
         }
         self.ids.insert(id, resolved);
         Ok(resolved)
@@ -208,14 +212,23 @@ mod tests {
         let key: &[u8] = &[0, 0, 0, 0, 1, 7];
         let value: &[u8] = &[0, 0, 0, 0, 2, 2, 4, 6];
         let mut both = remapper("both", "fail");
-        let out = both.rewrite(&rec(Some(key), Some(value))).await.expect("ok");
+        let out = both
+            .rewrite(&rec(Some(key), Some(value)))
+            .await
+            .expect("ok");
         assert_eq!(out.key.as_deref(), Some(&[0, 0, 0, 0, 101, 7][..]));
         assert_eq!(out.value.as_deref(), Some(&[0, 0, 0, 0, 102, 2, 4, 6][..]));
         let mut values = remapper("value", "fail");
-        let out = values.rewrite(&rec(Some(key), Some(value))).await.expect("ok");
+        let out = values
+            .rewrite(&rec(Some(key), Some(value)))
+            .await
+            .expect("ok");
         assert!(out.key.is_none(), "keys are left alone");
         assert!(out.value.is_some());
-        let plain = values.rewrite(&rec(None, Some(b"{\"a\":1}"))).await.expect("ok");
+        let plain = values
+            .rewrite(&rec(None, Some(b"{\"a\":1}")))
+            .await
+            .expect("ok");
         assert!(plain.is_unchanged(), "records not in the wire format pass");
     }
 
@@ -228,9 +241,16 @@ mod tests {
             .err()
             .expect("fails")
             .to_string();
-        assert!(e.contains("schema ID 9") && e.contains("source offset 42"), "{e}");
+        assert!(
+            e.contains("schema ID 9") && e.contains("source offset 42"),
+            "{e}"
+        );
         let mut pass = remapper("both", "pass");
-        assert!(pass.rewrite(&rec(None, Some(value))).await.expect("ok").is_unchanged());
+        assert!(pass
+            .rewrite(&rec(None, Some(value)))
+            .await
+            .expect("ok")
+            .is_unchanged());
         assert_eq!(pass.passed, 1);
     }
 }

@@ -17,7 +17,7 @@ use crate::connect::WorkersClient;
 use crate::lease::{spawn_heartbeats, LeaseState};
 use crate::pages::{PageError, SegmentPages};
 use crate::produce::{Acked, PartitionProducer, ProduceError, ProducerCache, ProducerKey};
-use crate::reconcile::{reconcile, ReconcileError, TargetPartition};
+use crate::reconcile::{reconcile, ReconcileError, TargetPartition, TaskSource};
 use crate::schema_remap::{RemapError, SchemaIdRemapper};
 use crate::shutdown::Shutdown;
 use crate::source::{prefetch, RecordFilter, SourceError};
@@ -371,13 +371,16 @@ async fn resume_point(
         bytes: lease.bytes_done,
         ..Default::default()
     };
+    let source = TaskSource {
+        store,
+        segments: pages,
+        filter,
+        skip_bad: lease.skip_corrupt_segments,
+    };
     Ok(reconcile(
         &target,
-        store,
-        pages,
-        filter,
+        source,
         lease.add_original_offset_headers,
-        lease.skip_corrupt_segments,
         remap,
         cp,
     )

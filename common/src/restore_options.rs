@@ -837,8 +837,21 @@ restore:
     #[test]
     fn the_shipped_example_resolves() {
         let text = include_str!("../../examples/restore.yaml");
-        let file = yaml(text, &[("KAFKA_RESTORE_PASSWORD", "s3cret")]);
+        let file = yaml(
+            text,
+            &[
+                ("KAFKA_RESTORE_PASSWORD", "s3cret"),
+                ("SCHEMA_REGISTRY_PASSWORD", "sr-pass"),
+            ],
+        );
         let r = resolve(&RestoreFlags::default(), file).expect("examples/restore.yaml");
+        let remap = r.spec.schema_ids.clone().expect("schema ID remapping");
+        assert_eq!(remap.mapping.get(&1), Some(&101));
+        let dst = remap.target_registry.expect("target registry");
+        assert_eq!(
+            (dst.username.as_str(), dst.password.as_str()),
+            ("restore-user", "sr-pass")
+        );
         assert_eq!(r.spec.backup_id, "backup-2025-11-27-prod");
         assert_eq!(r.spec.source_partitions, vec![0, 1]);
         assert_eq!(r.spec.target_topics_rewrite, "s/$/-restored/");

@@ -26,6 +26,12 @@ pub fn report_json(r: &PlanReport) -> Value {
         "min_timestamp": r.min_timestamp_ms,
         "max_timestamp": r.max_timestamp_ms,
         "topics_to_create": r.topics_to_create,
+        "topic_creations": r.topic_creations.iter().map(|c| json!({
+            "topic": c.topic,
+            "partitions": c.partitions,
+            "replication_factor": (c.replication_factor > 0).then_some(c.replication_factor),
+            "configs": c.configs,
+        })).collect::<Vec<_>>(),
         "warnings": r.warnings,
         "tasks_omitted": r.tasks_omitted,
         "schema_ids": r.schema_ids.iter().map(|p| json!({
@@ -65,7 +71,28 @@ pub fn print_report(r: &PlanReport, dry_run: bool) {
         _ => println!("├─ Time range: (no records)"),
     }
     for t in &r.topics_to_create {
-        println!("├─ Will create topic: {t}");
+        match r.topic_creations.iter().find(|c| &c.topic == t) {
+            Some(c) => {
+                let rf = if c.replication_factor > 0 {
+                    c.replication_factor.to_string()
+                } else {
+                    "broker default".to_string()
+                };
+                let mut configs: Vec<String> =
+                    c.configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                configs.sort();
+                let configs = if configs.is_empty() {
+                    "broker defaults".to_string()
+                } else {
+                    configs.join(", ")
+                };
+                println!(
+                    "├─ Will create topic: {t} ({} partitions, replication factor {rf}, configs: {configs})",
+                    c.partitions
+                );
+            }
+            None => println!("├─ Will create topic: {t}"),
+        }
     }
     for t in &r.tasks {
         let offsets = if t.records > 0 {

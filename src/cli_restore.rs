@@ -130,6 +130,18 @@ pub struct RestoreArgs {
     /// pass (produce the record unchanged and count it).
     #[arg(long)]
     pub schema_id_missing: Option<String>,
+    /// A configuration of the topics --create-topics creates, KEY=VALUE (repeatable), over
+    /// the one the backup recorded for the source topic, e.g. retention.ms=-1.
+    #[arg(long = "topic-config", allow_hyphen_values = true)]
+    pub topic_configs: Vec<String>,
+    /// Replication factor of created topics (default: the source topic's, as recorded in the
+    /// backup; else the target broker's default).
+    #[arg(long, allow_hyphen_values = true)]
+    pub replication_factor: Option<i32>,
+    /// Restore even where the target topic's retention.ms would make the broker delete
+    /// restored records (older than the retention) soon after they are written.
+    #[arg(long)]
+    pub allow_retention_deletes: bool,
     #[command(flatten)]
     pub auth: crate::cli_auth::ClientAuthArgs,
     /// Lease TTL of the embedded coordinator, e.g. "10s".
@@ -171,6 +183,9 @@ impl RestoreArgs {
                 apply_to: self.schema_id_apply_to.clone(),
                 missing: self.schema_id_missing.clone(),
             },
+            topic_configs: self.topic_configs.clone(),
+            replication_factor: self.replication_factor,
+            allow_retention_deletes: self.allow_retention_deletes,
         }
     }
 }

@@ -51,6 +51,8 @@ async fn gapped_backup(
         compression: Some("zstd".into()),
         topics: vec![TopicManifest {
             name: topic.to_string(),
+            replication_factor: None,
+            configs: None,
             original_partition_count: Some(1),
             partitions: vec![PartitionManifest {
                 partition_id: 0,

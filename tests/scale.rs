@@ -70,6 +70,8 @@ fn many_segment_backup(dir: &std::path::Path, topic: &str, n: usize) -> Vec<Reco
         compression: Some("none".into()),
         topics: vec![TopicManifest {
             name: topic.to_string(),
+            replication_factor: None,
+            configs: None,
             original_partition_count: Some(1),
             partitions: vec![PartitionManifest {
                 partition_id: 0,

@@ -149,6 +149,8 @@ async fn gen(args: &[String]) -> Res<()> {
             compression: Some("zstd".into()),
             topics: vec![TopicManifest {
                 name: topic,
+                replication_factor: None,
+                configs: None,
                 original_partition_count: Some(partitions),
                 partitions: parts,
             }],

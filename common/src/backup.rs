@@ -12,6 +12,8 @@ use crate::manifest::{
 };
 use crate::segment::{encode_record, Compression, SegmentHeader};
 use crate::storage::{BackupStore, StorageError};
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
@@ -128,12 +130,13 @@ fn backup_blocking(
     patterns: &[TopicPattern],
 ) -> Result<Manifest, BackupError> {
     let consumer = snapshot_consumer(req)?;
-    let topics = select_topics(&consumer, req, patterns)?;
+    let (topics, replication) = select_topics(&consumer, req, patterns)?;
+    let settings = topic_settings(handle, req, &topics, replication);
     let mut writers = assign_to_snapshot(&consumer, req, &topics)?;
     tracing::info!(partitions = writers.len(), "backup started");
     read_to_snapshot(&consumer, handle, store, req, &mut writers)?;
     let group_offsets = snapshot_group_offsets(req, &topics);
-    let manifest = build_manifest(req, &topics, writers, group_offsets);
+    let manifest = build_manifest(req, &topics, &settings, writers, group_offsets);
     handle.block_on(store.write_manifest(&manifest))?;
     tracing::info!(records = manifest.total_records(), "backup complete");
     Ok(manifest)
@@ -153,17 +156,62 @@ fn snapshot_consumer(req: &BackupRequest) -> Result<BaseConsumer, BackupError> {
         .map_err(kafka_error(req, "the consumer configuration"))
 }
 
+/// What a topic's manifest records besides its data: replication factor and the
+/// configurations that differ from Kafka's defaults (`None` when the broker did not say).
+#[derive(Debug, Default)]
+struct TopicSettings {
+    replication_factor: Option<i32>,
+    configs: Option<BTreeMap<String, String>>,
+}
+
+/// The selected topics' settings. A broker that cannot describe configurations leaves them
+/// unrecorded (a warning), not the backup failed: the records are what must be kept.
+fn topic_settings(
+    handle: &Handle,
+    req: &BackupRequest,
+    topics: &BTreeMap<String, i32>,
+    replication: BTreeMap<String, i32>,
+) -> BTreeMap<String, TopicSettings> {
+    let names: Vec<String> = topics.keys().cloned().collect();
+    let configs = client_config(&req.bootstrap_servers, &req.kafka_properties)
+        .create::<AdminClient<DefaultClientContext>>()
+        .map_err(|e| e.to_string())
+        .and_then(|admin| {
+            handle
+                .block_on(crate::topic_configs::describe_topics(&admin, &names, META_TIMEOUT))
+                .map_err(|e| e.to_string())
+        })
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "topic configurations could not be read; the backup does not record them");
+            BTreeMap::new()
+        });
+    names
+        .into_iter()
+        .map(|t| {
+            let settings = TopicSettings {
+                replication_factor: replication.get(&t).copied(),
+                configs: configs.get(&t).cloned(),
+            };
+            (t, settings)
+        })
+        .collect()
+}
+
+/// Topic → partition count, and topic → replication factor.
+type SelectedTopics = (BTreeMap<String, i32>, BTreeMap<String, i32>);
+
 /// The cluster's topics the patterns select (internal topics only when named exactly),
-/// with their partition counts; refused when there are none.
+/// with their partition counts and replication factors; refused when there are none.
 fn select_topics(
     consumer: &BaseConsumer,
     req: &BackupRequest,
     patterns: &[TopicPattern],
-) -> Result<BTreeMap<String, i32>, BackupError> {
+) -> Result<SelectedTopics, BackupError> {
     let metadata = consumer
         .fetch_metadata(None, META_TIMEOUT)
         .map_err(kafka_error(req, "a metadata request"))?;
     let mut topics: BTreeMap<String, i32> = BTreeMap::new();
+    let mut replication: BTreeMap<String, i32> = BTreeMap::new();
     for t in metadata.topics() {
         let internal = t.name().starts_with("__");
         let selected = patterns
@@ -171,6 +219,9 @@ fn select_topics(
             .any(|p| p.matches(t.name()) && (!internal || p.raw == t.name()));
         if selected {
             topics.insert(t.name().to_string(), t.partitions().len() as i32);
+            if let Some(p) = t.partitions().first().filter(|p| !p.replicas().is_empty()) {
+                replication.insert(t.name().to_string(), p.replicas().len() as i32);
+            }
         }
     }
     if topics.is_empty() {
@@ -184,7 +235,7 @@ fn select_topics(
                 .collect(),
         });
     }
-    Ok(topics)
+    Ok((topics, replication))
 }
 
 type Writers = HashMap<(String, i32), PartitionWriter>;
@@ -318,6 +369,7 @@ fn finish_passed_partitions(
 fn build_manifest(
     req: &BackupRequest,
     topics: &BTreeMap<String, i32>,
+    settings: &BTreeMap<String, TopicSettings>,
     mut writers: Writers,
     group_offsets: Vec<GroupOffset>,
 ) -> Manifest {
@@ -333,9 +385,12 @@ fn build_manifest(
                 });
             }
         }
+        let own = settings.get(topic);
         topic_manifests.push(TopicManifest {
             name: topic.clone(),
             original_partition_count: Some(*count),
+            replication_factor: own.and_then(|s| s.replication_factor),
+            configs: own.and_then(|s| s.configs.clone()),
             partitions,
         });
     }

@@ -150,6 +150,10 @@ pub struct RestoreTarget {
     pub topics_rewrite: Option<String>,
     pub partition_mapping: Option<MappingConfig>,
     pub create_topics: Option<bool>,
+    /// Configurations of created topics, over the backup's (`--topic-config`).
+    pub topic_configs: Option<BTreeMap<String, serde_yaml::Value>>,
+    /// Replication factor of created topics (`--replication-factor`).
+    pub replication_factor: Option<i32>,
     /// The target environment's schema registry (schema ID remapping).
     pub schema_registry: Option<SchemaRegistrySection>,
 }
@@ -163,6 +167,7 @@ pub struct RestoreStrategy {
     pub reset_strategy: Option<String>,
     pub consumer_groups: Option<StringList>,
     pub add_original_offset_headers: Option<bool>,
+    pub allow_retention_deletes: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -20,3 +20,4 @@ pub mod segment;
 pub mod storage;
 pub mod telemetry;
 pub mod timestamp;
+pub mod topic_configs;

@@ -29,6 +29,15 @@ pub struct TopicManifest {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_partition_count: Option<i32>,
+    /// Extension: the source topic's replication factor at backup time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_factor: Option<i32>,
+    /// Extension: the source topic's configurations that differ from Kafka's defaults
+    /// (`topic_configs.rs` says which), so `--create-topics` brings a compacted topic back
+    /// compacted and a long retention back long. Absent when the broker did not answer
+    /// DescribeConfigs, and in foreign backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configs: Option<std::collections::BTreeMap<String, String>>,
     #[serde(default)]
     pub partitions: Vec<PartitionManifest>,
 }

@@ -51,6 +51,9 @@ pub struct PartitionIndex {
 pub struct TopicIndex {
     pub name: String,
     pub original_partition_count: Option<i32>,
+    pub replication_factor: Option<i32>,
+    /// The source topic's non-default configurations (`None`: not recorded).
+    pub configs: Option<std::collections::BTreeMap<String, String>>,
     pub partitions: Vec<PartitionIndex>,
 }
 
@@ -177,6 +180,8 @@ fn read_topic<R: Read>(p: &mut JsonPull<R>, sieve: &Sieve) -> Result<TopicIndex,
     let mut topic = TopicIndex {
         name: String::new(),
         original_partition_count: None,
+        replication_factor: None,
+        configs: None,
         partitions: Vec::new(),
     };
     p.begin_object()?;
@@ -184,6 +189,15 @@ fn read_topic<R: Read>(p: &mut JsonPull<R>, sieve: &Sieve) -> Result<TopicIndex,
         match k.as_str() {
             "name" => name = Some(p.string()?),
             "original_partition_count" => topic.original_partition_count = opt_i32(p)?,
+            "replication_factor" => topic.replication_factor = opt_i32(p)?,
+            "configs" if !p.null()? => {
+                let mut configs = std::collections::BTreeMap::new();
+                p.begin_object()?;
+                while let Some(key) = p.next_key()? {
+                    configs.insert(key, p.string()?);
+                }
+                topic.configs = Some(configs);
+            }
             "partitions" if !p.null()? => {
                 p.begin_array()?;
                 while p.next_element()? {
@@ -429,6 +443,8 @@ mod tests {
             source_brokers: Some(serde_json::json!(["x:1", {"odd": [1, 2]}])),
             compression: None,
             topics: vec![TopicManifest {
+                replication_factor: None,
+                configs: None,
                 name: "t\"q".into(),
                 original_partition_count: Some(3),
                 partitions: vec![

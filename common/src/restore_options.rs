@@ -156,6 +156,10 @@ pub struct RestoreFlags {
     pub skip_corrupt_segments: bool,
     pub max_records_per_sec: Option<u32>,
     pub schema_ids: crate::schema_id_options::SchemaIdFlags,
+    /// `--topic-config KEY=VALUE`, repeatable.
+    pub topic_configs: Vec<String>,
+    pub replication_factor: Option<i32>,
+    pub allow_retention_deletes: bool,
 }
 
 /// A restore ready to run.
@@ -291,6 +295,10 @@ pub fn resolve(f: &RestoreFlags, file: ConfigFile) -> Result<ResolvedRestore, Op
             .or(r.performance.max_records_per_sec)
             .unwrap_or(0),
         schema_ids: crate::schema_id_options::resolve(&f.schema_ids, &r)?,
+        topic_configs: topic_configs(f, &r)?,
+        replication_factor: replication_factor(f, &r)?,
+        allow_retention_deletes: f.allow_retention_deletes
+            || r.restore_strategy.allow_retention_deletes.unwrap_or(false),
     };
     Ok(ResolvedRestore {
         spec,
@@ -304,6 +312,43 @@ pub fn resolve(f: &RestoreFlags, file: ConfigFile) -> Result<ResolvedRestore, Op
             .or(r.checkpoint_state.as_ref().map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("kafka-backup-state")),
     })
+}
+
+/// Created topics' configurations: the file's `target.topic_configs`, then the flags.
+fn topic_configs(
+    f: &RestoreFlags,
+    r: &RestoreSection,
+) -> Result<BTreeMap<String, String>, OptionsError> {
+    let mut out = BTreeMap::new();
+    for (k, v) in r.target.topic_configs.iter().flatten() {
+        let value = match v {
+            serde_yaml::Value::String(s) => s.clone(),
+            serde_yaml::Value::Number(n) => n.to_string(),
+            serde_yaml::Value::Bool(b) => b.to_string(),
+            other => {
+                return invalid(format!(
+                    "restore.target.topic_configs.{k} is {other:?}: give a string or number"
+                ))
+            }
+        };
+        out.insert(k.clone(), value);
+    }
+    for flag in &f.topic_configs {
+        let (k, v) = crate::topic_configs::parse_override(flag).map_err(OptionsError::Invalid)?;
+        out.insert(k, v);
+    }
+    Ok(out)
+}
+
+/// Created topics' replication factor (0 = the backup's).
+fn replication_factor(f: &RestoreFlags, r: &RestoreSection) -> Result<i32, OptionsError> {
+    match f.replication_factor.or(r.target.replication_factor) {
+        None => Ok(0),
+        Some(n) if (1..=32).contains(&n) => Ok(n),
+        Some(n) => invalid(format!(
+            "invalid --replication-factor {n}: use 1 to 32 (at most the target's broker count)"
+        )),
+    }
 }
 
 /// Source topics (checked as patterns), target topics and the rewrite (checked).
@@ -514,6 +559,39 @@ mod tests {
         assert_eq!(r.workers, 4);
         assert_eq!(r.state_dir, PathBuf::from("kafka-backup-state"));
         assert!(r.reset.is_none() && !r.dry_run);
+    }
+
+    #[test]
+    fn topic_settings_of_created_topics() {
+        let file = yaml(
+            "restore:\n  target:\n    topic_configs: { retention.ms: -1, cleanup.policy: compact }\n    replication_factor: 3\n  restore_strategy: { allow_retention_deletes: true }\n",
+            &[],
+        );
+        let f = RestoreFlags {
+            topic_configs: vec!["cleanup.policy=delete".into(), "segment.ms=60000".into()],
+            ..flags()
+        };
+        let r = resolve(&f, file).unwrap();
+        let c = &r.spec.topic_configs;
+        assert_eq!(c.get("retention.ms").map(String::as_str), Some("-1"));
+        assert_eq!(
+            c.get("cleanup.policy").map(String::as_str),
+            Some("delete"),
+            "flags win"
+        );
+        assert_eq!(c.get("segment.ms").map(String::as_str), Some("60000"));
+        assert_eq!(r.spec.replication_factor, 3);
+        assert!(r.spec.allow_retention_deletes);
+        let bad = RestoreFlags {
+            topic_configs: vec!["retention.ms".into()],
+            ..flags()
+        };
+        refused(&bad, ConfigFile::default(), "KEY=VALUE");
+        let bad = RestoreFlags {
+            replication_factor: Some(0),
+            ..flags()
+        };
+        refused(&bad, ConfigFile::default(), "--replication-factor 0");
     }
 
     #[test]

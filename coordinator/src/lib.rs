@@ -17,6 +17,7 @@ pub mod schema_plan;
 pub mod security;
 pub mod status;
 pub mod target;
+pub mod topic_setup;
 pub mod worker_service;
 
 use kafka_backup_proto::restore_plans_server::RestorePlansServer;

@@ -10,7 +10,8 @@ use crate::offsets::translate;
 use crate::planner::{plan, PlannedTask};
 use crate::report::{task_report, ReportError};
 use crate::status::{plan_status, TaskPage};
-use crate::target::{TargetCluster, TargetError, TargetView};
+use crate::target::{TargetCluster, TargetError};
+use crate::topic_setup::{creations, recorded_topics, retention_risks};
 use crate::{now_ms, Coordinator};
 use kafka_backup_common::manifest_index::Sieve;
 use kafka_backup_common::storage::BackupStore;
@@ -18,7 +19,7 @@ use kafka_backup_common::telemetry::{current_traceparent, set_remote_parent};
 use kafka_backup_proto::restore_plans_server::RestorePlans;
 use kafka_backup_proto::*;
 use prost::Message;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -281,10 +282,11 @@ impl RestorePlans for PlanService {
 /// What planning found: the tasks, the target's layout, and the report shown to the user.
 struct Planned {
     tasks: Vec<PlannedTask>,
-    view: TargetView,
     report: PlanReport,
     /// (records, bytes) each task will restore, in task order (the report lists only some).
     totals: Vec<(u64, u64)>,
+    /// Target topics whose retention would delete restored records (refused unless allowed).
+    retention_risks: Vec<String>,
 }
 
 fn check_required(spec: &RestoreSpec) -> Result<(), Status> {
@@ -322,6 +324,11 @@ impl PlanService {
                 report: Some(planned.report),
             }));
         }
+        if !planned.retention_risks.is_empty() && !spec.allow_retention_deletes {
+            return Err(Status::failed_precondition(
+                planned.retention_risks.join("; "),
+            ));
+        }
         if let Some(existing) = existing {
             let state = self
                 .coord
@@ -339,7 +346,7 @@ impl PlanService {
         }
         let target = TargetCluster::new(&spec.bootstrap_servers, &spec.kafka_properties);
         target
-            .create_topics(&planned.view.missing)
+            .create_topics(&planned.report.topic_creations)
             .await
             .map_err(target_status)?;
         let plan_id = self
@@ -384,6 +391,7 @@ impl PlanService {
             .read_manifest_index(&spec.backup_id, Sieve::window(from, to))
             .await
             .map_err(storage_status)?;
+        let recorded = recorded_topics(&manifest);
         let plan_spec = spec.clone();
         let tasks = blocking(move || plan(manifest, &plan_spec))
             .await?
@@ -403,8 +411,11 @@ impl PlanService {
             backup_id: spec.backup_id.clone(),
             topics_to_create: view.missing.keys().cloned().collect(),
             schema_ids: crate::schema_plan::plan_schema_ids(spec.schema_ids.as_ref()).await?,
+            topic_creations: creations(&view.missing, &tasks, &recorded, spec),
             ..Default::default()
         };
+        // The oldest record each target topic receives, for the retention check.
+        let mut oldest: BTreeMap<String, i64> = BTreeMap::new();
         let mut totals = Vec::with_capacity(tasks.len());
         for task in &tasks {
             let (mut tr, range) =
@@ -419,6 +430,8 @@ impl PlanService {
             report.records += tr.records;
             report.bytes += tr.bytes;
             if let Some((a, b)) = range {
+                let o = oldest.entry(task.target_topic.clone()).or_insert(a);
+                *o = (*o).min(a);
                 report.min_timestamp_ms = Some(report.min_timestamp_ms.map_or(a, |m| m.min(a)));
                 report.max_timestamp_ms = Some(report.max_timestamp_ms.map_or(b, |m| m.max(b)));
             }
@@ -448,12 +461,48 @@ impl PlanService {
                 "the selection holds no records: 0 records will be restored".to_string()
             });
         }
+        let retention_risks = self
+            .check_retention(spec, &target, &mut report, &oldest)
+            .await;
         Ok(Planned {
             tasks,
-            view,
             report,
             totals,
+            retention_risks,
         })
+    }
+
+    /// Adds the retention findings to the report's warnings and returns the risks (a real
+    /// run refuses them unless allowed). Topic overrides for topics that exist are pointed
+    /// out too: they are applied only to topics the restore creates.
+    async fn check_retention(
+        &self,
+        spec: &RestoreSpec,
+        target: &TargetCluster,
+        report: &mut PlanReport,
+        oldest: &BTreeMap<String, i64>,
+    ) -> Vec<String> {
+        let (risks, unknown) =
+            retention_risks(target, &report.topic_creations, oldest, now_ms()).await;
+        let risks: Vec<String> = risks.iter().map(|r| r.message()).collect();
+        report.warnings.extend(risks.iter().cloned());
+        if !unknown.is_empty() {
+            report.warnings.push(format!(
+                "the target cluster does not report the retention of {}; check that retention.ms keeps records as old as the restored ones",
+                unknown.join(", ")
+            ));
+        }
+        let existing: Vec<&String> = oldest
+            .keys()
+            .filter(|t| !report.topics_to_create.contains(t))
+            .collect();
+        if !spec.topic_configs.is_empty() && !existing.is_empty() {
+            report.warnings.push(format!(
+                "--topic-config applies only to topics the restore creates; {} exist and keep their configuration",
+                existing.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        risks
     }
 
     /// Writes the plan, its tasks and their segment lists to the ledger.

@@ -229,11 +229,15 @@ mod tests {
             topics: vec![
                 TopicIndex {
                     name: "orders".into(),
+                    replication_factor: None,
+                    configs: None,
                     original_partition_count: Some(3),
                     partitions: parts(3),
                 },
                 TopicIndex {
                     name: "payments".into(),
+                    replication_factor: None,
+                    configs: None,
                     original_partition_count: Some(2),
                     partitions: parts(2),
                 },

@@ -5,7 +5,10 @@
 
 use crate::planner::PlannedTask;
 use kafka_backup_common::kafka::client_config;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use kafka_backup_proto::TopicCreation;
+use rdkafka::admin::{
+    AdminClient, AdminOptions, ConfigResource, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -36,6 +39,15 @@ pub enum TargetError {
     },
     #[error("cannot create target topic {topic:?}: {reason}")]
     CreateFailed { topic: String, reason: String },
+}
+
+/// A described resource's configurations that have a value.
+fn config_map(resource: &ConfigResource) -> BTreeMap<String, String> {
+    resource
+        .entries
+        .iter()
+        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+        .collect()
 }
 
 /// Target topic layout as seen now.
@@ -156,20 +168,88 @@ impl TargetCluster {
             .map_err(self.unreachable())
     }
 
+    /// An admin client with eager connections and an off-thread destroy (see `consumer`).
+    fn admin(&self) -> Result<AdminClient<DefaultClientContext>, TargetError> {
+        client_config(&self.bootstrap, &self.properties)
+            .set("enable.sparse.connections", "false")
+            .create()
+            .map_err(self.unreachable())
+    }
+
+    /// Every configuration the cluster reports for each of `topics` (as the broker gives
+    /// them: effective values on Kafka, only the ones set on some other brokers). A topic it
+    /// cannot describe is left out.
+    pub async fn topic_configs(
+        &self,
+        topics: &[String],
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, TargetError> {
+        if topics.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let admin = self.admin()?;
+        let specs: Vec<ResourceSpecifier<'_>> = topics
+            .iter()
+            .map(|t| ResourceSpecifier::Topic(t.as_str()))
+            .collect();
+        let results = admin
+            .describe_configs(
+                specs.iter(),
+                &AdminOptions::new().request_timeout(Some(TIMEOUT)),
+            )
+            .await
+            .map_err(self.unreachable())?;
+        std::thread::spawn(move || drop(admin));
+        Ok(topics
+            .iter()
+            .zip(results)
+            .filter_map(|(t, r)| Some((t.clone(), config_map(&r.ok()?))))
+            .collect())
+    }
+
+    /// The configuration a broker of the cluster reports (for its `log.retention.*`);
+    /// `None` when it cannot be described.
+    pub async fn broker_configs(&self) -> Option<BTreeMap<String, String>> {
+        let broker = self
+            .consumer()
+            .ok()?
+            .fetch_metadata(None, TIMEOUT)
+            .ok()?
+            .brokers()
+            .first()?
+            .id();
+        let admin = self.admin().ok()?;
+        let spec = ResourceSpecifier::Broker(broker);
+        let results = admin
+            .describe_configs([&spec], &AdminOptions::new().request_timeout(Some(TIMEOUT)))
+            .await
+            .ok()?;
+        std::thread::spawn(move || drop(admin));
+        let resource = results.into_iter().next()?.ok()?;
+        Some(config_map(&resource))
+    }
+
     /// Creates the missing topics and waits until their metadata is visible.
-    pub async fn create_topics(&self, missing: &BTreeMap<String, i32>) -> Result<(), TargetError> {
-        if missing.is_empty() {
+    pub async fn create_topics(&self, creations: &[TopicCreation]) -> Result<(), TargetError> {
+        if creations.is_empty() {
             return Ok(());
         }
-        // Eager connections and an off-thread destroy, as for the metadata client above.
-        let admin: AdminClient<DefaultClientContext> =
-            client_config(&self.bootstrap, &self.properties)
-                .set("enable.sparse.connections", "false")
-                .create()
-                .map_err(self.unreachable())?;
-        let new: Vec<NewTopic> = missing
+        let missing: BTreeMap<String, i32> = creations
             .iter()
-            .map(|(t, n)| NewTopic::new(t, *n, TopicReplication::Fixed(-1)))
+            .map(|c| (c.topic.clone(), c.partitions))
+            .collect();
+        let admin = self.admin()?;
+        let new: Vec<NewTopic> = creations
+            .iter()
+            .map(|c| {
+                c.configs.iter().fold(
+                    NewTopic::new(
+                        &c.topic,
+                        c.partitions,
+                        TopicReplication::Fixed(c.replication_factor),
+                    ),
+                    |t, (k, v)| t.set(k, v),
+                )
+            })
             .collect();
         let results = admin
             .create_topics(&new, &AdminOptions::new().operation_timeout(Some(TIMEOUT)))

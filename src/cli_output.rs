@@ -50,6 +50,7 @@ pub fn report_json(r: &PlanReport) -> Value {
             "first_offset": t.first_offset,
             "last_offset": t.last_offset,
             "target_start_offset": t.target_start_offset,
+            "merged_source_partitions": t.merged_source_partitions,
         })).collect::<Vec<_>>(),
     })
 }
@@ -95,15 +96,27 @@ pub fn print_report(r: &PlanReport, dry_run: bool) {
         }
     }
     for t in &r.tasks {
-        let offsets = if t.records > 0 {
-            format!("source offsets {}..={}", t.first_offset, t.last_offset)
-        } else {
+        let offsets = if t.records == 0 {
             "nothing to restore".into()
+        } else if !t.merged_source_partitions.is_empty() {
+            "merged by timestamp (ties: partition, then offset), each partition in its order"
+                .to_string()
+        } else {
+            format!("source offsets {}..={}", t.first_offset, t.last_offset)
+        };
+        let sources = if t.merged_source_partitions.is_empty() {
+            t.source_partition.to_string()
+        } else {
+            t.merged_source_partitions
+                .iter()
+                .map(i32::to_string)
+                .collect::<Vec<_>>()
+                .join("+")
         };
         println!(
             "├─ {}/{} → {}/{}: {} records in {} segments, {}, target starts at offset {}",
             t.source_topic,
-            t.source_partition,
+            sources,
             t.target_topic,
             t.target_partition,
             t.records,

@@ -45,7 +45,7 @@ fn malformed_restore_flags_are_refused_before_connecting() {
     let cases: &[(&[&str], &str)] = &[
         (&["--to-timestamp", "noon"], "--to-timestamp"),
         (&["--source-partitions", "0,x"], "--source-partitions"),
-        (&["--partition-mapping", "0:0,1:0"], "N:1"),
+        (&["--partition-mapping", "0:0,0:1"], "mapped twice"),
         (
             &["--target-topics-rewrite", "s/(/x/"],
             "invalid topic rewrite",

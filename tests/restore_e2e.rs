@@ -462,9 +462,9 @@ async fn bad_inputs_are_refused_before_anything_is_written() {
                 "--target-topic",
                 &target,
                 "--partition-mapping",
-                "0:0,1:0",
+                "0:0,0:1",
             ],
-            "N:1",
+            "mapped twice",
         ),
         (
             vec![

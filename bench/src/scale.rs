@@ -166,8 +166,10 @@ fn checkpoint(l: &TaskLease, worker: &str, from: u64, to: u64) -> CheckpointRequ
             source_start: l.task_start_offset + first as i64,
             target_start: first as i64,
             length: records - first,
+            source_index: 0,
         }],
         skipped_segments: vec![],
+        source_next_offsets: vec![],
     }
 }
 

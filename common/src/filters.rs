@@ -84,20 +84,19 @@ pub fn parse_partition_list(what: &str, s: &str) -> Result<Vec<i32>, FilterError
         .collect()
 }
 
-/// A 1:1 source → target partition mapping. Unmapped partitions keep their number.
+/// A source → target partition mapping (1:1, N:1 or M:N). Unmapped partitions keep their
+/// number. Several sources mapped to one target are merged by the planner into one task.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PartitionMapping(pub BTreeMap<i32, i32>);
 
 impl PartitionMapping {
-    /// Parses "src:dst,...", refusing negatives, repeated sources and N:1 mappings (two
-    /// source partitions into one target partition would interleave two ordered logs).
+    /// Parses "src:dst,...", refusing negatives and a source mapped twice.
     pub fn parse(input: &str) -> Result<Self, FilterError> {
         let bad = |reason: String| FilterError::BadMapping {
             input: input.into(),
             reason,
         };
         let mut map = BTreeMap::new();
-        let mut targets: BTreeMap<i32, i32> = BTreeMap::new();
         for pair in split_list(input) {
             let (s, d) = pair
                 .split_once(':')
@@ -112,11 +111,6 @@ impl PartitionMapping {
             let (s, d) = (num(s)?, num(d)?);
             if map.insert(s, d).is_some() {
                 return Err(bad(format!("source partition {s} is mapped twice")));
-            }
-            if let Some(other) = targets.insert(d, s) {
-                return Err(bad(format!(
-                    "source partitions {other} and {s} both map to target partition {d} (N:1 mappings are refused: they would interleave two ordered partitions)"
-                )));
             }
         }
         Ok(Self(map))
@@ -237,7 +231,8 @@ mod tests {
     #[test]
     fn mapping_rules() {
         assert_eq!(PartitionMapping::parse("0:0,1:2").unwrap().target_of(1), 2);
-        assert!(PartitionMapping::parse("0:1,1:1").is_err());
+        let merge = PartitionMapping::parse("0:1,1:1").unwrap();
+        assert_eq!((merge.target_of(0), merge.target_of(1)), (1, 1), "N:1 is a merge");
         assert!(PartitionMapping::parse("0:1,0:2").is_err());
         assert!(PartitionMapping::parse("-1:1").is_err());
         assert!(PartitionMapping::parse("0-1").is_err());

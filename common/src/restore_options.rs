@@ -833,7 +833,7 @@ restore:
             (&[("mapping", "a:b")], "invalid partition mapping"),
             (&[("mapping", "0:-1")], "invalid partition mapping"),
             (&[("mapping", "0:1,0:2")], "invalid partition mapping"),
-            (&[("mapping", "0:0,1:0")], "N:1"),
+            (&[("mapping", "0:0,0:1")], "mapped twice"),
             (&[("rewrite", "s/a/b")], "invalid topic rewrite"),
             (&[("rewrite", "x/a/b/")], "invalid topic rewrite"),
             (&[("rewrite", "s/(/x/")], "invalid topic rewrite"),
@@ -900,7 +900,7 @@ restore:
         let resolve_refused: Vec<(String, &str)> = vec![
             (format!("{head}{target}  source:\n    topics: [orders]\n    from_timestamp: \"not-a-date\"\n"), "restore.source.from_timestamp"),
             (format!("{head}{target}  source:\n    topics: [orders]\n    partitions: [0, -1]\n"), "restore.source.partitions"),
-            (format!("{head}{source}  target:\n    bootstrap_servers: [\"k:1\"]\n    partition_mapping: \"0:0,1:0\"\n"), "N:1"),
+            (format!("{head}{source}  target:\n    bootstrap_servers: [\"k:1\"]\n    partition_mapping: \"0:0,0:1\"\n"), "mapped twice"),
             (format!("{head}{source}  target:\n    bootstrap_servers: [\"k:1\"]\n    partition_mapping:\n      orders: \"0:x\"\n"), "invalid partition mapping"),
             (format!("{head}{source}  target:\n    bootstrap_servers: [\"k:1\"]\n    topics_rewrite: \"s/(/x/\"\n"), "invalid topic rewrite"),
             (format!("{head}{target}{source}  performance:\n    checkpoint_interval_secs: 0\n"), "checkpoint_interval_secs"),

@@ -504,6 +504,7 @@ mod tests {
     #[test]
     fn the_restored_range_spans_every_run() {
         let run = |s, t, l| OffsetRun {
+            source_index: 0,
             source_start: s,
             target_start: t,
             length: l,

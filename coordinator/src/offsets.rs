@@ -51,16 +51,19 @@ mod tests {
                 source_start: 0,
                 target_start: 100,
                 length: 3,
+                source_index: 0,
             },
             OffsetRunRecord {
                 source_start: 10,
                 target_start: 103,
                 length: 2,
+                source_index: 0,
             },
             OffsetRunRecord {
                 source_start: 20,
                 target_start: 105,
                 length: 1,
+                source_index: 0,
             },
         ];
         let done = Some(106);

@@ -5,7 +5,7 @@
 
 use crate::breaker::CircuitView;
 use crate::grpc::{blocking, commit, ledger_status, remote_parent, storage_status, target_status};
-use crate::ledger::{NewTask, PlanRecord, PlanState, TaskMeta, TaskState};
+use crate::ledger::{MergeSourceMeta, NewTask, PlanRecord, PlanState, TaskMeta, TaskState};
 use crate::offsets::translate;
 use crate::planner::{plan, PlannedTask};
 use crate::report::{task_report, ReportError};
@@ -207,54 +207,69 @@ impl RestorePlans for PlanService {
                 .zip(&status.tasks);
             for (task, st) in listed {
                 let (meta, p) = (&task.meta, &task.progress);
-                let runs = ledger.offset_runs_page(
-                    &plan_id,
-                    meta.task_id,
-                    i64::MIN,
-                    MAX_LISTED_RUNS + 1,
-                )?;
-                let omitted = runs.len() > MAX_LISTED_RUNS;
-                out.partitions.push(PartitionOffsetMapping {
-                    source_topic: meta.source_topic.clone(),
-                    source_partition: meta.source_partition,
-                    target_topic: meta.target_topic.clone(),
-                    target_partition: meta.target_partition,
-                    runs: runs
-                        .iter()
-                        .take(MAX_LISTED_RUNS)
-                        .map(|r| OffsetRun {
-                            source_start: r.source_start,
-                            target_start: r.target_start,
-                            length: r.length,
-                        })
-                        .collect(),
-                    target_next_offset: p.checkpoint.as_ref().map_or(-1, |c| c.target_next_offset),
-                    state: st.state.clone(),
-                    runs_truncated: omitted,
-                });
                 let done = match (&p.state, &p.checkpoint) {
                     (TaskState::Completed, Some(cp)) => Some(cp.target_next_offset),
                     _ => None,
                 };
-                for g in groups.iter().filter(|g| {
-                    g.topic == meta.source_topic && g.partition == meta.source_partition
-                }) {
-                    let (before, after) = ledger.runs_around(&plan_id, meta.task_id, g.offset)?;
-                    let target = translate(g.offset, before.as_ref(), after.as_ref(), done);
-                    out.groups.push(GroupOffsetTranslation {
-                        group: g.group.clone(),
-                        source_topic: g.topic.clone(),
-                        source_partition: g.partition,
-                        source_offset: g.offset,
+                // A 1:1 task has one source (index 0); a merge task one per merged partition.
+                let sources: Vec<i32> = if meta.merge_sources.is_empty() {
+                    vec![meta.source_partition]
+                } else {
+                    meta.merge_sources.iter().map(|m| m.partition).collect()
+                };
+                for (index, source_partition) in sources.into_iter().enumerate() {
+                    let index = index as u32;
+                    let runs = ledger.offset_runs_page(
+                        &plan_id,
+                        meta.task_id,
+                        index,
+                        0,
+                        MAX_LISTED_RUNS + 1,
+                    )?;
+                    let omitted = runs.len() > MAX_LISTED_RUNS;
+                    out.partitions.push(PartitionOffsetMapping {
+                        source_topic: meta.source_topic.clone(),
+                        source_partition,
                         target_topic: meta.target_topic.clone(),
                         target_partition: meta.target_partition,
-                        target_offset: target.unwrap_or(-1),
-                        note: if target.is_some() {
-                            String::new()
-                        } else {
-                            "not known until this partition's restore completes".into()
-                        },
+                        runs: runs
+                            .iter()
+                            .take(MAX_LISTED_RUNS)
+                            .map(|r| OffsetRun {
+                                source_start: r.source_start,
+                                target_start: r.target_start,
+                                length: r.length,
+                                source_index: r.source_index,
+                            })
+                            .collect(),
+                        target_next_offset: p
+                            .checkpoint
+                            .as_ref()
+                            .map_or(-1, |c| c.target_next_offset),
+                        state: st.state.clone(),
+                        runs_truncated: omitted,
                     });
+                    for g in groups.iter().filter(|g| {
+                        g.topic == meta.source_topic && g.partition == source_partition
+                    }) {
+                        let (before, after) =
+                            ledger.runs_around(&plan_id, meta.task_id, index, g.offset)?;
+                        let target = translate(g.offset, before.as_ref(), after.as_ref(), done);
+                        out.groups.push(GroupOffsetTranslation {
+                            group: g.group.clone(),
+                            source_topic: g.topic.clone(),
+                            source_partition: g.partition,
+                            source_offset: g.offset,
+                            target_topic: meta.target_topic.clone(),
+                            target_partition: meta.target_partition,
+                            target_offset: target.unwrap_or(-1),
+                            note: if target.is_some() {
+                                String::new()
+                            } else {
+                                "not known until this partition's restore completes".into()
+                            },
+                        });
+                    }
                 }
             }
             Ok::<_, crate::ledger::LedgerError>(out)
@@ -531,6 +546,20 @@ impl PlanService {
                     first_offset: t.segments.first().map_or(0, |s| s.start_offset),
                     records_total: records,
                     bytes_total: bytes,
+                    merge_sources: t
+                        .merged
+                        .iter()
+                        .map(|m| MergeSourceMeta {
+                            partition: m.partition,
+                            segment_start: m.segment_start as u64,
+                            segment_count: m.segment_count as u64,
+                            first_offset: t
+                                .segments
+                                .get(m.segment_start)
+                                .filter(|_| m.segment_count > 0)
+                                .map_or(0, |s| s.start_offset),
+                        })
+                        .collect(),
                 },
                 segments: t.segments,
             })

@@ -1,5 +1,6 @@
-//! The planner: manifest + selection rules → one task per source partition, each with its
-//! ordered segment list and target (topic, partition). Pure and synchronous so that every
+//! The planner: manifest + selection rules → one task per target partition, each with its
+//! ordered segment list and target (topic, partition): one source partition (1:1), or
+//! several of one topic merged (N:1 and M:N mappings; see `TaskLease.merge_sources`). Pure and synchronous so that every
 //! error in the selection (an unknown topic or partition, a bad pattern, mapping or window)
 //! is raised before any connection or write, and so it can be
 //! tested and benchmarked without a cluster.
@@ -38,7 +39,7 @@ pub enum PlanError {
         partition: i32,
         available: Vec<i32>,
     },
-    #[error("{first} and {second} would both be restored into {target}; two source partitions into one target partition would interleave ordered logs (N:1 is refused)")]
+    #[error("{first} and {second} would both be restored into {target}; partitions of different source topics are not merged into one target partition, restore them into different topics")]
     ManyToOne {
         first: String,
         second: String,
@@ -50,16 +51,29 @@ pub enum PlanError {
     NoTopics,
 }
 
-/// One partition task: a source partition restored, in order, into one target partition.
+/// One partition task: a source partition restored, in order, into one target partition,
+/// or (a merge) several source partitions of one topic merged into one target partition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedTask {
     pub source_topic: String,
+    /// The (first) source partition.
     pub source_partition: i32,
     pub target_topic: String,
     pub target_partition: i32,
+    /// A merge's segments are its sources' lists one after the other (see `merged`).
     pub segments: Vec<SegmentSpan>,
     /// Partition count of the source topic, used when creating the target.
     pub source_partition_count: i32,
+    /// A merge's sources in partition order, each a range of `segments`; empty for 1:1.
+    pub merged: Vec<MergedSource>,
+}
+
+/// One source partition of a merge task and where its segments are in the task's list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergedSource {
+    pub partition: i32,
+    pub segment_start: usize,
+    pub segment_count: usize,
 }
 
 impl PlannedTask {
@@ -148,8 +162,8 @@ pub fn plan(
     }
 
     let wanted: BTreeSet<i32> = spec.source_partitions.iter().copied().collect();
-    let mut tasks = Vec::new();
-    let mut claimed: BTreeMap<(String, i32), String> = BTreeMap::new();
+    // Target partition → its sources (partition and kept segments), all of one source topic.
+    let mut groups: BTreeMap<(String, i32), Group> = BTreeMap::new();
     for (source, target) in &selected {
         let Some(topic) = manifest.topics.iter_mut().find(|t| &t.name == source) else {
             continue;
@@ -173,28 +187,72 @@ pub fn plan(
                 continue;
             }
             let target_partition = mapping.target_of(part.partition_id);
-            let label = format!("{source}/{}", part.partition_id);
-            if let Some(first) = claimed.insert((target.clone(), target_partition), label.clone()) {
+            let group = groups
+                .entry((target.clone(), target_partition))
+                .or_insert_with(|| Group {
+                    source_topic: source.clone(),
+                    source_partition_count,
+                    sources: Vec::new(),
+                });
+            if &group.source_topic != source {
                 return Err(PlanError::ManyToOne {
-                    first,
-                    second: label,
+                    first: format!("{}/{}", group.source_topic, group.sources[0].0),
+                    second: format!("{source}/{}", part.partition_id),
                     target: format!("{target}/{target_partition}"),
                 });
             }
             let mut segments = std::mem::take(&mut part.segments);
             segments.retain(|s| s.may_overlap(spec.from_timestamp_ms, spec.to_timestamp_ms));
             segments.sort_by_key(|s| s.start_offset);
-            tasks.push(PlannedTask {
-                source_topic: source.clone(),
-                source_partition: part.partition_id,
-                target_topic: target.clone(),
-                target_partition,
-                segments,
-                source_partition_count,
-            });
+            group.sources.push((part.partition_id, segments));
         }
     }
+    let mut tasks: Vec<PlannedTask> = groups
+        .into_iter()
+        .map(|((target_topic, target_partition), g)| g.into_task(target_topic, target_partition))
+        .collect();
+    // Tasks in source order, as before merges existed (task ids follow this order).
+    tasks.sort_by(|a, b| {
+        (&a.source_topic, a.source_partition).cmp(&(&b.source_topic, b.source_partition))
+    });
     Ok(tasks)
+}
+
+/// The sources planned into one target partition.
+struct Group {
+    source_topic: String,
+    source_partition_count: i32,
+    sources: Vec<(i32, Vec<SegmentSpan>)>,
+}
+
+impl Group {
+    fn into_task(mut self, target_topic: String, target_partition: i32) -> PlannedTask {
+        self.sources.sort_by_key(|(p, _)| *p);
+        let source_partition = self.sources[0].0;
+        let mut merged = Vec::new();
+        let mut segments = Vec::new();
+        if self.sources.len() > 1 {
+            for (partition, segs) in &mut self.sources {
+                merged.push(MergedSource {
+                    partition: *partition,
+                    segment_start: segments.len(),
+                    segment_count: segs.len(),
+                });
+                segments.append(segs);
+            }
+        } else {
+            segments = std::mem::take(&mut self.sources[0].1);
+        }
+        PlannedTask {
+            source_topic: self.source_topic,
+            source_partition,
+            target_topic,
+            target_partition,
+            segments,
+            source_partition_count: self.source_partition_count,
+            merged,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -266,10 +324,26 @@ mod tests {
     }
 
     #[test]
-    fn refusals() {
+    fn many_to_one_is_a_merge() {
         let mut s = spec(&["orders"]);
-        s.partition_mapping = "0:1,1:1".into();
-        assert!(plan(manifest(), &s).is_err());
+        s.partition_mapping = "0:1,1:1,2:0".into();
+        let tasks = plan(manifest(), &s).unwrap();
+        assert_eq!(tasks.len(), 2);
+        let merge = &tasks[0];
+        assert_eq!((merge.source_partition, merge.target_partition), (0, 1));
+        assert_eq!(
+            merge.merged,
+            vec![
+                MergedSource { partition: 0, segment_start: 0, segment_count: 2 },
+                MergedSource { partition: 1, segment_start: 2, segment_count: 2 },
+            ]
+        );
+        assert_eq!(merge.segments.len(), 4);
+        assert!(tasks[1].merged.is_empty(), "a 1:1 task stays one");
+    }
+
+    #[test]
+    fn refusals() {
         let mut s = spec(&["orders"]);
         s.from_timestamp_ms = Some(2);
         s.to_timestamp_ms = Some(1);

@@ -87,6 +87,12 @@ pub async fn task_report(
             r.bytes += seg.compressed_size;
         }
     }
+    if !task.merged.is_empty() {
+        // Offsets of several partitions do not make one range.
+        r.merged_source_partitions = task.merged.iter().map(|m| m.partition).collect();
+        r.first_offset = -1;
+        r.last_offset = -1;
+    }
     Ok((r, ts_range))
 }
 

@@ -105,6 +105,7 @@ fn task_status(plan: &PlanRecord, t: &TaskView, skipped: Vec<String>) -> TaskSta
         skipped_segments: skipped,
         skipped_count: p.skipped,
         segments_total: t.meta.segment_count,
+        merged_source_partitions: t.meta.merge_sources.iter().map(|m| m.partition).collect(),
     }
 }
 

@@ -185,6 +185,7 @@ mod tests {
             target_partition: 0,
             segments: vec![],
             source_partition_count: 3,
+            merged: vec![],
         }
     }
 

@@ -101,16 +101,34 @@ fn build_lease(
         segment_index,
         segment_count: meta.segment_count,
         task_start_offset: meta.first_offset,
-        required_capabilities: required_capabilities(spec),
+        required_capabilities: required_capabilities(spec, meta),
         schema_ids: spec.schema_ids.clone(),
+        merge_sources: meta
+            .merge_sources
+            .iter()
+            .enumerate()
+            .map(|(i, m)| MergeSource {
+                source_partition: m.partition,
+                segment_index: m.segment_start,
+                segment_count: m.segment_count,
+                start_offset: m.first_offset,
+                next_offset: cp
+                    .as_ref()
+                    .and_then(|c| c.source_next_offsets.get(i).copied())
+                    .unwrap_or(-1),
+            })
+            .collect(),
     }
 }
 
 /// What a worker must support to run a lease of this spec correctly.
-fn required_capabilities(spec: &RestoreSpec) -> Vec<String> {
+fn required_capabilities(spec: &RestoreSpec, meta: &crate::ledger::TaskMeta) -> Vec<String> {
     let mut caps = vec![CAPABILITY_SEGMENT_PAGES.to_string()];
     if spec.schema_ids.is_some() {
         caps.push(CAPABILITY_SCHEMA_IDS.to_string());
+    }
+    if !meta.merge_sources.is_empty() {
+        caps.push(CAPABILITY_PARTITION_MERGE.to_string());
     }
     caps
 }
@@ -426,6 +444,7 @@ impl WorkerService {
             target_next_offset: r.target_next_offset,
             records_done: r.records_done,
             bytes_done: r.bytes_done,
+            source_next_offsets: r.source_next_offsets.clone(),
         };
         let runs: Vec<OffsetRunRecord> = r
             .offset_runs
@@ -434,6 +453,7 @@ impl WorkerService {
                 source_start: o.source_start,
                 target_start: o.target_start,
                 length: o.length,
+                source_index: o.source_index,
             })
             .collect();
         let (lc, skipped) = (l.clone(), r.skipped_segments);

@@ -22,7 +22,11 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 pub const SEGMENT_PAGE: usize = 1_000;
 
 /// What this build's workers support (see `TaskLease.required_capabilities`).
-pub const WORKER_CAPABILITIES: &[&str] = &[CAPABILITY_SEGMENT_PAGES, CAPABILITY_SCHEMA_IDS];
+pub const WORKER_CAPABILITIES: &[&str] = &[
+    CAPABILITY_SEGMENT_PAGES,
+    CAPABILITY_SCHEMA_IDS,
+    CAPABILITY_PARTITION_MERGE,
+];
 
 /// A worker that pages through a task's segment list with `GetTaskSegments`.
 pub const CAPABILITY_SEGMENT_PAGES: &str = "segment-pages";
@@ -30,3 +34,7 @@ pub const CAPABILITY_SEGMENT_PAGES: &str = "segment-pages";
 /// The worker rewrites Confluent wire-format schema IDs (`TaskLease.schema_ids`); a worker
 /// without it would produce the source environment's IDs unchanged.
 pub const CAPABILITY_SCHEMA_IDS: &str = "schema-id-remap";
+
+/// The worker merges several source partitions into one target partition
+/// (`TaskLease.merge_sources`); a worker without it would restore only the first source.
+pub const CAPABILITY_PARTITION_MERGE: &str = "partition-merge";

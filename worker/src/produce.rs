@@ -90,6 +90,7 @@ impl ProduceError {
 /// What the broker has acknowledged so far, in source order.
 #[derive(Debug, Clone, Default)]
 pub struct Acked {
+    /// For a merge task, the sum of `source_nexts` (it only grows, as the ledger expects).
     pub source_next: i64,
     pub target_next: i64,
     pub records: u64,
@@ -98,19 +99,36 @@ pub struct Acked {
     pub runs: Vec<OffsetRun>,
     /// Segments skipped (skip_corrupt_segments) not yet reported.
     pub skipped: Vec<String>,
+    /// A merge task's next offset per source (empty for a 1:1 task).
+    pub source_nexts: Vec<i64>,
 }
 
 impl Acked {
+    /// Source record `source` (of a 1:1 task) is at target offset `target`.
     pub fn record(&mut self, source: i64, target: i64, bytes: u64) {
+        self.record_from(0, source, target, bytes);
+    }
+
+    /// Source record `source` of merge source `index` (0 for a 1:1 task) is at `target`.
+    pub fn record_from(&mut self, index: u32, source: i64, target: i64, bytes: u64) {
         crate::metrics::METRICS.records_produced.inc();
         crate::metrics::METRICS.bytes_produced.add(bytes);
-        self.source_next = source + 1;
+        match self.source_nexts.get_mut(index as usize) {
+            Some(next) => {
+                *next = source + 1;
+                self.source_next = self.source_nexts.iter().sum();
+            }
+            None => self.source_next = source + 1,
+        }
         self.target_next = target + 1;
         self.records += 1;
         self.bytes += bytes;
         if let Some(last) = self.runs.last_mut() {
             let len = last.length as i64;
-            if last.source_start + len == source && last.target_start + len == target {
+            if last.source_index == index
+                && last.source_start + len == source
+                && last.target_start + len == target
+            {
                 last.length += 1;
                 return;
             }
@@ -119,6 +137,7 @@ impl Acked {
             source_start: source,
             target_start: target,
             length: 1,
+            source_index: index,
         });
     }
 }
@@ -229,7 +248,8 @@ pub struct PartitionProducer {
     topic: String,
     partition: i32,
     add_offset_headers: bool,
-    in_flight: VecDeque<(i64, u64, DeliveryFuture)>,
+    /// (merge source index, source offset, bytes, delivery) in send order.
+    in_flight: VecDeque<(u32, i64, u64, DeliveryFuture)>,
     in_flight_bytes: u64,
     pub acked: Acked,
 }
@@ -280,6 +300,11 @@ impl PartitionProducer {
 
     /// Hands one record to the producer, waiting for acknowledgements when the queue is full.
     pub async fn send(&mut self, rec: &RecordRef<'_>) -> Result<(), ProduceError> {
+        self.send_from(0, rec).await
+    }
+
+    /// `send` for a record of merge source `index`.
+    pub async fn send_from(&mut self, index: u32, rec: &RecordRef<'_>) -> Result<(), ProduceError> {
         if self.in_flight.len() >= MAX_IN_FLIGHT {
             self.await_oldest().await?;
         }
@@ -307,7 +332,7 @@ impl PartitionProducer {
             match self.producer.send_result(fr) {
                 Ok(fut) => {
                     self.in_flight
-                        .push_back((rec.offset, rec.encoded_len as u64, fut));
+                        .push_back((index, rec.offset, rec.encoded_len as u64, fut));
                     self.in_flight_bytes += rec.encoded_len as u64;
                     self.collect_ready()?;
                     return Ok(());
@@ -339,6 +364,7 @@ impl PartitionProducer {
 
     fn on_delivery(
         &mut self,
+        index: u32,
         source: i64,
         bytes: u64,
         res: Result<
@@ -348,7 +374,7 @@ impl PartitionProducer {
     ) -> Result<(), ProduceError> {
         match res {
             Ok(Ok(d)) => {
-                self.acked.record(source, d.offset, bytes);
+                self.acked.record_from(index, source, d.offset, bytes);
                 Ok(())
             }
             Ok(Err((e, _))) => Err(self.delivery_error(source, e)),
@@ -359,23 +385,23 @@ impl PartitionProducer {
     /// Moves already-acknowledged records (in order) into `acked` without waiting.
     pub fn collect_ready(&mut self) -> Result<(), ProduceError> {
         use futures::FutureExt;
-        while let Some((_, _, fut)) = self.in_flight.front_mut() {
+        while let Some((_, _, _, fut)) = self.in_flight.front_mut() {
             let Some(res) = fut.now_or_never() else {
                 break;
             };
-            if let Some((src, bytes, _)) = self.in_flight.pop_front() {
+            if let Some((index, src, bytes, _)) = self.in_flight.pop_front() {
                 self.in_flight_bytes -= bytes;
-                self.on_delivery(src, bytes, res)?;
+                self.on_delivery(index, src, bytes, res)?;
             }
         }
         Ok(())
     }
 
     async fn await_oldest(&mut self) -> Result<(), ProduceError> {
-        if let Some((src, bytes, fut)) = self.in_flight.pop_front() {
+        if let Some((index, src, bytes, fut)) = self.in_flight.pop_front() {
             self.in_flight_bytes -= bytes;
             let res = fut.await;
-            self.on_delivery(src, bytes, res)?;
+            self.on_delivery(index, src, bytes, res)?;
         }
         Ok(())
     }
@@ -400,7 +426,7 @@ impl PartitionProducer {
     /// producer bump its epoch, and with nothing left to send that buys nothing.
     pub async fn abandon(&mut self) {
         self.producer.purge(PurgeConfig::default().queue());
-        while let Some((_, _, fut)) = self.in_flight.pop_front() {
+        while let Some((_, _, _, fut)) = self.in_flight.pop_front() {
             let _ = fut.await;
         }
     }

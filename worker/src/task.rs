@@ -226,6 +226,7 @@ fn checkpoint_request(lease: &LeaseRef, acked: &mut Acked) -> CheckpointRequest 
         bytes_done: acked.bytes,
         offset_runs: std::mem::take(&mut acked.runs),
         skipped_segments: std::mem::take(&mut acked.skipped),
+        source_next_offsets: acked.source_nexts.clone(),
     }
 }
 

@@ -64,11 +64,18 @@ pub fn encode_run(r: &OffsetRunRecord) -> [u8; 24] {
 }
 
 pub fn decode_run(key: &[u8], v: &[u8]) -> Result<OffsetRunRecord, LedgerError> {
+    let position = key
+        .len()
+        .checked_sub(8)
+        .and_then(|at| key.get(at..))
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes);
     let mut r = Reader { key, v, at: 0 };
     Ok(OffsetRunRecord {
         source_start: r.i64()?,
         target_start: r.i64()?,
         length: r.u64()?,
+        source_index: (position >> super::model::RUN_KEY_SOURCE_SHIFT) as u32,
     })
 }
 
@@ -193,6 +200,7 @@ mod tests {
             source_start: 5,
             target_start: 9,
             length: 3,
+            source_index: 0,
         };
         assert_eq!(decode_run(b"k", &encode_run(&run)).unwrap(), run);
         assert!(decode_run(b"k", &[1, 2]).is_err());

@@ -228,13 +228,20 @@ impl Ledger {
         (&self.task_state, &self.runs, &self.skipped).transaction(|(st, rt, sk)| {
             st.insert(key.as_slice(), to_json(&new))?;
             for r in &run_writes {
-                let source = u64::try_from(r.source_start).or_else(|_| {
-                    abort(fenced(
-                        plan_id,
-                        id,
-                        format!("negative source offset {} in a run", r.source_start),
-                    ))
-                })?;
+                let source = OffsetRunRecord::key_position(r.source_index, r.source_start)
+                    .map_or_else(
+                        || {
+                            abort(fenced(
+                                plan_id,
+                                id,
+                                format!(
+                                    "source offset {} of a run is out of range",
+                                    r.source_start
+                                ),
+                            ))
+                        },
+                        Ok,
+                    )?;
                 rt.insert(task_item_key(plan_id, id, source), &encode_run(r))?;
             }
             for (i, s) in skipped.iter().enumerate() {

@@ -67,56 +67,65 @@ impl Ledger {
         Ok(lo)
     }
 
-    /// All offset runs of a task, ordered by source offset.
+    /// All offset runs of a task, ordered by merge source, then source offset.
     pub fn offset_runs(
         &self,
         plan_id: &str,
         task_id: u32,
     ) -> Result<Vec<OffsetRunRecord>, LedgerError> {
-        self.offset_runs_page(plan_id, task_id, i64::MIN, usize::MAX)
+        scan_task_items(&self.runs, plan_id, task_id, 0, usize::MAX, decode_run)
     }
 
-    /// Up to `limit` offset runs of a task whose source start is at or after `from`.
+    /// Up to `limit` offset runs of merge source `source` (0 for a 1:1 task) of a task whose
+    /// source start is at or after `from`.
     pub fn offset_runs_page(
         &self,
         plan_id: &str,
         task_id: u32,
+        source: u32,
         from: i64,
         limit: usize,
     ) -> Result<Vec<OffsetRunRecord>, LedgerError> {
-        let from = u64::try_from(from).unwrap_or(0);
-        scan_task_items(&self.runs, plan_id, task_id, from, limit, decode_run)
+        let from = OffsetRunRecord::key_position(source, from.max(0)).unwrap_or(u64::MAX);
+        let mut runs = scan_task_items(&self.runs, plan_id, task_id, from, limit, decode_run)?;
+        runs.retain(|r| r.source_index == source);
+        Ok(runs)
     }
 
     /// The last offset run of a task starting at or before `offset` and the first starting
     /// after it: all that translating one committed offset needs (see `offsets.rs`).
+    /// Of merge source `source` (0 for a 1:1 task).
     pub fn runs_around(
         &self,
         plan_id: &str,
         task_id: u32,
+        source: u32,
         offset: i64,
     ) -> Result<(Option<OffsetRunRecord>, Option<OffsetRunRecord>), LedgerError> {
         let prefix = task_key(plan_id, task_id);
         let decode = |kv: Option<sled::Result<(sled::IVec, sled::IVec)>>| match kv.transpose()? {
-            Some((k, v)) if k.starts_with(&prefix) => decode_run(&k, &v).map(Some),
+            Some((k, v)) if k.starts_with(&prefix) => decode_run(&k, &v)
+                .map(|r| (r.source_index == source).then_some(r)),
             _ => Ok(None),
         };
-        let Ok(at) = u64::try_from(offset) else {
-            return Ok((None, decode(self.runs.scan_prefix(&prefix).next())?));
+        let first = OffsetRunRecord::key_position(source, 0).unwrap_or(u64::MAX);
+        let Some(at) = OffsetRunRecord::key_position(source, offset) else {
+            if offset < 0 {
+                let after = self.runs.range(task_item_key(plan_id, task_id, first)..).next();
+                return Ok((None, decode(after)?));
+            }
+            return Ok((None, None));
         };
         let before = decode(
             self.runs
-                .range(prefix.clone()..=task_item_key(plan_id, task_id, at))
+                .range(task_item_key(plan_id, task_id, first)..=task_item_key(plan_id, task_id, at))
                 .next_back(),
         )?;
-        let after = match at.checked_add(1) {
-            Some(next) => decode(
-                self.runs
-                    .range(task_item_key(plan_id, task_id, next)..)
-                    .next(),
-            )?,
-            None => None,
-        };
+        let after = decode(
+            self.runs
+                .range(task_item_key(plan_id, task_id, at + 1)..)
+                .next(),
+        )?;
         Ok((before, after))
     }
 

@@ -129,6 +129,7 @@ pub fn from_v1(db: &sled::Db, store: &SegmentStore) -> Result<(), LedgerError> {
             first_offset,
             records_total: t.records_total,
             bytes_total: t.bytes_total,
+            merge_sources: Vec::new(),
         };
         let progress = TaskProgress {
             state: t.state,

@@ -136,10 +136,14 @@ pub struct Lease {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Checkpoint {
+    /// For a merge task, the sum of `source_next_offsets` (it only grows, like an offset).
     pub source_next_offset: i64,
     pub target_next_offset: i64,
     pub records_done: u64,
     pub bytes_done: u64,
+    /// A merge task's next offset per source, in `TaskMeta.merge_sources` order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_next_offsets: Vec<i64>,
 }
 
 /// The immutable part of a task, written with the plan.
@@ -159,6 +163,20 @@ pub struct TaskMeta {
     pub first_offset: i64,
     pub records_total: u64,
     pub bytes_total: u64,
+    /// A merge task's source partitions and their ranges of its segment list; empty for 1:1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merge_sources: Vec<MergeSourceMeta>,
+}
+
+/// One source partition of a merge task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MergeSourceMeta {
+    pub partition: i32,
+    /// Its range of the task's segment list.
+    pub segment_start: u64,
+    pub segment_count: u64,
+    /// First offset of its first segment.
+    pub first_offset: i64,
 }
 
 /// The mutable part of a task: everything a grant, heartbeat, checkpoint or failure touches.
@@ -243,13 +261,30 @@ pub struct OffsetRunRecord {
     pub source_start: i64,
     pub target_start: i64,
     pub length: u64,
+    /// Which merge source the run belongs to (0 for a 1:1 task).
+    #[serde(default)]
+    pub source_index: u32,
 }
+
+/// Offsets of one merge source are stored under keys `source_index << 48 | offset`, so each
+/// source's runs are contiguous and ordered (source offsets stay below 2^48).
+pub const RUN_KEY_SOURCE_SHIFT: u32 = 48;
 
 impl OffsetRunRecord {
     /// Whether `next` continues this run with no gap on either side.
     pub fn continued_by(&self, next: &OffsetRunRecord) -> bool {
         let len = self.length as i64;
-        self.source_start + len == next.source_start && self.target_start + len == next.target_start
+        self.source_index == next.source_index
+            && self.source_start + len == next.source_start
+            && self.target_start + len == next.target_start
+    }
+
+    /// The key position of source offset `offset` of merge source `source_index`; `None`
+    /// for an offset the key cannot hold.
+    pub fn key_position(source_index: u32, offset: i64) -> Option<u64> {
+        let offset = u64::try_from(offset).ok()?;
+        (offset < 1 << RUN_KEY_SOURCE_SHIFT)
+            .then_some((u64::from(source_index) << RUN_KEY_SOURCE_SHIFT) | offset)
     }
 }
 

@@ -39,6 +39,7 @@ fn new_task(id: u32, segments: usize) -> NewTask {
             first_offset: 0,
             records_total: segments as u64 * 10,
             bytes_total: segments as u64 * 100,
+            merge_sources: vec![],
         },
         segments: (0..segments).map(|i| span(i as i64 * 10, 10)).collect(),
     }
@@ -104,6 +105,7 @@ fn cp(source_next: i64, records: u64) -> Checkpoint {
         target_next_offset: source_next + 1000,
         records_done: records,
         bytes_done: records * 10,
+        source_next_offsets: vec![],
     }
 }
 
@@ -112,6 +114,7 @@ fn run(source: i64, target: i64, length: u64) -> OffsetRunRecord {
         source_start: source,
         target_start: target,
         length,
+        source_index: 0,
     }
 }
 
@@ -446,17 +449,53 @@ fn runs_around_an_offset() {
     )
     .unwrap();
     assert_eq!(
-        l.runs_around("p", 0, 11).unwrap(),
+        l.runs_around("p", 0, 0, 11).unwrap(),
         (Some(run(10, 103, 2)), Some(run(20, 105, 1)))
     );
     assert_eq!(
-        l.runs_around("p", 0, -1).unwrap(),
+        l.runs_around("p", 0, 0, -1).unwrap(),
         (None, Some(run(0, 100, 3)))
     );
     assert_eq!(
-        l.runs_around("p", 0, 99).unwrap(),
+        l.runs_around("p", 0, 0, 99).unwrap(),
         (Some(run(20, 105, 1)), None)
     );
+}
+
+#[test]
+fn runs_of_merge_sources_are_kept_apart() {
+    let (_d, l) = ledger_with(1, 1);
+    let (t, e) = granted(&l, "w", 0);
+    let of = |index: u32, r: OffsetRunRecord| OffsetRunRecord {
+        source_index: index,
+        ..r
+    };
+    // Two sources interleaved in the target: 0/0 → 0, 1/0 → 1, 0/1 → 2, 0/2 → 3.
+    let runs = [
+        of(0, run(0, 0, 1)),
+        of(1, run(0, 1, 1)),
+        of(0, run(1, 2, 2)),
+    ];
+    let mut c = cp(4, 4);
+    c.source_next_offsets = vec![3, 1];
+    report(&l, holder("w", t, e), &c, &runs).unwrap();
+    assert_eq!(
+        l.offset_runs_page("p", 0, 0, 0, 10).unwrap(),
+        vec![of(0, run(0, 0, 1)), of(0, run(1, 2, 2))],
+        "runs of one source that are not contiguous in the target stay apart"
+    );
+    assert_eq!(l.offset_runs_page("p", 0, 1, 0, 10).unwrap(), vec![of(1, run(0, 1, 1))]);
+    assert_eq!(
+        l.runs_around("p", 0, 1, 5).unwrap(),
+        (Some(of(1, run(0, 1, 1))), None),
+        "the search stays inside its source"
+    );
+    assert_eq!(
+        l.runs_around("p", 0, 0, 1).unwrap(),
+        (Some(of(0, run(1, 2, 2))), None)
+    );
+    let stored = l.task("p", 0).unwrap().progress.checkpoint.unwrap();
+    assert_eq!(stored.source_next_offsets, vec![3, 1]);
 }
 
 #[test]

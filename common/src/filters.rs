@@ -232,7 +232,11 @@ mod tests {
     fn mapping_rules() {
         assert_eq!(PartitionMapping::parse("0:0,1:2").unwrap().target_of(1), 2);
         let merge = PartitionMapping::parse("0:1,1:1").unwrap();
-        assert_eq!((merge.target_of(0), merge.target_of(1)), (1, 1), "N:1 is a merge");
+        assert_eq!(
+            (merge.target_of(0), merge.target_of(1)),
+            (1, 1),
+            "N:1 is a merge"
+        );
         assert!(PartitionMapping::parse("0:1,0:2").is_err());
         assert!(PartitionMapping::parse("-1:1").is_err());
         assert!(PartitionMapping::parse("0-1").is_err());

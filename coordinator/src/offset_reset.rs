@@ -184,12 +184,28 @@ pub async fn compute(
         ResetStrategy::TimestampBased => Some(open_backup(spec).await?),
         _ => None,
     };
+    let merged = |topic: &str, partition: i32| {
+        mapping
+            .partitions
+            .iter()
+            .filter(|p| p.target_topic == topic && p.target_partition == partition)
+            .count()
+            > 1
+    };
     let mut out = Vec::new();
     for g in mapping
         .groups
         .iter()
         .filter(|g| req.groups.contains(&g.group))
     {
+        if req.strategy != ResetStrategy::Exact && merged(&g.target_topic, g.target_partition) {
+            return refused(format!(
+                "{}/{} holds several merged source partitions: the {} strategy cannot tell their records apart; use --offset-strategy exact",
+                g.target_topic,
+                g.target_partition,
+                req.strategy.name()
+            ));
+        }
         let restored = mapping
             .partitions
             .iter()
@@ -387,16 +403,23 @@ fn commits_by_group(resets: &[GroupReset]) -> Result<BTreeMap<String, Vec<Partit
             r.group, r.source
         ));
     }
-    let mut by_group: BTreeMap<String, Vec<PartitionOffset>> = BTreeMap::new();
+    // Partitions merged into one target partition each translate to a target offset; the
+    // group gets the smallest, so no record of any of them is skipped (records of the other
+    // sources between that offset and theirs are read again).
+    let mut lowest: BTreeMap<(String, String, i32), i64> = BTreeMap::new();
     for r in resets {
-        by_group
-            .entry(r.group.clone())
-            .or_default()
-            .push(PartitionOffset {
-                topic: r.target_topic.clone(),
-                partition: r.target_partition,
-                offset: r.target_offset,
-            });
+        let at = lowest
+            .entry((r.group.clone(), r.target_topic.clone(), r.target_partition))
+            .or_insert(r.target_offset);
+        *at = (*at).min(r.target_offset);
+    }
+    let mut by_group: BTreeMap<String, Vec<PartitionOffset>> = BTreeMap::new();
+    for ((group, topic, partition), offset) in lowest {
+        by_group.entry(group).or_default().push(PartitionOffset {
+            topic,
+            partition,
+            offset,
+        });
     }
     Ok(by_group)
 }

@@ -249,9 +249,10 @@ impl RestorePlans for PlanService {
                         state: st.state.clone(),
                         runs_truncated: omitted,
                     });
-                    for g in groups.iter().filter(|g| {
-                        g.topic == meta.source_topic && g.partition == source_partition
-                    }) {
+                    for g in groups
+                        .iter()
+                        .filter(|g| g.topic == meta.source_topic && g.partition == source_partition)
+                    {
                         let (before, after) =
                             ledger.runs_around(&plan_id, meta.task_id, index, g.offset)?;
                         let target = translate(g.offset, before.as_ref(), after.as_ref(), done);

@@ -334,8 +334,16 @@ mod tests {
         assert_eq!(
             merge.merged,
             vec![
-                MergedSource { partition: 0, segment_start: 0, segment_count: 2 },
-                MergedSource { partition: 1, segment_start: 2, segment_count: 2 },
+                MergedSource {
+                    partition: 0,
+                    segment_start: 0,
+                    segment_count: 2
+                },
+                MergedSource {
+                    partition: 1,
+                    segment_start: 2,
+                    segment_count: 2
+                },
             ]
         );
         assert_eq!(merge.segments.len(), 4);

@@ -137,6 +137,13 @@ impl TargetCluster {
         existing: &BTreeMap<String, i32>,
     ) -> Result<TargetView, TargetError> {
         let mut view = TargetView::default();
+        // A topic partitions are merged into is created with as many partitions as the
+        // mapping fills (consolidating 64 partitions into 12 makes 12), not the source's count.
+        let merged_into: std::collections::BTreeSet<&str> = tasks
+            .iter()
+            .filter(|t| !t.merged.is_empty())
+            .map(|t| t.target_topic.as_str())
+            .collect();
         for task in tasks {
             let needed = task.target_partition;
             match existing.get(&task.target_topic) {
@@ -151,8 +158,13 @@ impl TargetCluster {
                     view.partitions.insert(task.target_topic.clone(), *actual);
                 }
                 None => {
+                    let base = if merged_into.contains(task.target_topic.as_str()) {
+                        0
+                    } else {
+                        task.source_partition_count
+                    };
                     let count = view.missing.entry(task.target_topic.clone()).or_insert(0);
-                    *count = (*count).max(task.source_partition_count).max(needed + 1);
+                    *count = (*count).max(base).max(needed + 1);
                 }
             }
         }

@@ -6,6 +6,7 @@
 pub mod connect;
 pub mod health;
 pub mod lease;
+pub mod merge;
 pub mod metrics;
 pub mod pages;
 pub mod produce;

@@ -30,7 +30,8 @@ pub struct SegmentPages {
     remote: Option<(WorkersClient, LeaseRef, Arc<LeaseState>)>,
     buffered: VecDeque<SegmentRef>,
     next_index: u64,
-    count: u64,
+    /// Where this reader stops: the end of the list, or of one merge source's range of it.
+    end: u64,
 }
 
 impl SegmentPages {
@@ -45,7 +46,24 @@ impl SegmentPages {
             remote: Some((client, lease_ref, state)),
             next_index: lease.segment_index + lease.segments.len() as u64,
             buffered: lease.segments.iter().cloned().collect(),
-            count: lease.segment_count,
+            end: lease.segment_count,
+        }
+    }
+
+    /// A reader over entries `start..start + count` of the leased task's list (one merge
+    /// source's range), asked of the coordinator page by page.
+    pub fn range(
+        client: WorkersClient,
+        lease_ref: LeaseRef,
+        state: Arc<LeaseState>,
+        start: u64,
+        count: u64,
+    ) -> Self {
+        Self {
+            remote: Some((client, lease_ref, state)),
+            next_index: start,
+            buffered: VecDeque::new(),
+            end: start.saturating_add(count),
         }
     }
 
@@ -54,14 +72,14 @@ impl SegmentPages {
         Self {
             remote: None,
             next_index: segments.len() as u64,
-            count: segments.len() as u64,
+            end: segments.len() as u64,
             buffered: segments.into(),
         }
     }
 
     /// The next segment ref, or `None` at the end of the list.
     pub async fn next(&mut self) -> Result<Option<SegmentRef>, PageError> {
-        if self.buffered.is_empty() && self.next_index < self.count {
+        if self.buffered.is_empty() && self.next_index < self.end {
             self.fetch().await?;
         }
         Ok(self.buffered.pop_front())
@@ -76,7 +94,7 @@ impl SegmentPages {
             let req = TaskSegmentsRequest {
                 lease: Some(lease.clone()),
                 from_index: self.next_index,
-                limit: 0,
+                limit: u32::try_from(self.end - self.next_index).unwrap_or(u32::MAX),
             };
             match client.get_task_segments(req).await {
                 Ok(r) => {
@@ -84,12 +102,13 @@ impl SegmentPages {
                     if r.segments.is_empty() || r.next_index <= self.next_index {
                         return Err(PageError::Unavailable(format!(
                             "the coordinator returned no segments from index {} of {}",
-                            self.next_index, self.count
+                            self.next_index, self.end
                         )));
                     }
-                    self.next_index = r.next_index;
-                    self.count = r.segment_count;
-                    self.buffered.extend(r.segments);
+                    let wanted = (self.end - self.next_index) as usize;
+                    self.next_index = r.next_index.min(self.end);
+                    self.end = self.end.min(r.segment_count);
+                    self.buffered.extend(r.segments.into_iter().take(wanted));
                     return Ok(());
                 }
                 Err(s) if matches!(s.code(), Code::FailedPrecondition | Code::NotFound) => {

@@ -9,6 +9,7 @@
 //! the old holder already produced; anything else was written by someone else and is skipped.
 //! Production then resumes right after the last source record found.
 
+use crate::merge::MergeStream;
 use crate::pages::SegmentPages;
 use crate::produce::{Acked, PartitionProducer};
 use crate::schema_remap::{RemapError, SchemaIdRemapper};
@@ -100,23 +101,35 @@ pub struct TaskSource<'a> {
     pub skip_bad: bool,
 }
 
-/// Source records after a checkpoint, in order, across segments.
-struct SourceCursor<'a> {
-    store: &'a BackupStore,
-    segments: SegmentPages,
-    current: Option<(DecodedSegment, usize)>,
-    filter: RecordFilter,
-    skip_bad: bool,
+/// What a takeover expects to find in the target after the checkpoint.
+pub enum Expected<'a> {
+    /// A 1:1 task's source partition.
+    Partition(Box<TaskSource<'a>>),
+    /// A merge task's merged sequence, opened at the checkpoint's positions.
+    Merge(MergeStream),
 }
 
-impl SourceCursor<'_> {
-    /// Next kept record as the producing pass wrote it: schema IDs rewritten the same way.
+enum Cursor<'a> {
+    Partition(Box<SourceCursor<'a>>),
+    Merge(MergeStream),
+}
+
+impl Cursor<'_> {
+    /// The next expected record with its merge source index (0 for a 1:1 task), schema IDs
+    /// rewritten as the producing pass rewrote them.
     async fn next(
         &mut self,
         remap: Option<&mut SchemaIdRemapper>,
-    ) -> Result<Option<ExpectedRecord>, ReconcileError> {
-        let Some(mut exp) = self.next_source().await? else {
-            return Ok(None);
+    ) -> Result<Option<(u32, ExpectedRecord)>, ReconcileError> {
+        let (index, mut exp) = match self {
+            Cursor::Partition(c) => match c.next_source().await? {
+                Some(e) => (0, e),
+                None => return Ok(None),
+            },
+            Cursor::Merge(m) => match m.next().await? {
+                Some(r) => (r.index, ExpectedRecord::from(&r.as_ref())),
+                None => return Ok(None),
+            },
         };
         if let Some(remap) = remap {
             let probe = RecordRef {
@@ -135,9 +148,20 @@ impl SourceCursor<'_> {
                 exp.value = Some(v);
             }
         }
-        Ok(Some(exp))
+        Ok(Some((index, exp)))
     }
+}
 
+/// Source records after a checkpoint, in order, across segments.
+struct SourceCursor<'a> {
+    store: &'a BackupStore,
+    segments: SegmentPages,
+    current: Option<(DecodedSegment, usize)>,
+    filter: RecordFilter,
+    skip_bad: bool,
+}
+
+impl SourceCursor<'_> {
     /// Next kept record as (offset, fingerprint pieces) — owned, since it outlives a segment.
     async fn next_source(&mut self) -> Result<Option<ExpectedRecord>, SourceError> {
         loop {
@@ -238,7 +262,7 @@ fn same(
 /// Reconciles the target tail after `acked` (the checkpoint) and returns the advanced state.
 pub async fn reconcile(
     target: &TargetPartition<'_>,
-    source: TaskSource<'_>,
+    source: Expected<'_>,
     add_headers: bool,
     mut remap: Option<&mut SchemaIdRemapper>,
     mut acked: Acked,
@@ -263,15 +287,18 @@ pub async fn reconcile(
     )
     .map_err(target.err())?;
     consumer.assign(&tpl).map_err(target.err())?;
-    let mut cursor = SourceCursor {
-        store: source.store,
-        segments: source.segments,
-        current: None,
-        filter: RecordFilter {
-            from_offset: acked.source_next,
-            ..source.filter
-        },
-        skip_bad: source.skip_bad,
+    let mut cursor = match source {
+        Expected::Partition(source) => Cursor::Partition(Box::new(SourceCursor {
+            store: source.store,
+            segments: source.segments,
+            current: None,
+            filter: RecordFilter {
+                from_offset: acked.source_next,
+                ..source.filter
+            },
+            skip_bad: source.skip_bad,
+        })),
+        Expected::Merge(stream) => Cursor::Merge(stream),
     };
     let mut expected = cursor.next(remap.as_deref_mut()).await?;
     let mut at = acked.target_next;
@@ -291,8 +318,8 @@ pub async fn reconcile(
         };
         at = msg.offset() + 1;
         if let Some(exp) = &expected {
-            if same(exp, &msg, add_headers) {
-                acked.record(exp.offset, msg.offset(), exp.bytes);
+            if same(&exp.1, &msg, add_headers) {
+                acked.record_from(exp.0, exp.1.offset, msg.offset(), exp.1.bytes);
                 matched += 1;
                 expected = cursor.next(remap.as_deref_mut()).await?;
                 continue;

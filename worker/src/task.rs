@@ -15,9 +15,10 @@
 
 use crate::connect::WorkersClient;
 use crate::lease::{spawn_heartbeats, LeaseState};
+use crate::merge::{MergeStream, SourceSpec};
 use crate::pages::{PageError, SegmentPages};
 use crate::produce::{Acked, PartitionProducer, ProduceError, ProducerCache, ProducerKey};
-use crate::reconcile::{reconcile, ReconcileError, TargetPartition, TaskSource};
+use crate::reconcile::{reconcile, Expected, ReconcileError, TargetPartition, TaskSource};
 use crate::schema_remap::{RemapError, SchemaIdRemapper};
 use crate::shutdown::Shutdown;
 use crate::source::{prefetch, RecordFilter, SourceError};
@@ -304,15 +305,7 @@ async fn execute(
         from_ts: lease.from_timestamp_ms,
         to_ts: lease.to_timestamp_ms,
     };
-    let mut acked = resume_point(
-        lease,
-        &store,
-        &producer,
-        pages.clone(),
-        filter,
-        cx.remap.as_mut(),
-    )
-    .await?;
+    let mut acked = resume_point(&mut cx, &store, &producer, pages.clone(), filter).await?;
     if !reused {
         crate::produce::request_producer_id(&producer, &lease.target_topic).await;
     }
@@ -325,12 +318,18 @@ async fn execute(
         lease.add_original_offset_headers,
         acked,
     );
-    let filter = RecordFilter {
-        from_offset: out.acked.source_next,
-        ..filter
-    };
-    let segments = prefetch(store, pages, filter, lease.skip_corrupt_segments);
-    produce_all(&mut cx, segments, filter, &mut out).await?;
+    if lease.merge_sources.is_empty() {
+        let filter = RecordFilter {
+            from_offset: out.acked.source_next,
+            ..filter
+        };
+        let segments = prefetch(store, pages, filter, lease.skip_corrupt_segments);
+        produce_all(&mut cx, segments, filter, &mut out).await?;
+    } else {
+        let positions = out.acked.source_nexts.clone();
+        let mut merged = open_merge(&cx, &store, &positions);
+        produce_merged(&mut cx, &mut merged, &mut out).await?;
+    }
     out.drain().await?;
     let records = out.acked.records;
     cx.client
@@ -342,15 +341,16 @@ async fn execute(
 }
 
 /// Where this holder starts: after reconciling the target tail when a previous holder left a
-/// checkpoint, else at the task's first offset with the target's current end.
+/// checkpoint, else at the task's first offset (each merge source's first offset) with the
+/// target's current end.
 async fn resume_point(
-    lease: &TaskLease,
+    cx: &mut TaskContext<'_>,
     store: &BackupStore,
     producer: &rdkafka::producer::FutureProducer,
     pages: SegmentPages,
     filter: RecordFilter,
-    remap: Option<&mut SchemaIdRemapper>,
 ) -> Result<Acked, TaskError> {
+    let lease = cx.lease;
     let target = TargetPartition {
         bootstrap: &lease.bootstrap_servers,
         properties: &lease.kafka_properties,
@@ -358,34 +358,126 @@ async fn resume_point(
         partition: lease.target_partition,
         client: producer,
     };
+    let merge = !lease.merge_sources.is_empty();
     if !lease.has_checkpoint {
+        let starts = merge_positions(lease);
         return Ok(Acked {
-            source_next: lease.task_start_offset,
+            source_next: if merge {
+                starts.iter().sum()
+            } else {
+                lease.task_start_offset
+            },
             target_next: target.end_offset().await?,
+            source_nexts: starts,
             ..Default::default()
         });
     }
+    let positions = merge_positions(lease);
     let cp = Acked {
         source_next: lease.source_next_offset,
         target_next: lease.target_next_offset,
         records: lease.records_done,
         bytes: lease.bytes_done,
+        source_nexts: positions.clone(),
         ..Default::default()
     };
-    let source = TaskSource {
-        store,
-        segments: pages,
-        filter,
-        skip_bad: lease.skip_corrupt_segments,
+    let expected = if merge {
+        Expected::Merge(open_merge(cx, store, &positions))
+    } else {
+        Expected::Partition(Box::new(TaskSource {
+            store,
+            segments: pages,
+            filter,
+            skip_bad: lease.skip_corrupt_segments,
+        }))
     };
     Ok(reconcile(
         &target,
-        source,
+        expected,
         lease.add_original_offset_headers,
-        remap,
+        cx.remap.as_mut(),
         cp,
     )
     .await?)
+}
+
+/// A merge task's next offset per source: the checkpoint's, else the source's first.
+fn merge_positions(lease: &TaskLease) -> Vec<i64> {
+    lease
+        .merge_sources
+        .iter()
+        .map(|m| {
+            if lease.has_checkpoint && m.next_offset >= 0 {
+                m.next_offset
+            } else {
+                m.start_offset
+            }
+        })
+        .collect()
+}
+
+/// The merged sequence of a merge task from `positions` (one per source).
+fn open_merge(cx: &TaskContext<'_>, store: &BackupStore, positions: &[i64]) -> MergeStream {
+    let lease = cx.lease;
+    let sources = lease
+        .merge_sources
+        .iter()
+        .zip(positions)
+        .map(|(m, from)| SourceSpec {
+            partition: m.source_partition,
+            segments: SegmentPages::range(
+                cx.client.clone(),
+                cx.lease_ref.clone(),
+                cx.state.clone(),
+                m.segment_index,
+                m.segment_count,
+            ),
+            filter: RecordFilter {
+                from_offset: *from,
+                from_ts: lease.from_timestamp_ms,
+                to_ts: lease.to_timestamp_ms,
+            },
+        })
+        .collect();
+    MergeStream::open(store, sources, lease.skip_corrupt_segments)
+}
+
+/// Produces a merge task's merged sequence.
+async fn produce_merged(
+    cx: &mut TaskContext<'_>,
+    merged: &mut MergeStream,
+    out: &mut PartitionProducer,
+) -> Result<(), TaskError> {
+    let mut pace = Pace::new(cx.lease);
+    pace.bytes_at_checkpoint = Some(out.acked.bytes);
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = cx.shutdown.requested() => return Err(cx.stop_for_shutdown(out).await),
+            next = merged.next() => next,
+        };
+        out.acked.skipped.extend(merged.take_skipped());
+        let rec = match next {
+            Ok(Some(rec)) => rec,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                // Skippable objects were skipped by the stream; anything else ends the task.
+                skip_or_stop(cx, "", e, out).await?;
+                continue;
+            }
+        };
+        pace.throttle.wait().await;
+        wait_for_lease(cx.state, cx.write_window, out).await?;
+        let view = rec.as_ref();
+        match cx.remap.as_mut() {
+            None => out.send_from(rec.index, &view).await?,
+            Some(remap) => {
+                let rewritten = remap.rewrite(&view).await?;
+                out.send_from(rec.index, &rewritten.apply(&view)).await?;
+            }
+        }
+        checkpoint_if_due(cx, out, &mut pace).await?;
+    }
 }
 
 /// Produces the records `filter` keeps from every segment the fetch stage hands over.
@@ -519,22 +611,34 @@ async fn produce_segment(
                 out.send(&rewritten.apply(&rec)).await?;
             }
         }
-        if pace.checkpoint_due(out) {
-            out.collect_ready()?;
-            pace.checkpointed(out.acked.bytes);
-            // One produce batch = what was acknowledged since the last checkpoint.
-            let batch = tracing::info_span!(
-                "produce_batch",
-                records_done = out.acked.records,
-                source_next = out.acked.source_next,
-                target_next = out.acked.target_next,
-                runs = out.acked.runs.len(),
-            );
-            if let Err(e) = cx.checkpoint(&mut out.acked).instrument(batch).await {
-                out.abandon().await;
-                return Err(e);
-            }
-        }
+        checkpoint_if_due(cx, out, pace).await?;
+    }
+    Ok(())
+}
+
+/// Reports what was acknowledged since the last checkpoint when the interval has passed (or
+/// many offset runs gathered); a refused report stops the producer at once.
+async fn checkpoint_if_due(
+    cx: &mut TaskContext<'_>,
+    out: &mut PartitionProducer,
+    pace: &mut Pace,
+) -> Result<(), TaskError> {
+    if !pace.checkpoint_due(out) {
+        return Ok(());
+    }
+    out.collect_ready()?;
+    pace.checkpointed(out.acked.bytes);
+    // One produce batch = what was acknowledged since the last checkpoint.
+    let batch = tracing::info_span!(
+        "produce_batch",
+        records_done = out.acked.records,
+        source_next = out.acked.source_next,
+        target_next = out.acked.target_next,
+        runs = out.acked.runs.len(),
+    );
+    if let Err(e) = cx.checkpoint(&mut out.acked).instrument(batch).await {
+        out.abandon().await;
+        return Err(e);
     }
     Ok(())
 }

@@ -104,14 +104,18 @@ impl Ledger {
     ) -> Result<(Option<OffsetRunRecord>, Option<OffsetRunRecord>), LedgerError> {
         let prefix = task_key(plan_id, task_id);
         let decode = |kv: Option<sled::Result<(sled::IVec, sled::IVec)>>| match kv.transpose()? {
-            Some((k, v)) if k.starts_with(&prefix) => decode_run(&k, &v)
-                .map(|r| (r.source_index == source).then_some(r)),
+            Some((k, v)) if k.starts_with(&prefix) => {
+                decode_run(&k, &v).map(|r| (r.source_index == source).then_some(r))
+            }
             _ => Ok(None),
         };
         let first = OffsetRunRecord::key_position(source, 0).unwrap_or(u64::MAX);
         let Some(at) = OffsetRunRecord::key_position(source, offset) else {
             if offset < 0 {
-                let after = self.runs.range(task_item_key(plan_id, task_id, first)..).next();
+                let after = self
+                    .runs
+                    .range(task_item_key(plan_id, task_id, first)..)
+                    .next();
                 return Ok((None, decode(after)?));
             }
             return Ok((None, None));

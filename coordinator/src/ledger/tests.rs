@@ -484,7 +484,10 @@ fn runs_of_merge_sources_are_kept_apart() {
         vec![of(0, run(0, 0, 1)), of(0, run(1, 2, 2))],
         "runs of one source that are not contiguous in the target stay apart"
     );
-    assert_eq!(l.offset_runs_page("p", 0, 1, 0, 10).unwrap(), vec![of(1, run(0, 1, 1))]);
+    assert_eq!(
+        l.offset_runs_page("p", 0, 1, 0, 10).unwrap(),
+        vec![of(1, run(0, 1, 1))]
+    );
     assert_eq!(
         l.runs_around("p", 0, 1, 5).unwrap(),
         (Some(of(1, run(0, 1, 1))), None),

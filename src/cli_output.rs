@@ -104,19 +104,13 @@ pub fn print_report(r: &PlanReport, dry_run: bool) {
         } else {
             format!("source offsets {}..={}", t.first_offset, t.last_offset)
         };
-        let sources = if t.merged_source_partitions.is_empty() {
-            t.source_partition.to_string()
-        } else {
-            t.merged_source_partitions
-                .iter()
-                .map(i32::to_string)
-                .collect::<Vec<_>>()
-                .join("+")
-        };
         println!(
-            "├─ {}/{} → {}/{}: {} records in {} segments, {}, target starts at offset {}",
-            t.source_topic,
-            sources,
+            "├─ {} → {}/{}: {} records in {} segments, {}, target starts at offset {}",
+            source_label(
+                &t.source_topic,
+                t.source_partition,
+                &t.merged_source_partitions
+            ),
             t.target_topic,
             t.target_partition,
             t.records,
@@ -157,10 +151,19 @@ pub fn print_report(r: &PlanReport, dry_run: bool) {
     );
 }
 
+/// "topic/p", or "topic/p+q+r" for partitions merged into one target partition.
+pub fn source_label(topic: &str, partition: i32, merged: &[i32]) -> String {
+    if merged.is_empty() {
+        return format!("{topic}/{partition}");
+    }
+    let parts: Vec<String> = merged.iter().map(i32::to_string).collect();
+    format!("{topic}/{}", parts.join("+"))
+}
+
 fn task_json(t: &TaskStatus) -> Value {
     json!({
         "task_id": t.task_id,
-        "source": format!("{}/{}", t.source_topic, t.source_partition),
+        "source": source_label(&t.source_topic, t.source_partition, &t.merged_source_partitions),
         "target": format!("{}/{}", t.target_topic, t.target_partition),
         "state": t.state,
         "worker_id": t.worker_id,
@@ -230,9 +233,12 @@ pub fn print_status(s: &PlanStatus) {
             format!(" — {}", t.error)
         };
         println!(
-            "├─ {}/{} → {}/{}: {} {}% ({} / {} records){}",
-            t.source_topic,
-            t.source_partition,
+            "├─ {} → {}/{}: {} {}% ({} / {} records){}",
+            source_label(
+                &t.source_topic,
+                t.source_partition,
+                &t.merged_source_partitions
+            ),
             t.target_topic,
             t.target_partition,
             t.state,

@@ -103,11 +103,14 @@ impl Tree {
                     ProgressBar::new(t.bytes_total.max(1)).with_style(style.clone()),
                 );
                 bar.set_prefix(format!(
-                    "Task [{}/{}] {}/{} → {}/{}",
+                    "Task [{}/{}] {} → {}/{}",
                     i + 1,
                     s.tasks.len(),
-                    t.source_topic,
-                    t.source_partition,
+                    crate::cli_output::source_label(
+                        &t.source_topic,
+                        t.source_partition,
+                        &t.merged_source_partitions
+                    ),
                     t.target_topic,
                     t.target_partition
                 ));

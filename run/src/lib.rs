@@ -381,11 +381,11 @@ impl Session {
             .iter()
             .filter(|g| req.groups.contains(&g.group))
         {
-            if let Some(t) = report
-                .tasks
-                .iter()
-                .find(|t| t.source_topic == g.topic && t.source_partition == g.partition)
-            {
+            if let Some(t) = report.tasks.iter().find(|t| {
+                t.source_topic == g.topic
+                    && (t.source_partition == g.partition
+                        || t.merged_source_partitions.contains(&g.partition))
+            }) {
                 out.push(GroupReset {
                     group: g.group.clone(),
                     source: format!("{}/{}", g.topic, g.partition),

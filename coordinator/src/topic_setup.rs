@@ -69,6 +69,9 @@ pub fn creations(
         .collect()
 }
 
+/// Records younger than this are not warned about when the target's retention is unknown.
+const UNKNOWN_RETENTION_WARN_AGE_MS: i64 = 86_400_000;
+
 /// A target topic whose retention would delete restored records.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetentionRisk {
@@ -129,12 +132,18 @@ pub async fn retention_risks(
     let mut broker_default: Option<Option<i64>> = None;
     let (mut risks, mut unknown) = (Vec::new(), Vec::new());
     for (topic, oldest_ms) in oldest {
+        // A retention that cannot be read is worth a warning only for records old enough
+        // for a plausible retention to reach: fresh records (a clone, a test) would only
+        // make every dry run noisy.
+        let worth_asking = *oldest_ms < now_ms.saturating_sub(UNKNOWN_RETENTION_WARN_AGE_MS);
         let configs: BTreeMap<String, String> = match created.get(topic.as_str()) {
             Some(c) => c.configs.clone().into_iter().collect(),
             None => match described.get(topic) {
                 Some(c) => c.clone(),
                 None => {
-                    unknown.push(topic.clone());
+                    if worth_asking {
+                        unknown.push(topic.clone());
+                    }
                     continue;
                 }
             },
@@ -155,7 +164,9 @@ pub async fn retention_risks(
                     Some(ms) if ms >= 0 => ms,
                     Some(_) => continue,
                     None => {
-                        unknown.push(topic.clone());
+                        if worth_asking {
+                            unknown.push(topic.clone());
+                        }
                         continue;
                     }
                 }

@@ -3,7 +3,8 @@
 //! exactly the merged sequence (records in (timestamp, source partition) order, every
 //! source's own order kept — one source goes back in time); an embedded restore killed
 //! (kill -9) mid-merge and rerun still writes every record once; a consumer group committed on
-//! the source is reset on the target through the merge.
+//! the source is reset on the target through the merge; a worker process holding merge tasks
+//! is killed (kill -9) and another takes them over exactly.
 
 mod common;
 
@@ -242,4 +243,95 @@ async fn three_to_one_survives_a_kill_mid_merge() {
         &merged(&[(0, &r[0]), (1, &r[1]), (2, &r[2])]),
     );
     assert_partition(&b, &target, 1, &merged(&[(3, &r[3])]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_merge_is_taken_over_exactly() {
+    if skip_without_servers() {
+        return;
+    }
+    let src = source("merge-takeover", 300).await;
+    let b = broker();
+    let target = unique("merge-takeover-target");
+    let state = temp_dir();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = format!("http://{listen}");
+    let ledger = state.path().join("ledger");
+    let _coordinator = Killed(spawn_logged(
+        &[
+            "coordinator",
+            "--listen",
+            &listen,
+            "--state-dir",
+            ledger.to_str().expect("utf8"),
+            "--lease-ttl",
+            "4s",
+            "--lease-grace",
+            "1s",
+        ],
+        &state.path().join("coordinator.log"),
+    ));
+    wait_port(port);
+    let worker = |id: &str| {
+        spawn_logged(
+            &["worker", "--coordinator", &url, "--worker-id", id],
+            &state.path().join(format!("{id}.log")),
+        )
+    };
+    let mut first = worker("first");
+    let plan = submit_detached_to(
+        &url,
+        &b,
+        src.backup.path(),
+        &src.topic,
+        &target,
+        &[
+            "--partition-mapping",
+            "0:0,1:0,2:1,3:1",
+            "--max-records-per-sec",
+            "300",
+        ],
+    );
+    // Kill the first worker (kill -9) once both merge tasks are well under way.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = plan_status(&url, &plan).await;
+        let going = st.as_ref().is_some_and(|s| {
+            s.tasks.len() == 2
+                && s.tasks
+                    .iter()
+                    .all(|t| t.worker_id == "first" && t.records_done >= 150)
+        });
+        if going {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the merge never got going: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill().expect("kill -9");
+    let _ = first.wait();
+    let _second = Killed(worker("second"));
+    let done = loop {
+        let st = plan_status(&url, &plan).await.expect("status");
+        if st.state == "completed" {
+            break st;
+        }
+        assert!(st.state != "failed", "{st:?}");
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(90),
+            "not finished after the takeover: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(done
+        .tasks
+        .iter()
+        .all(|t| t.worker_id.is_empty() || t.worker_id == "second"));
+    let r = &src.records;
+    assert_partition(&b, &target, 0, &merged(&[(0, &r[0]), (1, &r[1])]));
+    assert_partition(&b, &target, 1, &merged(&[(2, &r[2]), (3, &r[3])]));
 }

@@ -55,24 +55,10 @@ async fn a_rolling_restart_of_every_worker_hands_tasks_back_and_ends_exact() {
         backed_up_topic_on(&tb, "rolling", PARTITIONS, RECORDS, BASE_TS, 1).await;
     let target = unique("rolling-target");
     let state = temp_dir();
-    let (port, metrics_port) = (free_port(), free_port());
-    let listen = format!("127.0.0.1:{port}");
-    let url = format!("http://{listen}");
-    let ledger = state.path().join("ledger");
+    let metrics_port = free_port();
     // The default 30 s lease TTL: a task left to expire would stall the restore visibly.
-    let _coordinator = Killed(spawn_logged(
-        &[
-            "coordinator",
-            "--listen",
-            &listen,
-            "--state-dir",
-            ledger.to_str().expect("p"),
-            "--metrics-listen",
-            &format!("127.0.0.1:{metrics_port}"),
-        ],
-        &state.path().join("coordinator.log"),
-    ));
-    wait_port(port);
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let (_coordinator, url, _) = spawn_coordinator(state.path(), &["--metrics-listen", &metrics]);
     wait_port(metrics_port);
     let two = ["--max-tasks", "2"];
     let mut workers: Vec<Killed> = (0..3)

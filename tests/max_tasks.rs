@@ -23,25 +23,8 @@ async fn one_worker_holds_two_leases_and_each_is_fenced_on_its_own() {
     let mut target_broker = RestartingBroker::start();
     let tb = target_broker.addr();
     let state = temp_dir();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let url = format!("http://{listen}");
-    let ledger = state.path().join("ledger");
-    let _coordinator = Killed(spawn_logged(
-        &[
-            "coordinator",
-            "--listen",
-            &listen,
-            "--state-dir",
-            ledger.to_str().expect("p"),
-            "--lease-ttl",
-            "6s",
-            "--lease-grace",
-            "2s",
-        ],
-        &state.path().join("coordinator.log"),
-    ));
-    wait_port(port);
+    let (_coordinator, url, _) =
+        spawn_coordinator(state.path(), &["--lease-ttl", "6s", "--lease-grace", "2s"]);
     let _worker = Killed(spawn_logged(
         &[
             "worker",

@@ -209,32 +209,13 @@ async fn three_to_one_survives_a_kill_mid_merge() {
         "--max-records-per-sec",
         "300",
     ]);
-    let log = state.path().join("restore.log");
-    let mut child = spawn_logged(&args, &log);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let written = end_offset(&b, &target, 0).max(0);
-        if written >= 360 {
-            child.kill().expect("kill -9");
-            let _ = child.wait();
-            eprintln!("killed after {written} of 900 merged records were written");
-            break;
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!(
-                "restore ended ({st}) before the kill; see {}",
-                log.display()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no progress; see {}",
-            log.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let out = kb_ok(&args);
-    assert!(out.contains("Resuming plan"), "{out}");
+    kill_mid_restore_and_rerun(
+        &args,
+        &state.path().join("restore.log"),
+        (&b, &target, 0),
+        360,
+    )
+    .await;
     let r = &src.records;
     assert_partition(
         &b,
@@ -254,25 +235,8 @@ async fn a_worker_killed_mid_merge_is_taken_over_exactly() {
     let b = broker();
     let target = unique("merge-takeover-target");
     let state = temp_dir();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let url = format!("http://{listen}");
-    let ledger = state.path().join("ledger");
-    let _coordinator = Killed(spawn_logged(
-        &[
-            "coordinator",
-            "--listen",
-            &listen,
-            "--state-dir",
-            ledger.to_str().expect("utf8"),
-            "--lease-ttl",
-            "4s",
-            "--lease-grace",
-            "1s",
-        ],
-        &state.path().join("coordinator.log"),
-    ));
-    wait_port(port);
+    let (_coordinator, url, _) =
+        spawn_coordinator(state.path(), &["--lease-ttl", "4s", "--lease-grace", "1s"]);
     let worker = |id: &str| {
         spawn_logged(
             &["worker", "--coordinator", &url, "--worker-id", id],

@@ -13,7 +13,6 @@ use common::*;
 use kafka_backup_common::segment::Record;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const BASE_TS: i64 = 1_720_000_000_000;
 
@@ -409,32 +408,13 @@ async fn registry_mode_copies_schemas_with_references_and_survives_a_kill() {
         ],
     );
     args.extend(registry_flags);
-    let log = state.path().join("restore.log");
-    let mut child = spawn_logged(&args, &log);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let written = end_offset(&broker(), &target, 0).max(0);
-        if written >= (total as i64) * 2 / 5 {
-            child.kill().expect("kill -9");
-            let _ = child.wait();
-            eprintln!("killed after {written} of {total} records were written");
-            break;
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!(
-                "restore ended ({st}) before the kill; see {}",
-                log.display()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no progress; see {}",
-            log.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let out = kb_ok(&args);
-    assert!(out.contains("Resuming plan"), "{out}");
+    kill_mid_restore_and_rerun(
+        &args,
+        &state.path().join("restore.log"),
+        (&broker(), &target, 0),
+        (total as i64) * 2 / 5,
+    )
+    .await;
 
     let auth = "restore:s3cret";
     let common = target_reg.get("/subjects/common/versions/2", auth);

@@ -726,3 +726,59 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
 }
+
+/// Starts `args` (a restore) with its log in `log`, kills it (kill -9) once partition
+/// `partition` of `topic` on `bootstrap` holds `at_least` records, then reruns the same
+/// restore to its end and checks that it resumed its plan. Fails if the first run ends
+/// before the kill or makes no progress within two minutes.
+pub async fn kill_mid_restore_and_rerun(
+    args: &[&str],
+    log: &std::path::Path,
+    (bootstrap, topic, partition): (&str, &str, i32),
+    at_least: i64,
+) {
+    let mut child = spawn_logged(args, log);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let written = end_offset(bootstrap, topic, partition).max(0);
+        if written >= at_least {
+            child.kill().expect("kill -9");
+            let _ = child.wait();
+            eprintln!("killed after {written} records were written to {topic}/{partition}");
+            break;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!(
+                "restore ended ({st}) before the kill; see {}",
+                log.display()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no progress; see {}",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = kb_ok(args);
+    assert!(out.contains("Resuming plan"), "{out}");
+}
+
+/// A coordinator process on a free loopback port with its ledger and log in `dir`, `extra`
+/// flags added; returns it (killed when dropped), its URL and its port, once it listens.
+pub fn spawn_coordinator(dir: &std::path::Path, extra: &[&str]) -> (Killed, String, u16) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let ledger = dir.join("ledger");
+    let mut args = vec![
+        "coordinator",
+        "--listen",
+        &listen,
+        "--state-dir",
+        ledger.to_str().expect("utf8 path"),
+    ];
+    args.extend_from_slice(extra);
+    let child = Killed(spawn_logged(&args, &dir.join("coordinator.log")));
+    wait_port(port);
+    (child, format!("http://{listen}"), port)
+}

@@ -198,6 +198,7 @@ fn read_topic<R: Read>(p: &mut JsonPull<R>, sieve: &Sieve) -> Result<TopicIndex,
                 }
                 topic.configs = Some(configs);
             }
+            "configs" => {}
             "partitions" if !p.null()? => {
                 p.begin_array()?;
                 while p.next_element()? {

@@ -49,10 +49,9 @@ fn endpoint(
         }
     };
     let decode = |s: &str| {
-        url::form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
     };
     let mut username = decode(url.username());
     let mut password = url.password().map(decode).unwrap_or_default();
@@ -172,7 +171,7 @@ mod tests {
         std::fs::write(&file, r#"{"1": 11, "2": 12}"#).expect("write");
         let f = SchemaIdFlags {
             mapping_file: Some(file),
-            source_registry: Some("http://alice:s%40cret@127.0.0.1:8081/".into()),
+            source_registry: Some("http://alice:s%40c+ret@127.0.0.1:8081/".into()),
             target_registry: Some("https://127.0.0.1:8082".into()),
             apply_to: Some("value".into()),
             ..Default::default()
@@ -187,7 +186,8 @@ mod tests {
         assert_eq!(src.url, "http://127.0.0.1:8081");
         assert_eq!(
             (src.username.as_str(), src.password.as_str()),
-            ("alice", "s@cret")
+            ("alice", "s@c+ret"),
+            "percent-decoded; a + stays a +"
         );
     }
 

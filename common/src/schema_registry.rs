@@ -14,6 +14,12 @@ use std::time::Duration;
 use thiserror::Error;
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+/// Characters escaped in a URL path segment: controls and everything outside unreserved.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 /// A registry call that takes longer than this is treated as an outage of the registry.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Schema references nest; a cycle (which no registry accepts) must not recurse forever.
@@ -196,6 +202,16 @@ impl RegistryClient {
             })
     }
 
+    /// A 404 where the registry API promises an answer.
+    fn missing_route(&self, what: String) -> RegistryError {
+        RegistryError::Rejected {
+            url: self.base.clone(),
+            what,
+            status: 404,
+            body: "not found".to_string(),
+        }
+    }
+
     fn not_found(&self, what: String) -> RegistryError {
         RegistryError::NotFound {
             url: self.base.clone(),
@@ -203,14 +219,21 @@ impl RegistryClient {
         }
     }
 
-    fn subject_path(subject: &str) -> String {
-        url::form_urlencoded::byte_serialize(subject.as_bytes()).collect()
+    /// The URL of `segments` under the registry's base URL, each segment percent-encoded
+    /// as a path segment (a subject may hold any character).
+    fn path(&self, segments: &[&str]) -> String {
+        let mut out = self.base.clone();
+        for s in segments {
+            out.push('/');
+            out.extend(percent_encoding::utf8_percent_encode(s, SEGMENT));
+        }
+        out
     }
 
     /// Whether the registry answers at all (and accepts the credentials).
     pub async fn check(&self) -> Result<(), RegistryError> {
         let what = "GET /subjects";
-        self.call::<Vec<String>>(what, self.http.get(format!("{}/subjects", self.base)))
+        self.call::<Vec<String>>(what, self.http.get(self.path(&["subjects"])))
             .await?
             .map(|_| ())
             .ok_or_else(|| RegistryError::Rejected {
@@ -234,7 +257,7 @@ impl RegistryClient {
     /// The subjects (and versions) a schema ID is registered under.
     pub async fn subjects_of(&self, id: i32) -> Result<Vec<SubjectVersion>, RegistryError> {
         let what = format!("GET /schemas/ids/{id}/versions");
-        let url = format!("{}/schemas/ids/{id}/versions", self.base);
+        let url = self.path(&["schemas", "ids", &id.to_string(), "versions"]);
         self.call(&what, self.http.get(url))
             .await?
             .ok_or_else(|| self.not_found(format!("schema ID {id}")))
@@ -246,42 +269,31 @@ impl RegistryClient {
         version: i64,
     ) -> Result<SubjectVersion, RegistryError> {
         let what = format!("GET /subjects/{subject}/versions/{version}");
-        let url = format!(
-            "{}/subjects/{}/versions/{version}",
-            self.base,
-            Self::subject_path(subject)
-        );
+        let url = self.path(&["subjects", subject, "versions", &version.to_string()]);
+        // A referenced version missing from the source is a broken registry, not an ID
+        // without a target: an error, never a silent pass.
         self.call(&what, self.http.get(url))
             .await?
-            .ok_or_else(|| self.not_found(format!("subject {subject} version {version}")))
+            .ok_or_else(|| self.missing_route(what))
     }
 
     /// Registers `schema` under `subject` (or finds it registered) and returns its ID.
     pub async fn register(&self, subject: &str, schema: &Schema) -> Result<i32, RegistryError> {
         let what = format!("POST /subjects/{subject}/versions");
-        let url = format!(
-            "{}/subjects/{}/versions",
-            self.base,
-            Self::subject_path(subject)
-        );
+        let url = self.path(&["subjects", subject, "versions"]);
         let req = self
             .http
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
             .json(schema);
         let reg: Option<Registered> = self.call(&what, req).await?;
-        reg.map(|r| r.id).ok_or_else(|| RegistryError::Rejected {
-            url: self.base.clone(),
-            what,
-            status: 404,
-            body: "the registry has no such route".to_string(),
-        })
+        reg.map(|r| r.id).ok_or_else(|| self.missing_route(what))
     }
 
     /// The version `schema` has under `subject` (after `register`).
     pub async fn version_of(&self, subject: &str, schema: &Schema) -> Result<i64, RegistryError> {
         let what = format!("POST /subjects/{subject}");
-        let url = format!("{}/subjects/{}", self.base, Self::subject_path(subject));
+        let url = self.path(&["subjects", subject]);
         let req = self
             .http
             .post(url)
@@ -290,17 +302,14 @@ impl RegistryClient {
         let found: Option<SubjectVersion> = self.call(&what, req).await?;
         found
             .map(|v| v.version)
-            .ok_or_else(|| RegistryError::NotFound {
-                url: self.base.clone(),
-                what: format!("the schema just registered under {subject}"),
-            })
+            .ok_or_else(|| self.missing_route(what))
     }
 
     /// Every schema the registry holds (subject, version, ID), at most `limit` of them.
     pub async fn list(&self, limit: usize) -> Result<Vec<SubjectVersion>, RegistryError> {
         let what = "GET /schemas";
         if let Some(all) = self
-            .call::<Vec<SubjectVersion>>(what, self.http.get(format!("{}/schemas", self.base)))
+            .call::<Vec<SubjectVersion>>(what, self.http.get(self.path(&["schemas"])))
             .await?
         {
             return Ok(all.into_iter().take(limit).collect());
@@ -315,11 +324,7 @@ impl RegistryClient {
             .unwrap_or_default();
         let mut out = Vec::new();
         for subject in subjects {
-            let url = format!(
-                "{}/subjects/{}/versions",
-                self.base,
-                Self::subject_path(&subject)
-            );
+            let url = self.path(&["subjects", &subject, "versions"]);
             let versions: Vec<i64> = self
                 .call("GET /subjects/{subject}/versions", self.http.get(url))
                 .await?

@@ -64,17 +64,26 @@ pub fn worth_keeping(
     let Some(value) = value else {
         return false;
     };
-    if read_only || sensitive {
+    if read_only || sensitive || NOT_CARRIED.contains(&name) {
         return false;
     }
-    if matches!(source, ConfigSource::DynamicTopic) {
-        return true;
-    }
-    KAFKA_DEFAULTS
-        .iter()
-        .find(|(k, _)| *k == name)
-        .is_some_and(|(_, default)| *default != value)
+    // Only Kafka's own topic configs: a vendor's keys (confluent.*) are refused as unknown
+    // by other brokers, and would make --create-topics fail on the target.
+    let Some((_, default)) = KAFKA_DEFAULTS.iter().find(|(k, _)| *k == name) else {
+        return false;
+    };
+    matches!(source, ConfigSource::DynamicTopic) || *default != value
 }
+
+/// Topic configs never carried to the target: replication throttles name the source's broker
+/// ids, and `message.timestamp.type=LogAppendTime` would make the target broker replace every
+/// restored record's timestamp (the original time is what a restore must keep, and what a
+/// takeover recognises its records by).
+const NOT_CARRIED: &[&str] = &[
+    "follower.replication.throttled.replicas",
+    "leader.replication.throttled.replicas",
+    "message.timestamp.type",
+];
 
 /// The configurations of `topics` worth keeping (see `worth_keeping`), per topic. A topic
 /// the broker describes with an error is left out (logged); the backup is valid without.
@@ -143,7 +152,8 @@ pub fn broker_retention_ms(broker: &BTreeMap<String, String>) -> Option<i64> {
         .or_else(|| get("log.retention.hours").map(|h| h.saturating_mul(3_600_000)))
 }
 
-/// Parses one `--topic-config KEY=VALUE`.
+/// Parses one `--topic-config KEY=VALUE`; an empty value (`KEY=`) drops a configuration the
+/// backup recorded.
 pub fn parse_override(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() && !k.contains(char::is_whitespace) => {

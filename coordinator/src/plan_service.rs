@@ -79,6 +79,9 @@ impl PlanService {
 fn fingerprint(spec: &RestoreSpec) -> String {
     let mut s = spec.clone();
     s.checkpoint_interval_ms = 0;
+    // Consent to retention deletes does not make another restore: given on a resubmission,
+    // it must resume the same plan.
+    s.allow_retention_deletes = false;
     let mut h: u64 = 0xcbf29ce484222325;
     for b in s.encode_to_vec() {
         h ^= u64::from(b);
@@ -340,11 +343,6 @@ impl PlanService {
                 report: Some(planned.report),
             }));
         }
-        if !planned.retention_risks.is_empty() && !spec.allow_retention_deletes {
-            return Err(Status::failed_precondition(
-                planned.retention_risks.join("; "),
-            ));
-        }
         if let Some(existing) = existing {
             let state = self
                 .coord
@@ -359,6 +357,12 @@ impl PlanService {
                     report: Some(planned.report),
                 }));
             }
+        }
+        // Checked for new plans only: a plan being resumed already wrote its oldest records.
+        if !planned.retention_risks.is_empty() && !spec.allow_retention_deletes {
+            return Err(Status::failed_precondition(
+                planned.retention_risks.join("; "),
+            ));
         }
         let target = TargetCluster::new(&spec.bootstrap_servers, &spec.kafka_properties);
         target
@@ -446,8 +450,11 @@ impl PlanService {
             report.records += tr.records;
             report.bytes += tr.bytes;
             if let Some((a, b)) = range {
-                let o = oldest.entry(task.target_topic.clone()).or_insert(a);
-                *o = (*o).min(a);
+                // Records without a timestamp (-1) are not aged by time-based retention.
+                if a >= 0 {
+                    let o = oldest.entry(task.target_topic.clone()).or_insert(a);
+                    *o = (*o).min(a);
+                }
                 report.min_timestamp_ms = Some(report.min_timestamp_ms.map_or(a, |m| m.min(a)));
                 report.max_timestamp_ms = Some(report.max_timestamp_ms.map_or(b, |m| m.max(b)));
             }

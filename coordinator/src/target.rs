@@ -65,6 +65,8 @@ pub struct TargetCluster {
     /// One client for every metadata and watermark request of a plan: connecting once keeps
     /// a dry run of thousands of segments and many partitions fast.
     client: std::sync::OnceLock<BaseConsumer>,
+    /// A broker of the cluster, seen by `topic_partitions` (asked for its default retention).
+    broker_id: std::sync::OnceLock<i32>,
 }
 
 impl Drop for TargetCluster {
@@ -83,6 +85,7 @@ impl TargetCluster {
             bootstrap: bootstrap.to_string(),
             properties: properties.clone(),
             client: std::sync::OnceLock::new(),
+            broker_id: std::sync::OnceLock::new(),
         }
     }
 
@@ -115,6 +118,9 @@ impl TargetCluster {
         let md = consumer
             .fetch_metadata(None, TIMEOUT)
             .map_err(self.unreachable())?;
+        if let Some(b) = md.brokers().first() {
+            let _ = self.broker_id.set(b.id());
+        }
         if md.brokers().is_empty() {
             return Err(TargetError::Unreachable {
                 bootstrap: self.bootstrap.clone(),
@@ -219,16 +225,10 @@ impl TargetCluster {
     }
 
     /// The configuration a broker of the cluster reports (for its `log.retention.*`);
-    /// `None` when it cannot be described.
+    /// `None` when it cannot be described or `topic_partitions` has not seen a broker (no
+    /// metadata request here: this runs on the async threads).
     pub async fn broker_configs(&self) -> Option<BTreeMap<String, String>> {
-        let broker = self
-            .consumer()
-            .ok()?
-            .fetch_metadata(None, TIMEOUT)
-            .ok()?
-            .brokers()
-            .first()?
-            .id();
+        let broker = *self.broker_id.get()?;
         let admin = self.admin().ok()?;
         let spec = ResourceSpecifier::Broker(broker);
         let results = admin

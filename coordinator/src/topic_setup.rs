@@ -54,11 +54,30 @@ pub fn creations(
                 .cloned()
                 .unwrap_or_default();
             let mut configs = source.configs;
-            configs.extend(spec.topic_configs.clone());
+            for (k, v) in &spec.topic_configs {
+                if v.is_empty() {
+                    configs.remove(k);
+                } else {
+                    configs.insert(k.clone(), v.clone());
+                }
+            }
             let replication_factor = match spec.replication_factor {
                 n if n > 0 => n,
                 _ => source.replication_factor.unwrap_or(-1),
             };
+            // A min.insync.replicas above the replication factor would refuse every write.
+            if replication_factor > 0 {
+                let too_high = configs
+                    .get("min.insync.replicas")
+                    .and_then(|v| v.trim().parse::<i32>().ok())
+                    .is_some_and(|m| m > replication_factor);
+                if too_high {
+                    configs.insert(
+                        "min.insync.replicas".to_string(),
+                        replication_factor.to_string(),
+                    );
+                }
+            }
             TopicCreation {
                 topic: topic.clone(),
                 partitions: *partitions,
@@ -228,6 +247,18 @@ mod tests {
             Some("86400000")
         );
         spec.replication_factor = 1;
+        spec.topic_configs
+            .insert("cleanup.policy".into(), String::new());
+        let mut recorded = recorded;
+        if let Some(r) = recorded.get_mut("orders") {
+            r.configs.insert("min.insync.replicas".into(), "2".into());
+        }
+        let c = &creations(&missing, &tasks, &recorded, &spec)[0];
+        assert!(!c.configs.contains_key("cleanup.policy"), "KEY= drops it");
+        assert_eq!(
+            c.configs.get("min.insync.replicas").map(String::as_str),
+            Some("1")
+        );
         let foreign = creations(&missing, &tasks, &BTreeMap::new(), &spec);
         assert_eq!(foreign[0].replication_factor, 1);
         assert!(foreign[0].configs.contains_key("retention.ms"));

@@ -460,11 +460,9 @@ async fn produce_merged(
         let rec = match next {
             Ok(Some(rec)) => rec,
             Ok(None) => return Ok(()),
-            Err(e) => {
-                // Skippable objects were skipped by the stream; anything else ends the task.
-                skip_or_stop(cx, "", e, out).await?;
-                continue;
-            }
+            // The stream skipped what may be skipped; anything else (a damaged record
+            // inside a segment, as for a 1:1 task) ends the task at this point.
+            Err(e) => return Err(stop_at(cx, e, out).await),
         };
         pace.throttle.wait().await;
         wait_for_lease(cx.state, cx.write_window, out).await?;
@@ -527,24 +525,37 @@ async fn skip_or_stop(
     out: &mut PartitionProducer,
 ) -> Result<(), TaskError> {
     match e {
-        SourceError::SegmentList(e) => {
-            out.abandon().await;
-            Err(match e {
-                PageError::Fenced(_) => TaskError::Fenced,
-                PageError::Unavailable(why) => TaskError::Coordinator(why),
-            })
-        }
         e if cx.lease.skip_corrupt_segments && e.is_bad_object() => {
             tracing::error!(%key, error = %e, "skipping a missing or corrupt segment (--skip-corrupt-segments)");
             out.acked.skipped.push(format!("{key}: {e}"));
             Ok(())
         }
-        e => {
-            out.drain().await?;
-            cx.checkpoint(&mut out.acked).await?;
-            Err(e.into())
-        }
+        e => Err(stop_at(cx, e, out).await),
     }
+}
+
+/// Ends the task at a source error: the coordinator's segment list gone (fenced or
+/// unreachable) stops writing at once; anything else after producing and checkpointing
+/// everything before it.
+async fn stop_at(
+    cx: &mut TaskContext<'_>,
+    e: SourceError,
+    out: &mut PartitionProducer,
+) -> TaskError {
+    if let SourceError::SegmentList(e) = e {
+        out.abandon().await;
+        return match e {
+            PageError::Fenced(_) => TaskError::Fenced,
+            PageError::Unavailable(why) => TaskError::Coordinator(why),
+        };
+    }
+    if let Err(d) = out.drain().await {
+        return d.into();
+    }
+    if let Err(c) = cx.checkpoint(&mut out.acked).await {
+        return c;
+    }
+    e.into()
 }
 
 /// When to checkpoint and how fast to go: the lease's checkpoint interval, an early report

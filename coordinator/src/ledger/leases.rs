@@ -189,6 +189,9 @@ impl Ledger {
                 ));
             }
         }
+        if let Some(why) = merge_positions_refused(&e.tasks[id as usize].meta, prev.as_ref(), cp) {
+            return Err(fenced(plan_id, id, why));
+        }
         let prev = prev.unwrap_or_default();
         let records_added = cp.records_done.saturating_sub(prev.records_done);
         let progressed = records_added > 0
@@ -326,4 +329,38 @@ impl Ledger {
         }
         g
     }
+}
+
+/// Why a merge task's checkpoint is refused: one next offset per source, none going back
+/// (the sum the ledger compares for every task would hide one source going back while
+/// another moves on). `None` when it is acceptable or the task is 1:1.
+fn merge_positions_refused(
+    meta: &TaskMeta,
+    prev: Option<&Checkpoint>,
+    cp: &Checkpoint,
+) -> Option<String> {
+    if meta.merge_sources.is_empty() {
+        return (!cp.source_next_offsets.is_empty())
+            .then(|| "per-source offsets for a task that merges nothing".to_string());
+    }
+    if cp.source_next_offsets.len() != meta.merge_sources.len() {
+        return Some(format!(
+            "{} per-source offsets for a merge of {} partitions",
+            cp.source_next_offsets.len(),
+            meta.merge_sources.len()
+        ));
+    }
+    let before = prev
+        .map(|p| p.source_next_offsets.as_slice())
+        .unwrap_or_default();
+    before
+        .iter()
+        .zip(&cp.source_next_offsets)
+        .position(|(b, n)| n < b)
+        .map(|i| {
+            format!(
+                "merge source {i} goes backwards ({} < {})",
+                cp.source_next_offsets[i], before[i]
+            )
+        })
 }

@@ -462,9 +462,27 @@ fn runs_around_an_offset() {
     );
 }
 
+/// A ledger with one merge task of two sources (one segment each).
+fn merge_ledger() -> (tempfile::TempDir, Ledger) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(dir.path()).expect("open");
+    let mut task = new_task(0, 2);
+    task.meta.merge_sources = (0..2)
+        .map(|i| MergeSourceMeta {
+            partition: i,
+            segment_start: i as u64,
+            segment_count: 1,
+            first_offset: 0,
+        })
+        .collect();
+    let c = l.create_plan(plan_record("p", 1), vec![task]).expect("create");
+    l.durable_blocking(c.seq).expect("durable");
+    (dir, l)
+}
+
 #[test]
 fn runs_of_merge_sources_are_kept_apart() {
-    let (_d, l) = ledger_with(1, 1);
+    let (_d, l) = merge_ledger();
     let (t, e) = granted(&l, "w", 0);
     let of = |index: u32, r: OffsetRunRecord| OffsetRunRecord {
         source_index: index,
@@ -499,6 +517,13 @@ fn runs_of_merge_sources_are_kept_apart() {
     );
     let stored = l.task("p", 0).unwrap().progress.checkpoint.unwrap();
     assert_eq!(stored.source_next_offsets, vec![3, 1]);
+    // One source going back is refused even when the sum grows; so is a wrong count.
+    let mut back = cp(9, 6);
+    back.source_next_offsets = vec![8, 0];
+    assert!(report(&l, holder("w", t, e), &back, &[]).is_err());
+    let mut short = cp(9, 6);
+    short.source_next_offsets = vec![9];
+    assert!(report(&l, holder("w", t, e), &short, &[]).is_err());
 }
 
 #[test]

@@ -475,7 +475,9 @@ fn merge_ledger() -> (tempfile::TempDir, Ledger) {
             first_offset: 0,
         })
         .collect();
-    let c = l.create_plan(plan_record("p", 1), vec![task]).expect("create");
+    let c = l
+        .create_plan(plan_record("p", 1), vec![task])
+        .expect("create");
     l.durable_blocking(c.seq).expect("durable");
     (dir, l)
 }

@@ -63,12 +63,13 @@ struct Source {
     group: String,
 }
 
-async fn source(name: &str, per_partition: usize) -> Source {
+/// A 4-partition topic on `bootstrap` with a group committed at COMMITTED, backed up.
+async fn source(bootstrap: &str, name: &str, per_partition: usize) -> Source {
     let topic = unique(name);
-    create_topic(&broker(), &topic, 4).await;
+    create_topic(bootstrap, &topic, 4).await;
     let mut records = Vec::new();
     for p in 0..4 {
-        records.push(produce(&broker(), &topic, p, &source_records(p, per_partition)).await);
+        records.push(produce(bootstrap, &topic, p, &source_records(p, per_partition)).await);
     }
     let group = unique("merge-group");
     let offsets: Vec<groups::PartitionOffset> = COMMITTED
@@ -80,9 +81,9 @@ async fn source(name: &str, per_partition: usize) -> Source {
             offset: *o,
         })
         .collect();
-    groups::commit_offsets(&broker(), &BTreeMap::new(), &group, &offsets).expect("commit");
+    groups::commit_offsets(bootstrap, &BTreeMap::new(), &group, &offsets).expect("commit");
     let backup = backup_local_with(
-        &broker(),
+        bootstrap,
         &topic,
         "bk",
         &["--segment-max-records", "50", "--consumer-groups", &group],
@@ -131,7 +132,7 @@ async fn two_to_one_merges_in_order_and_resets_a_group_through_the_merge() {
     if skip_without_servers() {
         return;
     }
-    let src = source("merge-2to1", 60).await;
+    let src = source(&broker(), "merge-2to1", 60).await;
     let b2 = broker2();
     let target = unique("merge-2to1-target");
     let state = temp_dir();
@@ -195,8 +196,11 @@ async fn three_to_one_survives_a_kill_mid_merge() {
     if skip_without_servers() {
         return;
     }
-    let src = source("merge-3to1", 300).await;
-    let b = broker();
+    // Killed producers can make tansu panic, and 2,100 records would slow the shared broker
+    // for every later test: a broker of this test's own, kept up.
+    let mut own = RestartingBroker::start();
+    let b = own.addr();
+    let src = source(&b, "merge-3to1", 300).await;
     let target = unique("merge-3to1-target");
     let state = temp_dir();
     let state_path = state.path().to_str().expect("utf8").to_string();
@@ -212,7 +216,8 @@ async fn three_to_one_survives_a_kill_mid_merge() {
     kill_mid_restore_and_rerun(
         &args,
         &state.path().join("restore.log"),
-        (&b, &target, 0),
+        &mut own,
+        (&target, 0),
         360,
     )
     .await;
@@ -231,8 +236,9 @@ async fn a_worker_killed_mid_merge_is_taken_over_exactly() {
     if skip_without_servers() {
         return;
     }
-    let src = source("merge-takeover", 300).await;
-    let b = broker();
+    let mut own = RestartingBroker::start();
+    let b = own.addr();
+    let src = source(&b, "merge-takeover", 300).await;
     let target = unique("merge-takeover-target");
     let state = temp_dir();
     let (_coordinator, url, _) =
@@ -280,6 +286,7 @@ async fn a_worker_killed_mid_merge_is_taken_over_exactly() {
     let _ = first.wait();
     let _second = Killed(worker("second"));
     let done = loop {
+        own.keep_up();
         let st = plan_status(&url, &plan).await.expect("status");
         if st.state == "completed" {
             break st;

@@ -58,12 +58,16 @@ fn remapped(r: &Record, map: &dyn Fn(u32) -> Option<u32>, keys: bool) -> Record 
     }
 }
 
-async fn backed_up(name: &str, recs: &[Record]) -> (String, Vec<Record>, tempfile::TempDir) {
+async fn backed_up(
+    bootstrap: &str,
+    name: &str,
+    recs: &[Record],
+) -> (String, Vec<Record>, tempfile::TempDir) {
     let topic = unique(name);
-    create_topic(&broker(), &topic, 1).await;
-    let produced = produce(&broker(), &topic, 0, recs).await;
+    create_topic(bootstrap, &topic, 1).await;
+    let produced = produce(bootstrap, &topic, 0, recs).await;
     let dir = backup_local_with(
-        &broker(),
+        bootstrap,
         &topic,
         "bk",
         &["--segment-max-records", "200", "--consumer-groups", "none"],
@@ -98,6 +102,13 @@ fn restore_args<'a>(
     args
 }
 
+/// Points `args` (from `restore_args`) at another target cluster.
+fn on<'a>(args: &mut [&'a str], bootstrap: &'a str) {
+    if let Some(i) = args.iter().position(|a| *a == "--bootstrap-servers") {
+        args[i + 1] = bootstrap;
+    }
+}
+
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
@@ -112,7 +123,8 @@ async fn mapping_file_rewrites_only_the_id_bytes() {
     if skip_without_servers() {
         return;
     }
-    let (topic, produced, backup) = backed_up("sid-file", &records(300, 1, &[1, 2])).await;
+    let (topic, produced, backup) =
+        backed_up(&broker(), "sid-file", &records(300, 1, &[1, 2])).await;
     let dir = temp_dir();
     let mapping = dir.path().join("ids.json");
     std::fs::write(&mapping, r#"{"1": 101, "2": 102}"#).expect("mapping");
@@ -178,7 +190,8 @@ async fn an_unmapped_id_fails_naming_it_or_passes_when_asked() {
         return;
     }
     // Record 3 is the first with value ID 2 (values cycle 1, 2, 3 from record 1).
-    let (topic, produced, backup) = backed_up("sid-missing", &records(60, 1, &[1, 2, 3])).await;
+    let (topic, produced, backup) =
+        backed_up(&broker(), "sid-missing", &records(60, 1, &[1, 2, 3])).await;
     let dir = temp_dir();
     let mapping = dir.path().join("ids.yaml");
     std::fs::write(&mapping, "1: 11\n3: 13\n").expect("mapping");
@@ -362,7 +375,11 @@ async fn registry_mode_copies_schemas_with_references_and_survives_a_kill() {
         &serde_json::json!([{"subject": "common", "schema": "syntax = \"proto3\"; message Other {}", "schemaType": "PROTOBUF"}]),
     );
     let total = 3000;
-    let (topic, produced, backup) = backed_up("sid-registry", &records(total, 3, &[2])).await;
+    // A broker of the test's own: a killed producer can make tansu panic (it is restarted),
+    // and 3,000 records would slow the shared broker for every later test.
+    let mut own = RestartingBroker::start();
+    let b = leak(own.addr());
+    let (topic, produced, backup) = backed_up(b, "sid-registry", &records(total, 3, &[2])).await;
     let target_url = format!("http://restore:s3cret@127.0.0.1:{}", target_reg.port);
     let src_url = source.url();
     let registry_flags = [
@@ -383,13 +400,15 @@ async fn registry_mode_copies_schemas_with_references_and_survives_a_kill() {
         "--target-schema-registry",
         &bad_url,
     ]);
+    on(&mut args, b);
     let err = kb_err(&args, "refused the credentials");
     assert!(err.contains("user:password@"), "{err}");
-    assert!(!topic_exists(&broker(), &target), "nothing may be written");
+    assert!(!topic_exists(b, &target), "nothing may be written");
 
     // Dry run: lists the source registry's schemas, to be registered when met.
     let mut args = restore_args(&backup, &topic, &target, &state, &["--dry-run"]);
     args.extend(registry_flags);
+    on(&mut args, b);
     let out = kb_ok(&args);
     assert!(out.contains("Schema ID 2 (orders-value v1)"), "{out}");
     assert!(out.contains("Schema ID 3 (orders-key v1)"), "{out}");
@@ -408,10 +427,12 @@ async fn registry_mode_copies_schemas_with_references_and_survives_a_kill() {
         ],
     );
     args.extend(registry_flags);
+    on(&mut args, b);
     kill_mid_restore_and_rerun(
         &args,
         &state.path().join("restore.log"),
-        (&broker(), &target, 0),
+        &mut own,
+        (&target, 0),
         (total as i64) * 2 / 5,
     )
     .await;
@@ -439,5 +460,6 @@ async fn registry_mode_copies_schemas_with_references_and_survives_a_kill() {
         _ => None,
     };
     let want: Vec<Record> = produced.iter().map(|r| remapped(r, &map, true)).collect();
-    assert_target(&target, &want);
+    own.keep_up();
+    assert_same_records(&want, &consume_all(b, &target, 0));
 }

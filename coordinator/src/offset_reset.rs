@@ -250,7 +250,41 @@ pub async fn compute(
             target_offset,
         });
     }
+    out.extend(uncommitted_merge_sources(mapping, &out));
     Ok(out)
+}
+
+/// For a group reset on a target partition that merges several sources, the sources the
+/// group committed nothing on: each is read from its first restored record, so taking the
+/// smallest offset per target partition (`commits_by_group`) skips none of their records.
+fn uncommitted_merge_sources(mapping: &OffsetMapping, resets: &[GroupReset]) -> Vec<GroupReset> {
+    let mut extra = Vec::new();
+    for r in resets {
+        let sources = mapping.partitions.iter().filter(|p| {
+            p.target_topic == r.target_topic && p.target_partition == r.target_partition
+        });
+        for p in sources {
+            let label = format!("{}/{}", p.source_topic, p.source_partition);
+            let covered = resets
+                .iter()
+                .chain(&extra)
+                .any(|o| o.group == r.group && o.source == label);
+            let Some(first) = p.runs.iter().min_by_key(|run| run.source_start) else {
+                continue;
+            };
+            if !covered {
+                extra.push(GroupReset {
+                    group: r.group.clone(),
+                    source: label,
+                    source_offset: first.source_start,
+                    target_topic: r.target_topic.clone(),
+                    target_partition: r.target_partition,
+                    target_offset: first.target_start,
+                });
+            }
+        }
+    }
+    extra
 }
 
 /// The target offsets a restore wrote for a partition, from its offset runs.
@@ -522,6 +556,39 @@ mod tests {
                 && e.to_string().contains("g1, g2"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_merged_source_without_a_commit_is_read_from_its_first_restored_record() {
+        let source =
+            |partition: i32, target_start: i64| kafka_backup_proto::PartitionOffsetMapping {
+                source_topic: "t".into(),
+                source_partition: partition,
+                target_topic: "t2".into(),
+                target_partition: 0,
+                runs: vec![OffsetRun {
+                    source_index: partition as u32,
+                    source_start: 0,
+                    target_start,
+                    length: 10,
+                }],
+                ..Default::default()
+            };
+        let mapping = OffsetMapping {
+            partitions: vec![source(0, 0), source(1, 3)],
+            ..Default::default()
+        };
+        // The group committed on t/0 only (translated to 50); t/1's records start at 3.
+        let committed = [reset("g", 0, 50)];
+        let extra = uncommitted_merge_sources(&mapping, &committed);
+        assert_eq!(extra.len(), 1);
+        assert_eq!(
+            (extra[0].source.as_str(), extra[0].target_offset),
+            ("t/1", 3)
+        );
+        let all: Vec<GroupReset> = committed.into_iter().chain(extra).collect();
+        let by = commits_by_group(&all).unwrap();
+        assert_eq!(by["g"][0].offset, 3, "nothing of t/1 is skipped");
     }
 
     #[test]

@@ -727,20 +727,22 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
 }
 
-/// Starts `args` (a restore) with its log in `log`, kills it (kill -9) once partition
-/// `partition` of `topic` on `bootstrap` holds `at_least` records, then reruns the same
-/// restore to its end and checks that it resumed its plan. Fails if the first run ends
-/// before the kill or makes no progress within two minutes.
+/// Starts `args` (a restore whose target is `broker`) with its log in `log`, kills it
+/// (kill -9) once partition `partition` of `topic` holds `at_least` records, then reruns the
+/// same restore to its end and checks that it resumed its plan. The broker is kept up
+/// throughout (a killed producer can make tansu panic; see `RestartingBroker`). Fails if the
+/// first run ends before the kill or either run stalls for two minutes.
 pub async fn kill_mid_restore_and_rerun(
     args: &[&str],
     log: &std::path::Path,
-    (bootstrap, topic, partition): (&str, &str, i32),
+    broker: &mut RestartingBroker,
+    (topic, partition): (&str, i32),
     at_least: i64,
 ) {
     let mut child = spawn_logged(args, log);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let written = end_offset(bootstrap, topic, partition).max(0);
+        let written = broker.end_offset(topic, partition).max(0);
         if written >= at_least {
             child.kill().expect("kill -9");
             let _ = child.wait();
@@ -760,7 +762,24 @@ pub async fn kill_mid_restore_and_rerun(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let out = kb_ok(args);
+    let out_path = log.with_extension("rerun.out");
+    let mut rerun = Command::new(bin())
+        .args(args)
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("rerun");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        broker.keep_up();
+        if let Some(st) = rerun.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the rerun did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+    assert!(status.success(), "rerun failed: {out}");
     assert!(out.contains("Resuming plan"), "{out}");
 }
 

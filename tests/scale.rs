@@ -214,7 +214,9 @@ async fn a_partition_of_100k_segments_survives_a_worker_killed_mid_list() {
     assert_eq!(last.state, "completed", "{last:?}");
     let task = &last.tasks[0];
     assert_eq!(task.segments_total, SEGMENTS as u64);
-    assert_eq!(task.epoch, 2, "the second worker took over: {task:?}");
+    // Epoch 2 is the second worker's grant; a produce timeout on this loaded broker can add
+    // a third (an outage retry, seen in CI), which changes nothing about what was written.
+    assert!(task.epoch >= 2, "the second worker took over: {task:?}");
     assert_same_records(&records, &consume_all(&addr, &target, 0));
 }
 

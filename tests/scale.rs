@@ -86,23 +86,10 @@ fn many_segment_backup(dir: &std::path::Path, topic: &str, n: usize) -> Vec<Reco
     records
 }
 
-/// A coordinator process on a free loopback port with its ledger in `state`; returns the
-/// process and its URL once it listens.
+/// A coordinator process with its ledger in `state` (see `spawn_coordinator`) and its URL.
 fn coordinator(state: &std::path::Path, extra: &[&str]) -> (Killed, String) {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let ledger = state.join("ledger");
-    let mut args = vec![
-        "coordinator",
-        "--listen",
-        &listen,
-        "--state-dir",
-        ledger.to_str().expect("utf8 path"),
-    ];
-    args.extend_from_slice(extra);
-    let child = Killed(spawn_logged(&args, &state.join("coordinator.log")));
-    wait_port(port);
-    (child, format!("http://{listen}"))
+    let (child, url, _) = spawn_coordinator(state, extra);
+    (child, url)
 }
 
 #[tokio::test(flavor = "multi_thread")]

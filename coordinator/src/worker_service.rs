@@ -158,13 +158,17 @@ fn frame_ref(f: &IndexFrame) -> SegmentFrame {
     }
 }
 
-/// The first page of a lease: from the segment that holds the resume point.
+/// The first page of a lease: from the segment that holds the resume point. None for a merge
+/// task: its worker reads each source's range of the list from that source's own position.
 fn first_page(
     ledger: &Ledger,
     plan_id: &str,
     task: &TaskView,
 ) -> Result<(u64, Vec<SegmentEntry>), Status> {
     let meta = &task.meta;
+    if !meta.merge_sources.is_empty() {
+        return Ok((0, Vec::new()));
+    }
     let start = match &task.progress.checkpoint {
         Some(cp) => ledger
             .segment_index_for(plan_id, meta.task_id, cp.source_next_offset)

@@ -60,6 +60,12 @@ pub struct BackupArgs {
     /// restore that starts mid-segment decompresses at most this much before its first record.
     #[arg(long, allow_hyphen_values = true)]
     pub index_interval_bytes: Option<u64>,
+    /// How long the source broker may hold a fetch waiting for more data (ms; default 10).
+    #[arg(long, allow_hyphen_values = true)]
+    pub fetch_wait_max_ms: Option<u32>,
+    /// Most bytes one fetch returns per partition (default 8388608).
+    #[arg(long, allow_hyphen_values = true)]
+    pub max_partition_fetch_bytes: Option<u32>,
 }
 
 /// Opens the store named by flag, env or config file.
@@ -133,6 +139,16 @@ pub async fn backup(a: BackupArgs) -> Result<ExitCode> {
         segment_max_records,
         zstd_level,
         frame_bytes,
+        fetch: kafka_backup_common::backup::FetchSettings {
+            wait_max_ms: a
+                .fetch_wait_max_ms
+                .or(b.fetch.wait_max_ms)
+                .unwrap_or(kafka_backup_common::backup::DEFAULT_FETCH_WAIT_MAX_MS),
+            max_partition_bytes: a
+                .max_partition_fetch_bytes
+                .or(b.fetch.max_partition_bytes)
+                .unwrap_or(kafka_backup_common::backup::DEFAULT_MAX_PARTITION_FETCH_BYTES),
+        },
     };
     req.validate()?;
     let store = open_store(&a.storage, true)?;

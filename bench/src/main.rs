@@ -1,9 +1,15 @@
 //! kb-bench: the measurements behind `bench/run.sh`.
-//!   gen     DIR ID TOPIC PARTITIONS RECORDS_PER_PARTITION VALUE_BYTES SEGMENT_RECORDS
-//!   decode  DIR ID            decode+filter throughput vs in-process zstd of the same bodies
+//!   gen     DIR ID TOPIC PARTITIONS RECORDS_PER_PARTITION VALUE_BYTES SEGMENT_RECORDS [foreign]
+//!           `foreign`: segments as another tool writes them: one streamed zstd frame without
+//!           a content size, no seek index, no min/max timestamps in the manifest
+//!   decode  DIR ID [PASSES]   decode+filter throughput (best of PASSES) vs in-process
+//!           streaming zstd of the same bodies
 //!   bodies  DIR ID OUT        concatenated zstd bodies, for the `zstd -d` baseline
 //!   produce DIR ID BOOTSTRAP TOPIC   raw rdkafka producer ceiling, same records, same broker
 //!   seek    DIR ID TOPIC PARTITION TS  time to the first record at or after TS
+//!   consume BOOTSTRAP TOPIC [KEY=VALUE...]  a plain rdkafka consumer reading every partition
+//!           of TOPIC to its high watermark, writing nothing (the backup's baseline); the
+//!           settings used are printed with the figure
 //!   metadata BOOTSTRAP        a bare client's first full metadata answer (dry-run baseline)
 //!   median-run N CMD ARGS...  median wall time of N runs of a command, spawn to exit
 //!   gen-manifest, scale-task, scale-workers: the coordinator at scale (see scale.rs)
@@ -15,6 +21,7 @@ use kafka_backup_common::frames::{build_indexed_segment, FrameCuts, DEFAULT_FRAM
 use kafka_backup_common::manifest::{
     segment_key, Manifest, PartitionManifest, SegmentMeta, TopicManifest,
 };
+use kafka_backup_common::pieces::Pieces;
 use kafka_backup_common::segment::{
     encode_record, DecodedSegment, SegmentHeader, FOOTER_LEN, HEADER_LEN,
 };
@@ -57,6 +64,7 @@ async fn gen(args: &[String]) -> Res<()> {
     let per_partition: u64 = arg(args, 6, "RECORDS_PER_PARTITION")?.parse()?;
     let value_bytes: usize = arg(args, 7, "VALUE_BYTES")?.parse()?;
     let segment_records: u64 = arg(args, 8, "SEGMENT_RECORDS")?.parse()?;
+    let foreign = args.get(9).map(String::as_str) == Some("foreign");
     let store = BackupStore::open(&dir, &HashMap::new(), true)?;
     let base_ts = 1_700_000_000_000i64;
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
@@ -114,7 +122,11 @@ async fn gen(args: &[String]) -> Res<()> {
                 start_offset: offset,
                 end_offset: offset + n as i64 - 1,
             };
-            let (bytes, frames) = build_indexed_segment(&region, header, 3, &cuts)?;
+            let (bytes, frames) = if foreign {
+                (streamed_segment(&region, header)?, Vec::new())
+            } else {
+                build_indexed_segment(&region, header, 3, &cuts)?
+            };
             let key = segment_key(&id, &topic, p, offset);
             total_bytes += region.len() as u64;
             segments.push(SegmentMeta {
@@ -126,8 +138,8 @@ async fn gen(args: &[String]) -> Res<()> {
                 record_count: n,
                 uncompressed_size: region.len() as u64,
                 compressed_size: bytes.len() as u64,
-                min_timestamp: Some(min_ts),
-                max_timestamp: Some(max_ts),
+                min_timestamp: (!foreign).then_some(min_ts),
+                max_timestamp: (!foreign).then_some(max_ts),
                 frames,
             });
             store.put(&key, bytes).await?;
@@ -164,6 +176,17 @@ async fn gen(args: &[String]) -> Res<()> {
     Ok(())
 }
 
+/// A segment whose body is one zstd frame written by a streaming encoder, which (like the
+/// Java writers of other backup tools) does not know the size up front and records none.
+fn streamed_segment(region: &[u8], header: SegmentHeader) -> Res<Vec<u8>> {
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3)?;
+    std::io::Write::write_all(&mut enc, region)?;
+    Ok(kafka_backup_common::segment::assemble_segment(
+        header,
+        &enc.finish()?,
+    ))
+}
+
 async fn segments_of(dir: &str, id: &str) -> Res<Vec<(String, Vec<u8>)>> {
     let store = BackupStore::open(dir, &HashMap::new(), false)?;
     let m = store.read_manifest(id).await?;
@@ -176,33 +199,61 @@ async fn segments_of(dir: &str, id: &str) -> Res<Vec<(String, Vec<u8>)>> {
 
 async fn decode(args: &[String]) -> Res<()> {
     let segs = segments_of(&arg(args, 2, "DIR")?, &arg(args, 3, "ID")?).await?;
-    // Baseline: decompress the same bodies, nothing else.
+    let passes: usize = args.get(4).map_or(Ok(1), |p| p.parse())?;
+    // Baseline: decompress the same bodies, nothing else, as `zstd -d` does (streaming into
+    // a reused buffer, output discarded).
     let t = Instant::now();
     let mut raw = 0usize;
     for (_, b) in &segs {
-        raw += zstd::stream::decode_all(&b[HEADER_LEN..b.len() - FOOTER_LEN])?.len();
+        let mut out = CountingSink(0);
+        zstd::stream::copy_decode(&b[HEADER_LEN..b.len() - FOOTER_LEN], &mut out)?;
+        raw += out.0;
     }
     let zstd_secs = t.elapsed().as_secs_f64();
-    // Ours: verify CRC, decompress, parse every record, apply a time filter.
-    let t = Instant::now();
+    // Ours, as a worker decodes: verify CRC, decompress piece by piece, check and parse
+    // every record, apply a time filter.
+    let objects: Vec<(&String, bytes::Bytes)> = segs
+        .iter()
+        .map(|(k, b)| (k, bytes::Bytes::copy_from_slice(b)))
+        .collect();
+    let mut ours_secs = f64::MAX;
     let (mut kept, mut bytes) = (0u64, 0usize);
-    for (k, b) in &segs {
-        let seg = DecodedSegment::decode(k, b)?;
-        bytes += seg.uncompressed_len();
-        for r in seg.records() {
-            let r = r?;
-            if r.timestamp >= 0 && r.value.is_some() {
-                kept += 1;
+    for _ in 0..passes.max(1) {
+        let t = Instant::now();
+        (kept, bytes) = (0, 0);
+        for (k, b) in &objects {
+            for piece in Pieces::of_segment(k, b.clone())? {
+                let piece = piece?;
+                bytes += piece.uncompressed_len();
+                for r in piece.records() {
+                    let r = r?;
+                    if r.timestamp >= 0 && r.value.is_some() {
+                        kept += 1;
+                    }
+                }
             }
         }
+        ours_secs = ours_secs.min(t.elapsed().as_secs_f64());
     }
-    let ours_secs = t.elapsed().as_secs_f64();
     assert_eq!(bytes, raw);
     println!(
         "{}",
         json!({"bytes": raw, "records": kept, "zstd_mb_s": raw as f64 / 1e6 / zstd_secs, "ours_mb_s": raw as f64 / 1e6 / ours_secs})
     );
     Ok(())
+}
+
+/// Counts what it is given and keeps nothing.
+struct CountingSink(usize);
+
+impl std::io::Write for CountingSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 async fn bodies(args: &[String]) -> Res<()> {
@@ -425,6 +476,78 @@ async fn metadata(args: &[String]) -> Res<()> {
     Ok(())
 }
 
+/// The fastest plain consumer configured here: fetches answered as soon as there is data,
+/// and large enough to carry many batches per round trip. `KEY=VALUE` arguments override.
+const CONSUMER_BASELINE: [(&str, &str); 5] = [
+    ("fetch.wait.max.ms", "10"),
+    ("fetch.min.bytes", "1"),
+    ("max.partition.fetch.bytes", "16777216"),
+    ("fetch.max.bytes", "67108864"),
+    ("queued.max.messages.kbytes", "262144"),
+];
+
+fn consume(args: &[String]) -> Res<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let (bootstrap, topic) = (arg(args, 2, "BOOTSTRAP")?, arg(args, 3, "TOPIC")?);
+    let mut settings: std::collections::BTreeMap<String, String> = CONSUMER_BASELINE
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for kv in args.iter().skip(4) {
+        let (k, v) = kv.split_once('=').ok_or("settings are KEY=VALUE")?;
+        settings.insert(k.to_string(), v.to_string());
+    }
+    let t = Instant::now();
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "kb-bench-consume")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    for (k, v) in &settings {
+        config.set(k, v);
+    }
+    let consumer: BaseConsumer = config.create()?;
+    let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+    let partitions = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = std::collections::HashMap::new();
+    for p in 0..partitions {
+        let (low, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
+        if high > low {
+            tpl.add_partition_offset(&topic, p, Offset::Offset(low))?;
+            remaining.insert(p, high);
+        }
+    }
+    consumer.assign(&tpl)?;
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !remaining.is_empty() && Instant::now() < deadline {
+        if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
+            let msg = msg?;
+            records += 1;
+            bytes += (msg.payload_len() + msg.key().map_or(0, <[u8]>::len)) as u64;
+            if remaining
+                .get(&msg.partition())
+                .is_some_and(|h| msg.offset() >= h - 1)
+            {
+                remaining.remove(&msg.partition());
+            }
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    std::thread::spawn(move || drop(consumer));
+    if !remaining.is_empty() {
+        return Err("the consumer did not reach the high watermarks within 600 s".into());
+    }
+    println!(
+        "{}",
+        json!({"secs": secs, "records": records, "bytes": bytes, "settings": settings})
+    );
+    Ok(())
+}
+
 /// Median wall time of N runs of a command, spawn to exit: what a user waits for, without
 /// the shell's own forks in the figure.
 fn median_run(args: &[String]) -> Res<()> {
@@ -460,6 +583,7 @@ async fn main() -> Res<()> {
         Some("produce") => produce(&args).await,
         Some("seek") => seek(&args).await,
         Some("metadata") => metadata(&args).await,
+        Some("consume") => consume(&args),
         Some("median-run") => median_run(&args),
         Some("gen-manifest") => scale::gen_manifest(&args),
         Some("scale-task") => scale::scale_task(&args).await,

@@ -5,12 +5,13 @@
 //! written last: a backup that crashed half-way has no manifest and never looks complete.
 
 use crate::filters::{FilterError, TopicPattern};
-use crate::frames::{build_indexed_segment, FrameCuts};
+use crate::frames::FrameCuts;
 use crate::kafka::client_config;
 use crate::manifest::{
     manifest_key, segment_key, GroupOffset, Manifest, PartitionManifest, SegmentMeta, TopicManifest,
 };
 use crate::segment::{encode_record, Compression, SegmentHeader};
+use crate::segment_upload::{SegmentJob, SegmentUploader};
 use crate::storage::{BackupStore, StorageError};
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
@@ -44,6 +45,8 @@ pub enum BackupError {
         patterns: Vec<String>,
         available: Vec<String>,
     },
+    #[error("invalid fetch setting: {0}; leave it out for the default")]
+    BadFetchSetting(String),
     #[error("zstd compression failed: {0}")]
     Compress(std::io::Error),
     #[error("backup thread ended abnormally: {0}")]
@@ -66,6 +69,34 @@ pub struct BackupRequest {
     pub zstd_level: i32,
     /// Uncompressed bytes per zstd frame / seek-index entry (see `frames.rs`).
     pub frame_bytes: u64,
+    pub fetch: FetchSettings,
+}
+
+/// How long the broker may hold a fetch for more data, by default. librdkafka's own default
+/// (500 ms) let a broker that waits out `fetch.wait.max.ms` before answering (tansu does)
+/// halve a backup's speed; a backup reads a fixed snapshot, so there is always data to
+/// answer with until the very end, and a short wait costs nothing there.
+pub const DEFAULT_FETCH_WAIT_MAX_MS: u32 = 10;
+/// Bytes one fetch may return per partition, by default: several segments' worth of
+/// batches per round trip instead of librdkafka's 1 MiB.
+pub const DEFAULT_MAX_PARTITION_FETCH_BYTES: u32 = 8 << 20;
+
+/// The consumer's fetch settings: they depend on the source cluster's brokers, so they are
+/// configuration (`backup.fetch`, `--fetch-wait-max-ms`, `--max-partition-fetch-bytes`)
+/// with defaults measured against the bench's broker (README, Benchmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchSettings {
+    pub wait_max_ms: u32,
+    pub max_partition_bytes: u32,
+}
+
+impl Default for FetchSettings {
+    fn default() -> Self {
+        Self {
+            wait_max_ms: DEFAULT_FETCH_WAIT_MAX_MS,
+            max_partition_bytes: DEFAULT_MAX_PARTITION_FETCH_BYTES,
+        }
+    }
 }
 
 const META_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,6 +114,18 @@ impl BackupRequest {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         if !id_ok {
             return Err(BackupError::BadBackupId(id.clone()));
+        }
+        if self.fetch.wait_max_ms > 300_000 {
+            return Err(BackupError::BadFetchSetting(format!(
+                "--fetch-wait-max-ms {} is above librdkafka's limit of 300000",
+                self.fetch.wait_max_ms
+            )));
+        }
+        if !(1..=1_000_000_000).contains(&self.fetch.max_partition_bytes) {
+            return Err(BackupError::BadFetchSetting(format!(
+                "--max-partition-fetch-bytes {} is outside 1..=1000000000",
+                self.fetch.max_partition_bytes
+            )));
         }
         Ok(self
             .topics
@@ -134,7 +177,14 @@ fn backup_blocking(
     let settings = topic_settings(handle, req, &topics, replication);
     let mut writers = assign_to_snapshot(&consumer, req, &topics)?;
     tracing::info!(partitions = writers.len(), "backup started");
-    read_to_snapshot(&consumer, handle, store, req, &mut writers)?;
+    let mut uploader = SegmentUploader::start(handle.clone(), store.clone(), req.zstd_level);
+    read_to_snapshot(&consumer, &mut uploader, req, &mut writers)?;
+    for ((topic, partition), mut segments) in uploader.finish()? {
+        if let Some(w) = writers.get_mut(&(topic, partition)) {
+            segments.sort_by_key(|s| s.start_offset);
+            w.segments = segments;
+        }
+    }
     let group_offsets = snapshot_group_offsets(req, &topics);
     let manifest = build_manifest(req, &topics, &settings, writers, group_offsets);
     handle.block_on(store.write_manifest(&manifest))?;
@@ -152,6 +202,12 @@ fn snapshot_consumer(req: &BackupRequest) -> Result<BaseConsumer, BackupError> {
         // position, not from EOF events (which librdkafka also logs as global errors).
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
+        .set("fetch.min.bytes", "1")
+        .set("fetch.wait.max.ms", req.fetch.wait_max_ms.to_string())
+        .set(
+            "max.partition.fetch.bytes",
+            req.fetch.max_partition_bytes.to_string(),
+        )
         .create()
         .map_err(kafka_error(req, "the consumer configuration"))
 }
@@ -274,8 +330,7 @@ fn assign_to_snapshot(
 /// when nothing moves for `STALL_LIMIT`.
 fn read_to_snapshot(
     consumer: &BaseConsumer,
-    handle: &Handle,
-    store: &BackupStore,
+    uploader: &mut SegmentUploader,
     req: &BackupRequest,
     writers: &mut Writers,
 ) -> Result<(), BackupError> {
@@ -307,7 +362,7 @@ fn read_to_snapshot(
                     w.done = true;
                 }
                 if w.full(req) || w.done {
-                    w.flush(handle, store, req)?;
+                    w.flush(uploader)?;
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) | None => {}
@@ -317,7 +372,7 @@ fn read_to_snapshot(
         // high-1; the consumer position tells when they are past the snapshot point.
         if last_position_check.elapsed() > Duration::from_millis(500) {
             last_position_check = Instant::now();
-            if finish_passed_partitions(consumer, handle, store, req, writers)? {
+            if finish_passed_partitions(consumer, uploader, writers)? {
                 last_progress = Instant::now();
             }
         }
@@ -333,7 +388,7 @@ fn read_to_snapshot(
         }
     }
     for w in writers.values_mut() {
-        w.flush(handle, store, req)?;
+        w.flush(uploader)?;
     }
     Ok(())
 }
@@ -342,9 +397,7 @@ fn read_to_snapshot(
 /// returns whether any was.
 fn finish_passed_partitions(
     consumer: &BaseConsumer,
-    handle: &Handle,
-    store: &BackupStore,
-    req: &BackupRequest,
+    uploader: &mut SegmentUploader,
     writers: &mut Writers,
 ) -> Result<bool, BackupError> {
     let Ok(pos) = consumer.position() else {
@@ -358,7 +411,7 @@ fn finish_passed_partitions(
         ) {
             if o >= w.high && !w.done {
                 w.done = true;
-                w.flush(handle, store, req)?;
+                w.flush(uploader)?;
                 any = true;
             }
         }
@@ -459,6 +512,9 @@ fn snapshot_group_offsets(req: &BackupRequest, topics: &BTreeMap<String, i32>) -
 
 /// Accumulates one partition's records into segments.
 struct PartitionWriter {
+    backup_id: String,
+    frame_bytes: u64,
+    region_capacity: usize,
     topic: String,
     partition: i32,
     high: i64,
@@ -477,12 +533,16 @@ struct PartitionWriter {
 
 impl PartitionWriter {
     fn new(req: &BackupRequest, topic: &str, partition: i32, high: i64) -> Self {
+        let region_capacity = (req.segment_max_bytes as usize).min(1 << 20);
         Self {
+            backup_id: req.backup_id.clone(),
+            frame_bytes: req.frame_bytes,
+            region_capacity,
             topic: topic.to_string(),
             partition,
             high,
             done: false,
-            region: Vec::with_capacity((req.segment_max_bytes as usize).min(1 << 20)),
+            region: Vec::with_capacity(region_capacity),
             cuts: FrameCuts::new(req.frame_bytes),
             count: 0,
             start_offset: 0,
@@ -527,12 +587,8 @@ impl PartitionWriter {
         self.region.len() as u64 >= req.segment_max_bytes || self.count >= req.segment_max_records
     }
 
-    fn flush(
-        &mut self,
-        handle: &Handle,
-        store: &BackupStore,
-        req: &BackupRequest,
-    ) -> Result<(), BackupError> {
+    /// Hands the segment filled so far to the upload thread and starts the next.
+    fn flush(&mut self, uploader: &mut SegmentUploader) -> Result<(), BackupError> {
         if self.count == 0 {
             return Ok(());
         }
@@ -542,15 +598,13 @@ impl PartitionWriter {
             start_offset: self.start_offset,
             end_offset: self.end_offset,
         };
-        let (bytes, frames) =
-            build_indexed_segment(&self.region, header, req.zstd_level, &self.cuts)
-                .map_err(BackupError::Compress)?;
         let key = segment_key(
-            &req.backup_id,
+            &self.backup_id,
             &self.topic,
             self.partition,
             self.start_offset,
         );
+        let region = std::mem::replace(&mut self.region, uploader.region(self.region_capacity));
         let meta = SegmentMeta {
             key: key.clone(),
             start_offset: self.start_offset,
@@ -558,17 +612,22 @@ impl PartitionWriter {
             start_timestamp: self.first_ts,
             end_timestamp: self.last_ts,
             record_count: self.count,
-            uncompressed_size: self.region.len() as u64,
-            compressed_size: bytes.len() as u64,
+            uncompressed_size: region.len() as u64,
+            compressed_size: 0,
             min_timestamp: Some(self.min_ts),
             max_timestamp: Some(self.max_ts),
-            frames,
+            frames: Vec::new(),
         };
-        handle.block_on(store.put(&key, bytes))?;
-        tracing::debug!(%key, records = self.count, "segment written");
-        self.segments.push(meta);
-        self.region.clear();
-        self.cuts.clear();
+        let cuts = std::mem::replace(&mut self.cuts, FrameCuts::new(self.frame_bytes));
+        uploader.send(SegmentJob {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            key,
+            region,
+            cuts,
+            header,
+            meta,
+        })?;
         self.count = 0;
         self.min_ts = i64::MAX;
         self.max_ts = i64::MIN;

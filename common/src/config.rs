@@ -73,6 +73,16 @@ pub struct BackupSection {
     pub segment_max_records: Option<u64>,
     pub zstd_level: Option<i32>,
     pub index_interval_bytes: Option<u64>,
+    #[serde(default)]
+    pub fetch: BackupFetch,
+}
+
+/// `backup.fetch`: how the backup's consumer fetches (see `backup::FetchSettings`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupFetch {
+    pub wait_max_ms: Option<u32>,
+    pub max_partition_bytes: Option<u32>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -160,6 +160,32 @@ pub fn outside(f: &SegmentFrame, from: Option<i64>, to: Option<i64>) -> bool {
     from.is_some_and(|t| f.max_timestamp < t) || to.is_some_and(|t| f.min_timestamp > t)
 }
 
+/// Checks a frame's compressed bytes against the CRC32 its index entry carries (a ranged
+/// read cannot check the object's footer CRC).
+pub fn check_frame_crc(key: &str, bytes: &[u8], frame: &SegmentFrame) -> Result<(), SegmentError> {
+    let found = crc32fast::hash(bytes);
+    if found != frame.crc32 {
+        return Err(SegmentError::Corrupt {
+            key: key.to_string(),
+            detail: format!(
+                "the zstd frame at byte {} has CRC32 {found:#010x}, the manifest's seek index says {:#010x}; the object was damaged in storage or transit",
+                frame.position, frame.crc32
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The segment header a frame's records must match: the index entry's count and offsets.
+pub fn frame_header(frame: &SegmentFrame) -> SegmentHeader {
+    SegmentHeader {
+        compression: 1,
+        record_count: frame.record_count,
+        start_offset: frame.first_offset,
+        end_offset: frame.last_offset,
+    }
+}
+
 /// Decodes one frame from its exact compressed bytes: checks the index CRC, decompresses,
 /// and checks that the records are the ones the index names.
 pub fn decode_frame(
@@ -167,30 +193,15 @@ pub fn decode_frame(
     bytes: &[u8],
     frame: &SegmentFrame,
 ) -> Result<DecodedSegment, SegmentError> {
-    let corrupt = |detail: String| SegmentError::Corrupt {
+    check_frame_crc(key, bytes, frame)?;
+    let region = crate::decompress::zstd_region(bytes).map_err(|e| SegmentError::Corrupt {
         key: key.to_string(),
-        detail,
-    };
-    let found = crc32fast::hash(bytes);
-    if found != frame.crc32 {
-        return Err(corrupt(format!(
-            "the zstd frame at byte {} has CRC32 {found:#010x}, the manifest's seek index says {:#010x}; the object was damaged in storage or transit",
-            frame.position, frame.crc32
-        )));
-    }
-    let region = zstd::stream::decode_all(bytes).map_err(|e| {
-        corrupt(format!(
+        detail: format!(
             "the zstd frame at byte {} does not decompress: {e}",
             frame.position
-        ))
+        ),
     })?;
-    let header = SegmentHeader {
-        compression: 1,
-        record_count: frame.record_count,
-        start_offset: frame.first_offset,
-        end_offset: frame.last_offset,
-    };
-    DecodedSegment::from_region(key, header, region)
+    DecodedSegment::from_region(key, frame_header(frame), region)
 }
 
 #[cfg(test)]

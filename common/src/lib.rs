@@ -4,6 +4,7 @@
 //! settings. Nothing here talks to the restore ledger; that belongs to the coordinator.
 pub mod backup;
 pub mod config;
+pub mod decompress;
 pub mod filters;
 pub mod frames;
 pub mod groups;
@@ -12,11 +13,13 @@ pub mod kafka;
 pub mod manifest;
 pub mod manifest_index;
 pub mod metrics;
+pub mod pieces;
 pub mod restore_options;
 pub mod schema_id_options;
 pub mod schema_ids;
 pub mod schema_registry;
 pub mod segment;
+pub mod segment_upload;
 pub mod storage;
 pub mod telemetry;
 pub mod timestamp;

@@ -224,7 +224,7 @@ impl DecodedSegment {
         let body = &bytes[HEADER_LEN..bytes.len() - FOOTER_LEN];
         let region = match header.compression {
             0 => body.to_vec(),
-            1 => zstd::stream::decode_all(body).map_err(|e| SegmentError::Corrupt {
+            1 => crate::decompress::zstd_region(body).map_err(|e| SegmentError::Corrupt {
                 key: key.to_string(),
                 detail: format!("zstd body does not decompress: {e}"),
             })?,
@@ -254,21 +254,38 @@ impl DecodedSegment {
         Ok(seg)
     }
 
+    /// Walks every record once without building it (no allocation per record), checking
+    /// structure, offset order, count and the header's first and last offset.
+    /// A region whose record boundaries, count and increasing offsets the caller has
+    /// already walked (`pieces.rs`): the fields inside each record are checked as it is
+    /// iterated (a damaged record is an error from the iterator), not in a pass of their own.
+    pub fn from_walked_region(key: &str, header: SegmentHeader, region: Vec<u8>) -> Self {
+        DecodedSegment {
+            key: key.to_string(),
+            header,
+            region,
+        }
+    }
+
     fn verify_records(&self) -> Result<(), SegmentError> {
         let mut count = 0u64;
-        let mut last: Option<i64> = None;
-        for rec in self.records() {
-            let rec = rec?;
+        let (mut first, mut last): (Option<i64>, Option<i64>) = (None, None);
+        let mut pos = 0;
+        while pos < self.region.len() {
+            let (fields, next) =
+                parse_fields(&self.region, pos, |_, _| {}).map_err(|d| self.corrupt(d))?;
             if let Some(prev) = last {
-                if rec.offset <= prev {
+                if fields.offset <= prev {
                     return Err(self.corrupt(format!(
                         "record offsets go backwards ({prev} then {})",
-                        rec.offset
+                        fields.offset
                     )));
                 }
             }
-            last = Some(rec.offset);
+            first.get_or_insert(fields.offset);
+            last = Some(fields.offset);
             count += 1;
+            pos = next;
         }
         if count != self.header.record_count {
             return Err(self.corrupt(format!(
@@ -276,14 +293,13 @@ impl DecodedSegment {
                 self.header.record_count
             )));
         }
-        if count > 0 {
-            let first = self.records().next().and_then(Result::ok).map(|r| r.offset);
-            if first != Some(self.header.start_offset) || last != Some(self.header.end_offset) {
-                return Err(self.corrupt(format!(
-                    "header offsets {}..={} do not match records {:?}..={:?}",
-                    self.header.start_offset, self.header.end_offset, first, last
-                )));
-            }
+        if count > 0
+            && (first != Some(self.header.start_offset) || last != Some(self.header.end_offset))
+        {
+            return Err(self.corrupt(format!(
+                "header offsets {}..={} do not match records {:?}..={:?}",
+                self.header.start_offset, self.header.end_offset, first, last
+            )));
         }
         Ok(())
     }
@@ -311,6 +327,12 @@ impl DecodedSegment {
 
     pub fn uncompressed_len(&self) -> usize {
         self.region.len()
+    }
+}
+
+impl Drop for DecodedSegment {
+    fn drop(&mut self) {
+        crate::decompress::recycle(std::mem::take(&mut self.region));
     }
 }
 
@@ -450,7 +472,40 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The fixed fields of one record.
+struct Fields<'a> {
+    offset: i64,
+    timestamp: i64,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    header_count: u16,
+    encoded_len: usize,
+}
+
 fn parse_record(buf: &[u8], start: usize) -> Result<(RecordRef<'_>, usize), String> {
+    let mut headers = Vec::new();
+    let (f, end) = parse_fields(buf, start, |k, v| headers.push((k, v)))?;
+    debug_assert_eq!(headers.len(), usize::from(f.header_count));
+    Ok((
+        RecordRef {
+            offset: f.offset,
+            timestamp: f.timestamp,
+            key: f.key,
+            value: f.value,
+            headers,
+            encoded_len: f.encoded_len,
+        },
+        end,
+    ))
+}
+
+/// Parses and checks one record, handing each header to `on_header`; returns the record's
+/// fields and the position of the next record.
+fn parse_fields<'a>(
+    buf: &'a [u8],
+    start: usize,
+    mut on_header: impl FnMut(&'a str, Option<&'a [u8]>),
+) -> Result<(Fields<'a>, usize), String> {
     if buf.len() - start < 4 {
         return Err(format!("record at byte {start} is truncated in its length"));
     }
@@ -473,14 +528,13 @@ fn parse_record(buf: &[u8], start: usize) -> Result<(RecordRef<'_>, usize), Stri
     let key = c.nullable("key")?;
     let value = c.nullable("value")?;
     let header_count = c.u16("header count")?;
-    let mut headers = Vec::with_capacity(header_count as usize);
     for _ in 0..header_count {
         let klen = c.u16("header key length")? as usize;
         let kbytes = c.take(klen, "header key")?;
         let k = std::str::from_utf8(kbytes)
             .map_err(|_| format!("header key of record at offset {offset} is not UTF-8"))?;
         let v = c.nullable("header value")?;
-        headers.push((k, v));
+        on_header(k, v);
     }
     if c.pos != end {
         return Err(format!(
@@ -489,12 +543,12 @@ fn parse_record(buf: &[u8], start: usize) -> Result<(RecordRef<'_>, usize), Stri
         ));
     }
     Ok((
-        RecordRef {
+        Fields {
             offset,
             timestamp,
             key,
             value,
-            headers,
+            header_count,
             encoded_len: 4 + total,
         },
         end,

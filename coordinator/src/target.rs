@@ -65,6 +65,9 @@ pub struct TargetCluster {
     /// One client for every metadata and watermark request of a plan: connecting once keeps
     /// a dry run of thousands of segments and many partitions fast.
     client: std::sync::OnceLock<BaseConsumer>,
+    /// One admin client for the configs described and the topics created, made while the
+    /// layout is read so that its connections are up by the time the retention check asks.
+    admin: std::sync::OnceLock<AdminClient<DefaultClientContext>>,
     /// A broker of the cluster, seen by `topic_partitions` (asked for its default retention).
     broker_id: std::sync::OnceLock<i32>,
 }
@@ -73,8 +76,10 @@ impl Drop for TargetCluster {
     /// Destroys the client on its own thread: librdkafka's destroy joins its threads, which
     /// held the answer to a dry run back by tens of milliseconds when done in the handler.
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            std::thread::spawn(move || drop(client));
+        let client = self.client.take();
+        let admin = self.admin.take();
+        if client.is_some() || admin.is_some() {
+            std::thread::spawn(move || drop((client, admin)));
         }
     }
 }
@@ -85,6 +90,7 @@ impl TargetCluster {
             bootstrap: bootstrap.to_string(),
             properties: properties.clone(),
             client: std::sync::OnceLock::new(),
+            admin: std::sync::OnceLock::new(),
             broker_id: std::sync::OnceLock::new(),
         }
     }
@@ -115,6 +121,8 @@ impl TargetCluster {
     /// the coordinator starts it while it reads and plans the manifest.
     pub fn topic_partitions(&self) -> Result<BTreeMap<String, i32>, TargetError> {
         let consumer = self.consumer()?;
+        // Started now, on this blocking thread, so that it connects while the layout is read.
+        let _ = self.admin();
         let md = consumer
             .fetch_metadata(None, TIMEOUT)
             .map_err(self.unreachable())?;
@@ -186,12 +194,17 @@ impl TargetCluster {
             .map_err(self.unreachable())
     }
 
-    /// An admin client with eager connections and an off-thread destroy (see `consumer`).
-    fn admin(&self) -> Result<AdminClient<DefaultClientContext>, TargetError> {
-        client_config(&self.bootstrap, &self.properties)
-            .set("enable.sparse.connections", "false")
-            .create()
-            .map_err(self.unreachable())
+    /// The admin client, with eager connections and an off-thread destroy (see `consumer`).
+    fn admin(&self) -> Result<&AdminClient<DefaultClientContext>, TargetError> {
+        if let Some(a) = self.admin.get() {
+            return Ok(a);
+        }
+        let created: AdminClient<DefaultClientContext> =
+            client_config(&self.bootstrap, &self.properties)
+                .set("enable.sparse.connections", "false")
+                .create()
+                .map_err(self.unreachable())?;
+        Ok(self.admin.get_or_init(|| created))
     }
 
     /// Every configuration the cluster reports for each of `topics` (as the broker gives
@@ -216,7 +229,6 @@ impl TargetCluster {
             )
             .await
             .map_err(self.unreachable())?;
-        std::thread::spawn(move || drop(admin));
         Ok(topics
             .iter()
             .zip(results)
@@ -235,7 +247,6 @@ impl TargetCluster {
             .describe_configs([&spec], &AdminOptions::new().request_timeout(Some(TIMEOUT)))
             .await
             .ok()?;
-        std::thread::spawn(move || drop(admin));
         let resource = results.into_iter().next()?.ok()?;
         Some(config_map(&resource))
     }
@@ -267,7 +278,6 @@ impl TargetCluster {
             .create_topics(&new, &AdminOptions::new().operation_timeout(Some(TIMEOUT)))
             .await
             .map_err(self.unreachable())?;
-        std::thread::spawn(move || drop(admin));
         for r in results {
             if let Err((topic, code)) = r {
                 if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {

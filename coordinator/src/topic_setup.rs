@@ -147,8 +147,12 @@ pub async fn retention_risks(
         .filter(|t| !created.contains_key(t.as_str()))
         .cloned()
         .collect();
-    let described = target.topic_configs(&existing).await.unwrap_or_default();
-    let mut broker_default: Option<Option<i64>> = None;
+    // Both asked at once: the broker's default is needed whenever a topic does not set its
+    // own retention, and one round trip instead of two keeps the dry run fast.
+    let (described, broker) =
+        tokio::join!(target.topic_configs(&existing), target.broker_configs());
+    let described = described.unwrap_or_default();
+    let broker_default = broker.and_then(|b| broker_retention_ms(&b));
     let (mut risks, mut unknown) = (Vec::new(), Vec::new());
     for (topic, oldest_ms) in oldest {
         // A retention that cannot be read is worth a warning only for records old enough
@@ -170,26 +174,16 @@ pub async fn retention_risks(
         let retention = match retention_ms(&configs) {
             None => continue,
             Some(Some(ms)) => ms,
-            Some(None) => {
-                if broker_default.is_none() {
-                    broker_default = Some(
-                        target
-                            .broker_configs()
-                            .await
-                            .and_then(|b| broker_retention_ms(&b)),
-                    );
-                }
-                match broker_default.flatten() {
-                    Some(ms) if ms >= 0 => ms,
-                    Some(_) => continue,
-                    None => {
-                        if worth_asking {
-                            unknown.push(topic.clone());
-                        }
-                        continue;
+            Some(None) => match broker_default {
+                Some(ms) if ms >= 0 => ms,
+                Some(_) => continue,
+                None => {
+                    if worth_asking {
+                        unknown.push(topic.clone());
                     }
+                    continue;
                 }
-            }
+            },
         };
         if *oldest_ms < now_ms.saturating_sub(retention) {
             risks.push(RetentionRisk {

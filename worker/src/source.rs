@@ -4,8 +4,9 @@
 //! without being fetched.
 
 use crate::pages::{PageError, SegmentPages};
-use kafka_backup_common::frames::{decode_frame, frames_needed};
+use kafka_backup_common::frames::frames_needed;
 use kafka_backup_common::manifest::SegmentFrame;
+use kafka_backup_common::pieces::Pieces;
 use kafka_backup_common::segment::{DecodedSegment, RecordRef, SegmentError};
 use kafka_backup_common::storage::{BackupStore, StorageError};
 use kafka_backup_proto::SegmentRef;
@@ -64,10 +65,12 @@ pub async fn fetch_segment(
 }
 
 /// Starts the prefetching stage for the segments that may hold records `filter` keeps,
-/// reading the task's segment list page by page as it goes. A segment whose seek index shows
-/// that its first frames hold none of them is read from the first frame that may, and handed
-/// on one decoded frame at a time. A failure to read the segment list ends the stage with
-/// that error.
+/// reading the task's segment list page by page as it goes. Each object is decoded as a run
+/// of pieces of about a megabyte of records (see `pieces.rs`), so the first record of a
+/// segment is ready after one piece whatever the segment's size or frame layout, and the next
+/// piece is decoded while this one is produced. A segment whose seek index shows that its
+/// first frames hold none of the records is read from the first frame that may. A failure to
+/// read the segment list ends the stage with that error.
 pub fn prefetch(
     store: BackupStore,
     mut segments: SegmentPages,
@@ -91,16 +94,14 @@ pub fn prefetch(
             let index: Vec<SegmentFrame> = seg.frames.iter().map(index_frame).collect();
             if let Some(needed) = frames_needed(&index, filter.from_offset, filter.from_ts) {
                 match send_frames(&store, &seg.key, needed, &tx, continue_after_error).await {
-                    FramesSent::Done => continue,
-                    FramesSent::Stop => return,
+                    Sent::Done | Sent::Skipped => continue,
+                    Sent::Stop => return,
                     // The ranged read failed: read the whole object, which names the damage
                     // (or the outage) precisely.
-                    FramesSent::Unread => {}
+                    Sent::Unread => {}
                 }
             }
-            let res = fetch_segment(&store, &seg).await;
-            let stop = res.is_err() && !continue_after_error;
-            if tx.send((seg.key.clone(), res)).await.is_err() || stop {
+            if let Sent::Stop = send_segment(&store, &seg.key, &tx, continue_after_error).await {
                 return;
             }
         }
@@ -108,58 +109,152 @@ pub fn prefetch(
     rx
 }
 
-enum FramesSent {
+type PieceSender = mpsc::Sender<(String, Result<DecodedSegment, SourceError>)>;
+
+enum Sent {
+    /// Everything sent.
     Done,
+    /// An error was sent and the rest of the object is skipped (`--skip-corrupt-segments`).
+    Skipped,
+    /// The task is gone, or an error ended it.
     Stop,
+    /// Nothing was read: read the whole object instead.
     Unread,
 }
 
-/// Reads `frames` one ranged read each and sends them decoded, so the first record is ready
-/// after one frame and the next frame is read while this one is produced. Only a failure
+/// Reads one whole object and sends its pieces.
+async fn send_segment(
+    store: &BackupStore,
+    key: &str,
+    tx: &PieceSender,
+    continue_after_error: bool,
+) -> Sent {
+    let started = std::time::Instant::now();
+    let bytes = store.get(key).await;
+    crate::metrics::METRICS
+        .segment_fetch_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let res = match bytes {
+        Ok(bytes) => {
+            let (key, tx) = (key.to_string(), tx.clone());
+            tokio::task::spawn_blocking(move || {
+                send_pieces(
+                    &key,
+                    Pieces::of_segment(&key, bytes),
+                    &tx,
+                    continue_after_error,
+                )
+            })
+            .await
+            .map_err(|e| SourceError::Decoder(e.to_string()))
+        }
+        Err(e) => Err(SourceError::Storage(e)),
+    };
+    match res {
+        Ok(sent) => sent,
+        Err(e) => send_error(key, e, tx, continue_after_error).await,
+    }
+}
+
+/// On a decoding thread: sends every piece, or the first error (after which the rest of the
+/// object is not read: it is either skipped as damaged or the end of the task).
+fn send_pieces(
+    key: &str,
+    pieces: Result<Pieces, SegmentError>,
+    tx: &PieceSender,
+    continue_after_error: bool,
+) -> Sent {
+    let pieces = match pieces {
+        Ok(p) => p,
+        Err(e) => return send_error_blocking(key, e.into(), tx, continue_after_error),
+    };
+    for piece in pieces {
+        match piece {
+            Ok(piece) => {
+                if tx.blocking_send((key.to_string(), Ok(piece))).is_err() {
+                    return Sent::Stop;
+                }
+            }
+            Err(e) => return send_error_blocking(key, e.into(), tx, continue_after_error),
+        }
+    }
+    Sent::Done
+}
+
+fn send_error_blocking(
+    key: &str,
+    e: SourceError,
+    tx: &PieceSender,
+    continue_after_error: bool,
+) -> Sent {
+    if tx.blocking_send((key.to_string(), Err(e))).is_err() || !continue_after_error {
+        return Sent::Stop;
+    }
+    Sent::Skipped
+}
+
+async fn send_error(
+    key: &str,
+    e: SourceError,
+    tx: &PieceSender,
+    continue_after_error: bool,
+) -> Sent {
+    if tx.send((key.to_string(), Err(e))).await.is_err() || !continue_after_error {
+        return Sent::Stop;
+    }
+    Sent::Skipped
+}
+
+/// Reads `frames` one ranged read each and sends their pieces, so the first record is ready
+/// after one piece and the next frame is read while this one is produced. Only a failure
 /// before anything was sent may fall back to reading the whole object; after that, falling
 /// back would send records twice, so the error goes to the task instead.
 async fn send_frames(
     store: &BackupStore,
     key: &str,
     frames: &[SegmentFrame],
-    tx: &mpsc::Sender<(String, Result<DecodedSegment, SourceError>)>,
+    tx: &PieceSender,
     continue_after_error: bool,
-) -> FramesSent {
+) -> Sent {
     tracing::debug!(%key, frames = frames.len(), "reading from the seek index");
     for (n, frame) in frames.iter().copied().enumerate() {
         let started = std::time::Instant::now();
         let range = frame.position..frame.position + frame.compressed_len;
-        let res = match store.get_range(key, range).await {
-            Ok(bytes) if bytes.len() as u64 == frame.compressed_len => {
-                let owned_key = key.to_string();
-                tokio::task::spawn_blocking(move || decode_frame(&owned_key, &bytes, &frame))
-                    .await
-                    .map_err(|e| SourceError::Decoder(e.to_string()))
-                    .and_then(|r| r.map_err(SourceError::from))
-            }
-            _ if n == 0 => return FramesSent::Unread,
-            Ok(_) => Err(SourceError::Segment(SegmentError::Truncated {
-                key: key.to_string(),
-                detail: format!(
-                    "the zstd frame at byte {} is cut short (the seek index says {} bytes)",
-                    frame.position, frame.compressed_len
-                ),
-            })),
-            Err(e) => Err(SourceError::Storage(e)),
-        };
+        let res = store.get_range(key, range).await;
         crate::metrics::METRICS
             .segment_fetch_seconds
             .observe(started.elapsed().as_secs_f64());
-        let failed = res.is_err();
-        if tx.send((key.to_string(), res)).await.is_err() || (failed && !continue_after_error) {
-            return FramesSent::Stop;
-        }
-        if failed {
+        let sent = match res {
+            Ok(bytes) if bytes.len() as u64 == frame.compressed_len => {
+                let (owned_key, tx) = (key.to_string(), tx.clone());
+                tokio::task::spawn_blocking(move || {
+                    let pieces = Pieces::of_frame(&owned_key, bytes, &frame);
+                    send_pieces(&owned_key, pieces, &tx, continue_after_error)
+                })
+                .await
+                .unwrap_or(Sent::Stop)
+            }
+            _ if n == 0 => return Sent::Unread,
+            Ok(_) => {
+                let e = SourceError::Segment(SegmentError::Truncated {
+                    key: key.to_string(),
+                    detail: format!(
+                        "the zstd frame at byte {} is cut short (the seek index says {} bytes)",
+                        frame.position, frame.compressed_len
+                    ),
+                });
+                send_error(key, e, tx, continue_after_error).await
+            }
+            Err(e) => send_error(key, SourceError::Storage(e), tx, continue_after_error).await,
+        };
+        match sent {
+            Sent::Done => {}
             // Skipped as a damaged segment: the rest of it is not read either.
-            return FramesSent::Done;
+            Sent::Skipped => return Sent::Done,
+            other => return other,
         }
     }
-    FramesSent::Done
+    Sent::Done
 }
 
 fn index_frame(f: &kafka_backup_proto::SegmentFrame) -> SegmentFrame {

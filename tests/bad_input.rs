@@ -188,6 +188,12 @@ fn malformed_backup_and_server_flags_are_refused() {
     backup(&["--zstd-level", "99"], "--zstd-level");
     backup(&["--index-interval-bytes", "0"], "--index-interval-bytes");
     backup(&["--index-interval-bytes", "-5"], "--index-interval-bytes");
+    backup(&["--fetch-wait-max-ms", "300001"], "--fetch-wait-max-ms");
+    backup(&["--fetch-wait-max-ms", "-1"], "--fetch-wait-max-ms");
+    backup(
+        &["--max-partition-fetch-bytes", "0"],
+        "--max-partition-fetch-bytes",
+    );
     backup(&["--backup-id", "../escape"], "--backup-id");
     backup(&["--backup-id", ""], "--backup-id");
 

@@ -353,4 +353,14 @@ restore:
         let err = parse("x.yaml", "restore:\n  backup_idd: x\n", &|_| None).unwrap_err();
         assert!(err.to_string().contains("backup_idd"), "{err}");
     }
+
+    #[test]
+    fn backup_fetch_settings_parse_and_misspellings_are_named() {
+        let yaml = "backup:\n  fetch:\n    wait_max_ms: 50\n    max_partition_bytes: 1048576\n";
+        let b = parse("x.yaml", yaml, &|_| None).unwrap().backup.unwrap();
+        assert_eq!(b.fetch.wait_max_ms, Some(50));
+        assert_eq!(b.fetch.max_partition_bytes, Some(1_048_576));
+        let err = parse("x.yaml", "backup:\n  fetch:\n    wait_ms: 5\n", &|_| None).unwrap_err();
+        assert!(err.to_string().contains("wait_ms"), "{err}");
+    }
 }

@@ -136,12 +136,14 @@ MEM_FX_MB=$(mbs "$BIG_BYTES" "$(median3 "${MEM_FX[@]}")")
 
 # 2c. backup vs the fastest plain consumer kb-bench can configure (settings printed below),
 # both reading the same 4 partitions to their high watermarks; the backup also compresses
-# and writes its segments. Median of 3 each, on both engines.
+# and writes its segments. Median of 3 each. Memory engine only: tansu 0.6's SQLite engine
+# stalls serving fetches of this topic (written in 1 MB batches): a backup with librdkafka's
+# default fetch settings did not finish in 120 s (README, Benchmarks).
 declare -A BK CONS
 CONS_SETTINGS=""
-for engine in memory sqlite; do
+for engine in memory; do
   start_broker "$engine"
-  "$BENCH" produce "$W/backups" bk "$BROKER" src >/dev/null
+  "$BENCH" produce "$W/backups" big "$BROKER" src >/dev/null
   B_S=(); C_S=()
   for i in 1 2 3; do
     t0=$(now); CONS_SETTINGS=$(timeout 600 "$BENCH" consume "$BROKER" src | json '["settings"]'); t1=$(now)
@@ -149,11 +151,12 @@ for engine in memory sqlite; do
     rm -rf "$W/bkout"
     B_S+=("$(timed "$KB" backup --storage "$W/bkout" --backup-id "b$i" --bootstrap-servers "$BROKER" --topics src)")
   done
-  BK[$engine]=$(mbs "$BYTES" "$(median3 "${B_S[@]}")")
-  CONS[$engine]=$(mbs "$BYTES" "$(median3 "${C_S[@]}")")
+  BK[$engine]=$(mbs "$BIG_BYTES" "$(median3 "${B_S[@]}")")
+  CONS[$engine]=$(mbs "$BIG_BYTES" "$(median3 "${C_S[@]}")")
 done
 
 # 3. dry-run latency of a 10,000-segment backup (median of 5 runs, whole process).
+start_broker
 "$BENCH" gen "$W/backups" bk10k wide 4 25000 100 10 >/dev/null
 DRY_MS=$("$BENCH" median-run 5 "$KB" restore --storage "$W/backups" --backup-id bk10k --source-topic wide \
   --target-topic wide --bootstrap-servers "$BROKER" --create-topics --dry-run | json '["ms"]')
@@ -181,8 +184,8 @@ MEMNOTE="tansu memory engine, $(python3 -c "print(f'{$BIG_BYTES/1e6:.0f}')") MB"
 echo "| restore, 1 worker process with 4 tasks (MB/s, $MEMNOTE, median of 3) | $(f1 "$MEM_ONE_MB") | raw producer, same broker, median of 3: $(f1 "$MEM_RAW_MB") | $(ratio "$MEM_ONE_MB" "$MEM_RAW_MB") |"
 echo "| restore, 4 worker processes of 1 task (MB/s, $MEMNOTE, median of 3) | $(f1 "$MEM_PROCS_MB") | raw producer: $(f1 "$MEM_RAW_MB") | $(ratio "$MEM_PROCS_MB" "$MEM_RAW_MB") |"
 echo "| restore of a backup without seek index (one streamed frame per partition), 4 tasks (MB/s, $MEMNOTE) | $(f1 "$MEM_FX_MB") | same records with the index: $(f1 "$MEM_ONE_MB") | $(ratio "$MEM_FX_MB" "$MEM_ONE_MB") |"
-for engine in memory sqlite; do
-  echo "| backup, 4 partitions (MB/s, tansu $engine engine, median of 3) | $(f1 "${BK[$engine]}") | plain rdkafka consumer to the high watermarks, writing nothing: $(f1 "${CONS[$engine]}") | $(ratio "${BK[$engine]}" "${CONS[$engine]}") |"
+for engine in memory; do
+  echo "| backup, 4 partitions (MB/s, $MEMNOTE, median of 3) | $(f1 "${BK[$engine]}") | plain rdkafka consumer to the high watermarks, writing nothing: $(f1 "${CONS[$engine]}") | $(ratio "${BK[$engine]}" "${CONS[$engine]}") |"
 done
 echo "| peak RSS, 4 concurrent partitions (MB, largest of 3) | $RSS_MB | target 200 (PRD 500) | $(ratio "$RSS_MB" 200) |"
 echo "| dry-run, 10,000 segments (ms, whole process, median of 5) | $(f1 "$DRY_MS") | target 20 (PRD 100); a bare client's metadata answer alone: $(f1 "$MD_MS") | $(ratio "$DRY_MS" 20) |"

@@ -10,7 +10,7 @@ use common::*;
 use kafka_backup_common::segment::Record;
 use kafka_backup_proto::restore_plans_client::RestorePlansClient;
 use kafka_backup_proto::PlanRef;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 const BASE_TS: i64 = 1_710_000_000_000;
@@ -222,25 +222,13 @@ async fn embedded_restore_killed_mid_run_resumes_without_loss_or_duplicates() {
         }
     }
     eprintln!("killed after {killed_at:?} of {total} records were in the target");
-    let out_path = state.path().join("rerun.out");
-    let mut rerun = Command::new(bin())
-        .args(args)
-        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("rerun");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        target_broker.keep_up();
-        if let Some(st) = rerun.try_wait().expect("wait") {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "the rerun did not finish");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let out = std::fs::read_to_string(&out_path).unwrap_or_default();
-    assert!(status.success(), "rerun failed: {out}");
-    assert!(out.contains("Resuming plan"), "{out}");
+    rerun_resumes(
+        &args,
+        &state.path().join("rerun.out"),
+        &mut target_broker,
+        Duration::from_secs(180),
+    )
+    .await;
     eprintln!("target broker restarts: {}", target_broker.restarts);
     assert_exact_on(&b, &src, &target);
 }

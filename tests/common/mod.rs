@@ -762,14 +762,30 @@ pub async fn kill_mid_restore_and_rerun(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let out_path = log.with_extension("rerun.out");
+    rerun_resumes(
+        args,
+        &log.with_extension("rerun.out"),
+        broker,
+        Duration::from_secs(120),
+    )
+    .await;
+}
+
+/// Runs the same restore again (its stdout to `out_path`), keeping `broker` up, and checks
+/// that it finished within `limit` and resumed the killed run's plan.
+pub async fn rerun_resumes(
+    args: &[&str],
+    out_path: &std::path::Path,
+    broker: &mut RestartingBroker,
+    limit: Duration,
+) {
     let mut rerun = Command::new(bin())
         .args(args)
-        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stdout(std::fs::File::create(out_path).expect("stdout file"))
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("rerun");
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + limit;
     let status = loop {
         broker.keep_up();
         if let Some(st) = rerun.try_wait().expect("wait") {
@@ -778,7 +794,7 @@ pub async fn kill_mid_restore_and_rerun(
         assert!(Instant::now() < deadline, "the rerun did not finish");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let out = std::fs::read_to_string(out_path).unwrap_or_default();
     assert!(status.success(), "rerun failed: {out}");
     assert!(out.contains("Resuming plan"), "{out}");
 }

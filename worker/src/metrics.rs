@@ -105,7 +105,7 @@ pub fn render() -> String {
     )
     .histogram(
         "kafka_backup_worker_segment_fetch_seconds",
-        "Time to fetch and decode one segment.",
+        "Time to read one segment object, or one seek-index frame, from storage (decoding is streamed with producing).",
         &m.segment_fetch_seconds,
     );
     e.finish()

@@ -52,16 +52,16 @@ pub async fn fetch_segment(
     seg: &SegmentRef,
 ) -> Result<DecodedSegment, SourceError> {
     let started = std::time::Instant::now();
-    let bytes = store.get(&seg.key).await?;
-    let key = seg.key.clone();
-    let decoded = tokio::task::spawn_blocking(move || DecodedSegment::decode(&key, &bytes))
-        .await
-        .map_err(|e| SourceError::Decoder(e.to_string()))?
-        .map_err(SourceError::from);
+    let bytes = store.get(&seg.key).await;
     crate::metrics::METRICS
         .segment_fetch_seconds
         .observe(started.elapsed().as_secs_f64());
-    decoded
+    let bytes = bytes?;
+    let key = seg.key.clone();
+    tokio::task::spawn_blocking(move || DecodedSegment::decode(&key, &bytes))
+        .await
+        .map_err(|e| SourceError::Decoder(e.to_string()))?
+        .map_err(SourceError::from)
 }
 
 /// Starts the prefetching stage for the segments that may hold records `filter` keeps,

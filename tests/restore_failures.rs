@@ -258,7 +258,16 @@ async fn distributed_restore_survives_worker_kills_and_a_coordinator_restart() {
             (id, child)
         })
         .collect();
-    let plan_id = submit_detached_to(&url, &tb, src.backup.path(), &src.topic, &target, &[]);
+    // Paced so that checkpointed progress moves in small steps: unpaced, a task restores its
+    // 2,500 records between two polls and the kill thresholds are passed several at a time.
+    let plan_id = submit_detached_to(
+        &url,
+        &tb,
+        src.backup.path(),
+        &src.topic,
+        &target,
+        &["--max-records-per-sec", "400"],
+    );
 
     let mut rng = Rng::new();
     let total: u64 = src.records.iter().map(|r| r.len() as u64).sum();

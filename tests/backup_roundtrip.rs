@@ -253,3 +253,40 @@ async fn backup_snapshots_committed_group_offsets() {
     assert_eq!(m.consumer_group_offsets[0].offset, 17);
     assert_eq!(m.consumer_group_offsets[0].group, group);
 }
+
+/// A segment that cannot be written ends the backup with an error naming it, whichever
+/// compression thread held it, and no manifest is written (the backup does not exist).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_segment_that_cannot_be_written_fails_the_backup_without_a_manifest() {
+    if skip_without_servers() {
+        return;
+    }
+    let topic = unique("rt-unwritable");
+    produce_fixture(&topic).await;
+    let dir = temp_dir();
+    // A file where partition 1's directory must go: its segments cannot be created.
+    let blocked = dir.path().join(format!("rt4/topics/{topic}"));
+    std::fs::create_dir_all(&blocked).expect("mkdir");
+    std::fs::write(blocked.join("partition=1"), b"not a directory").expect("write");
+    let out = kb(&[
+        "backup",
+        "--bootstrap-servers",
+        &broker(),
+        "--topics",
+        &topic,
+        "--backup-id",
+        "rt4",
+        "--storage",
+        dir.path().to_str().expect("path"),
+        "--segment-max-records",
+        "10",
+    ]);
+    assert!(!out.status.success(), "the backup must fail");
+    let err = stderr(&out);
+    assert!(err.contains("partition=1"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        !dir.path().join("rt4/manifest.json").exists(),
+        "no manifest for a failed backup"
+    );
+}

@@ -5,7 +5,7 @@
 //!   decode  DIR ID [PASSES]   decode+filter throughput (best of PASSES) vs in-process
 //!           streaming zstd of the same bodies
 //!   bodies  DIR ID OUT        concatenated zstd bodies, for the `zstd -d` baseline
-//!   produce DIR ID BOOTSTRAP TOPIC   raw rdkafka producer ceiling, same records, same broker
+//!   produce DIR ID BOOTSTRAP TOPIC [K=V...]   raw rdkafka producer ceiling, same records, same broker
 //!   seek    DIR ID TOPIC PARTITION TS  time to the first record at or after TS
 //!   consume BOOTSTRAP TOPIC [KEY=VALUE...]  a plain rdkafka consumer reading every partition
 //!           of TOPIC to its high watermark, writing nothing (the backup's baseline); the
@@ -299,7 +299,8 @@ async fn produce(args: &[String]) -> Res<()> {
             &rdkafka::admin::AdminOptions::new(),
         )
         .await?;
-    let producer: FutureProducer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", &bootstrap)
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -307,8 +308,13 @@ async fn produce(args: &[String]) -> Res<()> {
         .set("linger.ms", "5")
         .set("batch.size", BATCH_BYTES.to_string())
         .set("queue.buffering.max.kbytes", "65536")
-        .set("message.max.bytes", "16777216")
-        .create()?;
+        .set("message.max.bytes", "16777216");
+    // KEY=VALUE after TOPIC override these (e.g. a smaller batch.size for a source topic).
+    for kv in args.iter().skip(6) {
+        let (k, v) = kv.split_once('=').ok_or("settings are KEY=VALUE")?;
+        config.set(k, v);
+    }
+    let producer: FutureProducer = config.create()?;
     // The strongest plain producer we know for this broker: one client, every partition
     // sending at once, each with at most one batch awaiting acknowledgement (more than that
     // makes librdkafka's idempotent producer busy-poll; see worker/src/produce.rs).

@@ -160,6 +160,14 @@ pub fn build_segment(
 /// Wraps an already compressed body in the segment header and CRC footer.
 pub fn assemble_segment(header: SegmentHeader, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + body.len() + FOOTER_LEN);
+    push_header(&mut out, header);
+    out.extend_from_slice(body);
+    push_footer(&mut out);
+    out
+}
+
+/// Starts a segment object in `out` (expected empty): its 32-byte header.
+pub(crate) fn push_header(out: &mut Vec<u8>, header: SegmentHeader) {
     out.extend_from_slice(HEADER_MAGIC);
     out.push(FORMAT_VERSION);
     out.push(header.compression);
@@ -167,11 +175,18 @@ pub fn assemble_segment(header: SegmentHeader, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&header.record_count.to_le_bytes());
     out.extend_from_slice(&header.start_offset.to_le_bytes());
     out.extend_from_slice(&header.end_offset.to_le_bytes());
-    out.extend_from_slice(body);
-    let crc = crc32fast::hash(&out);
+}
+
+/// Ends a segment object whose header and body are in `out`: the CRC of both, and the magic.
+pub(crate) fn push_footer(out: &mut Vec<u8>) {
+    let crc = crc32fast::hash(out);
+    push_footer_with_crc(out, crc);
+}
+
+/// Ends a segment object with the CRC of everything before the footer, already computed.
+pub(crate) fn push_footer_with_crc(out: &mut Vec<u8>, crc: u32) {
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(FOOTER_MAGIC);
-    out
 }
 
 /// Encodes owned records into a complete segment (used by the backup and by tests).

@@ -1,26 +1,33 @@
-//! The backup's compress-and-upload stage, on a thread of its own.
+//! The backup's compress-and-upload stage, on threads of its own.
 //!
 //! The backup's consume loop used to compress each full segment and wait for its upload
 //! before polling again; zstd took over half of the backup's CPU time (`perf`, 2 cores), and
 //! nothing was fetched from the consumer's queue meanwhile. Segments now go through a short
-//! queue to this thread, so compression and upload of one segment overlap the reading of the
-//! next. One thread: compression of one segment at a time already keeps up with reading on a
-//! broker that is not on the same cores, and a second would compete with the consumer.
+//! queue to these threads, so compression and upload overlap the reading of the next
+//! segments. One thread per core (up to [`MAX_THREADS`]): compression is most of a backup's
+//! CPU, and segments of different partitions, or successive ones of one partition, are
+//! independent objects.
 
 use crate::backup::BackupError;
-use crate::frames::{build_indexed_segment, FrameCuts};
+use crate::frames::{FrameCuts, SegmentBuilder};
 use crate::manifest::SegmentMeta;
 use crate::segment::SegmentHeader;
 use crate::storage::BackupStore;
 use std::collections::HashMap;
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use tokio::runtime::Handle;
 
-/// Segments waiting for the thread; the consume loop waits when this many are queued, which
-/// bounds the backup's memory to a few segments.
+/// Segments waiting for a thread; the consume loop waits when this many are queued, which
+/// bounds the backup's memory to a few segments per thread.
 const QUEUED_SEGMENTS: usize = 2;
+
+/// Compression threads at most, whatever the core count: each holds a segment's records
+/// and its compressed object (up to ~2 × `--segment-max-bytes`), and beyond a few threads
+/// the single consumer that feeds them is the limit.
+pub const MAX_THREADS: usize = 4;
 
 /// One full segment's records and everything its manifest entry needs but the sizes.
 pub struct SegmentJob {
@@ -34,7 +41,7 @@ pub struct SegmentJob {
     pub meta: SegmentMeta,
 }
 
-/// Manifest entries of the uploaded segments, per partition, in upload order.
+/// Manifest entries of the uploaded segments, per partition (in no particular order).
 pub type Uploaded = HashMap<(String, i32), Vec<SegmentMeta>>;
 
 pub struct SegmentUploader {
@@ -42,52 +49,58 @@ pub struct SegmentUploader {
     /// Regions of uploaded segments, cleared, for the next segments: a fresh region grew
     /// by doubling to the segment size every time (copies and page faults).
     spare: Arc<Mutex<Vec<Vec<u8>>>>,
-    thread: Option<JoinHandle<Result<Uploaded, BackupError>>>,
+    /// Set by a thread whose compression or upload failed, so the consume loop stops.
+    failed: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Result<Uploaded, BackupError>>>,
+}
+
+/// What every upload thread shares.
+struct Shared {
+    handle: Handle,
+    store: BackupStore,
+    jobs: Mutex<Receiver<SegmentJob>>,
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
+    spare_limit: usize,
+    failed: Arc<AtomicBool>,
 }
 
 impl SegmentUploader {
-    pub fn start(handle: Handle, store: BackupStore, zstd_level: i32) -> Self {
+    /// Starts `threads` (at least one) compress-and-upload threads.
+    pub fn start(handle: Handle, store: BackupStore, zstd_level: i32, threads: usize) -> Self {
+        let threads = threads.clamp(1, MAX_THREADS);
         let (tx, rx) = sync_channel::<SegmentJob>(QUEUED_SEGMENTS);
         let spare = Arc::new(Mutex::new(Vec::new()));
-        let returned = Arc::clone(&spare);
-        let thread = std::thread::Builder::new()
-            .name("segment-upload".into())
-            .spawn(move || {
-                let mut done = Uploaded::new();
-                for job in rx {
-                    let (bytes, frames) =
-                        build_indexed_segment(&job.region, job.header, zstd_level, &job.cuts)
-                            .map_err(BackupError::Compress)?;
-                    let mut meta = job.meta;
-                    meta.compressed_size = bytes.len() as u64;
-                    meta.frames = frames;
-                    handle.block_on(store.put(&job.key, bytes))?;
-                    let mut region = job.region;
-                    region.clear();
-                    if let Ok(mut spare) = returned.lock() {
-                        if spare.len() < QUEUED_SEGMENTS + 1 {
-                            spare.push(region);
-                        }
+        let failed = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            handle,
+            store,
+            jobs: Mutex::new(rx),
+            spare: Arc::clone(&spare),
+            spare_limit: QUEUED_SEGMENTS + threads,
+            failed: Arc::clone(&failed),
+        });
+        let mut started = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let shared = Arc::clone(&shared);
+            let spawned = std::thread::Builder::new()
+                .name(format!("segment-upload-{i}"))
+                .spawn(move || {
+                    let result = upload_segments(&shared, zstd_level);
+                    if result.is_err() {
+                        shared.failed.store(true, Ordering::SeqCst);
                     }
-                    tracing::debug!(key = %job.key, records = meta.record_count, "segment written");
-                    done.entry((job.topic, job.partition))
-                        .or_default()
-                        .push(meta);
-                }
-                Ok(done)
-            });
-        match thread {
-            Ok(t) => Self {
-                tx: Some(tx),
-                spare,
-                thread: Some(t),
-            },
-            // No thread: `send` reports it as the backup's error.
-            Err(_) => Self {
-                tx: None,
-                spare,
-                thread: None,
-            },
+                    result
+                });
+            // A thread that cannot be started leaves the others; with none, `send` reports it.
+            if let Ok(t) = spawned {
+                started.push(t);
+            }
+        }
+        Self {
+            tx: (!started.is_empty()).then_some(tx),
+            spare,
+            failed,
+            threads: started,
         }
     }
 
@@ -100,16 +113,18 @@ impl SegmentUploader {
             .unwrap_or_else(|| Vec::with_capacity(capacity))
     }
 
-    /// Queues a segment; waits while the queue is full. An error is the upload thread's
-    /// (a failed upload ends it, and the backup with it).
+    /// Queues a segment; waits while the queue is full. An error is an upload thread's
+    /// (a failed compression or upload ends the backup).
     pub fn send(&mut self, job: SegmentJob) -> Result<(), BackupError> {
-        if self.tx.as_ref().is_some_and(|tx| tx.send(job).is_ok()) {
+        let sent = !self.failed.load(Ordering::SeqCst)
+            && self.tx.as_ref().is_some_and(|tx| tx.send(job).is_ok());
+        if sent {
             return Ok(());
         }
         Err(self
             .join()
             .err()
-            .unwrap_or_else(|| BackupError::Internal("segment upload thread ended".into())))
+            .unwrap_or_else(|| BackupError::Internal("segment upload threads ended".into())))
     }
 
     /// Waits for every queued segment to be uploaded; their manifest entries.
@@ -117,17 +132,70 @@ impl SegmentUploader {
         self.join()
     }
 
+    /// Closes the queue and waits for every thread; the first error, or all entries.
     fn join(&mut self) -> Result<Uploaded, BackupError> {
         self.tx = None;
-        match self.thread.take() {
-            Some(t) => t.join().unwrap_or_else(|_| {
-                Err(BackupError::Internal(
-                    "segment upload thread panicked".into(),
-                ))
-            }),
-            None => Err(BackupError::Internal(
-                "the segment upload thread could not be started or already ended".into(),
-            )),
+        if self.threads.is_empty() {
+            return Err(BackupError::Internal(
+                "the segment upload threads could not be started or already ended".into(),
+            ));
         }
+        let mut all = Uploaded::new();
+        let mut first_error = None;
+        for t in self.threads.drain(..) {
+            let result = t.join().unwrap_or_else(|_| {
+                Err(BackupError::Internal(
+                    "a segment upload thread panicked".into(),
+                ))
+            });
+            match result {
+                Ok(done) => {
+                    for (partition, mut metas) in done {
+                        all.entry(partition).or_default().append(&mut metas);
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(all), Err)
+    }
+}
+
+/// One thread's loop: takes segments off the queue until it closes, or until any thread
+/// failed (the backup is over then).
+fn upload_segments(shared: &Shared, zstd_level: i32) -> Result<Uploaded, BackupError> {
+    let mut builder = SegmentBuilder::new(zstd_level).map_err(BackupError::Compress)?;
+    let mut done = Uploaded::new();
+    loop {
+        if shared.failed.load(Ordering::SeqCst) {
+            return Ok(done);
+        }
+        let job = match shared.jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return Err(BackupError::Internal("segment queue poisoned".into())),
+        };
+        let Ok(job) = job else {
+            return Ok(done);
+        };
+        let (bytes, frames) = builder
+            .build(&job.region, job.header, &job.cuts)
+            .map_err(BackupError::Compress)?;
+        let mut meta = job.meta;
+        meta.compressed_size = bytes.len() as u64;
+        meta.frames = frames;
+        shared.handle.block_on(shared.store.put(&job.key, bytes))?;
+        let mut region = job.region;
+        region.clear();
+        if let Ok(mut spare) = shared.spare.lock() {
+            if spare.len() < shared.spare_limit {
+                spare.push(region);
+            }
+        }
+        tracing::debug!(key = %job.key, records = meta.record_count, "segment written");
+        done.entry((job.topic, job.partition))
+            .or_default()
+            .push(meta);
     }
 }

@@ -268,19 +268,13 @@ async fn a_segment_that_cannot_be_written_fails_the_backup_without_a_manifest() 
     let blocked = dir.path().join(format!("rt4/topics/{topic}"));
     std::fs::create_dir_all(&blocked).expect("mkdir");
     std::fs::write(blocked.join("partition=1"), b"not a directory").expect("write");
-    let out = kb(&[
-        "backup",
-        "--bootstrap-servers",
+    let out = run_backup_to(
         &broker(),
-        "--topics",
         &topic,
-        "--backup-id",
         "rt4",
-        "--storage",
-        dir.path().to_str().expect("path"),
-        "--segment-max-records",
-        "10",
-    ]);
+        dir.path(),
+        &["--segment-max-records", "10"],
+    );
     assert!(!out.status.success(), "the backup must fail");
     let err = stderr(&out);
     assert!(err.contains("partition=1"), "{err}");

@@ -353,6 +353,19 @@ pub fn backup_local_with(
     flags: &[&str],
 ) -> tempfile::TempDir {
     let dir = temp_dir();
+    let out = run_backup_to(bootstrap, topics, backup_id, dir.path(), flags);
+    assert!(out.status.success(), "backup failed: {}", stderr(&out));
+    dir
+}
+
+/// Runs `kafka-backup backup` of `topics` into `storage` with `flags`; the outcome, whatever it is.
+pub fn run_backup_to(
+    bootstrap: &str,
+    topics: &str,
+    backup_id: &str,
+    storage: &std::path::Path,
+    flags: &[&str],
+) -> std::process::Output {
     let mut args = vec![
         "backup",
         "--bootstrap-servers",
@@ -362,11 +375,10 @@ pub fn backup_local_with(
         "--backup-id",
         backup_id,
         "--storage",
-        dir.path().to_str().expect("utf8 path"),
+        storage.to_str().expect("utf8 path"),
     ];
     args.extend_from_slice(flags);
-    kb_ok(&args);
-    dir
+    kb(&args)
 }
 
 /// Creates a bucket on the moto server (moto accepts unsigned requests).

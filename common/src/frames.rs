@@ -119,7 +119,9 @@ impl SegmentBuilder {
         if header.compression == 0 {
             return build_segment(region, header, self.level).map(|b| (b, Vec::new()));
         }
-        let mut out = Vec::with_capacity(HEADER_LEN + region.len() / 2 + FOOTER_LEN);
+        // Room for an incompressible body: only the pages written are ever touched, and a
+        // smaller guess grew (copied) the object once for data that does not compress.
+        let mut out = Vec::with_capacity(HEADER_LEN + region.len() + FOOTER_LEN);
         push_header(&mut out, header);
         if cuts.spans.len() < 2 {
             self.append_frame(region, &mut out)?;

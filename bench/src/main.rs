@@ -478,7 +478,7 @@ async fn metadata(args: &[String]) -> Res<()> {
     let md = rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(10))?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
     println!("{}", json!({"ms": ms, "topics": md.topics().len()}));
-    std::thread::spawn(move || drop(consumer));
+    kafka_backup_common::kafka::drop_in_background(consumer);
     Ok(())
 }
 
@@ -543,7 +543,7 @@ fn consume(args: &[String]) -> Res<()> {
         }
     }
     let secs = t.elapsed().as_secs_f64();
-    std::thread::spawn(move || drop(consumer));
+    kafka_backup_common::kafka::drop_in_background(consumer);
     if !remaining.is_empty() {
         return Err("the consumer did not reach the high watermarks within 600 s".into());
     }

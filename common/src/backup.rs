@@ -6,7 +6,7 @@
 
 use crate::filters::{FilterError, TopicPattern};
 use crate::frames::FrameCuts;
-use crate::kafka::client_config;
+use crate::kafka::{client_config, drop_in_background};
 use crate::manifest::{
     manifest_key, segment_key, GroupOffset, Manifest, PartitionManifest, SegmentMeta, TopicManifest,
 };
@@ -184,7 +184,7 @@ fn backup_blocking(
     read_to_snapshot(&consumer, &mut uploader, req, &mut writers)?;
     // Closing a consumer that has a group waits ~100 ms for its coordinator; nothing after
     // this point needs it, so it closes beside the last uploads and the manifest write.
-    close_in_background(consumer);
+    drop_in_background(consumer);
     for ((topic, partition), mut segments) in uploader.finish()? {
         if let Some(w) = writers.get_mut(&(topic, partition)) {
             segments.sort_by_key(|s| s.start_offset);
@@ -196,14 +196,6 @@ fn backup_blocking(
     handle.block_on(store.write_manifest(&manifest))?;
     tracing::info!(records = manifest.total_records(), "backup complete");
     Ok(manifest)
-}
-
-/// Drops a Kafka client on a thread of its own (when the thread cannot be started, the
-/// client is dropped with the refused closure, here).
-fn close_in_background<T: Send + 'static>(client: T) {
-    let _ = std::thread::Builder::new()
-        .name("consumer-close".into())
-        .spawn(move || drop(client));
 }
 
 fn snapshot_consumer(req: &BackupRequest) -> Result<BaseConsumer, BackupError> {

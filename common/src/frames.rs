@@ -69,11 +69,6 @@ impl FrameCuts {
             s.max_ts = s.max_ts.max(timestamp);
         }
     }
-
-    /// Forgets the cuts of the segment just written.
-    pub fn clear(&mut self) {
-        self.spans.clear();
-    }
 }
 
 /// Builds a segment whose zstd body is one frame per cut, and its index. With a single frame

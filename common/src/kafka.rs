@@ -126,6 +126,16 @@ pub fn client_config<'a>(
     c
 }
 
+/// Drops Kafka clients on a thread of their own. librdkafka's destroy joins its threads and,
+/// for a consumer with a group, waits for the group coordinator: tens to ~100 ms that no
+/// caller needs to wait for once it is done with the clients. When no thread can be
+/// started, the refused closure drops them here.
+pub fn drop_in_background<T: Send + 'static>(clients: T) {
+    let _ = std::thread::Builder::new()
+        .name("kafka-client-drop".into())
+        .spawn(move || drop(clients));
+}
+
 /// Property names whose values must never be printed.
 pub fn is_secret_property(name: &str) -> bool {
     let n = name.to_ascii_lowercase();

@@ -54,7 +54,9 @@ pub struct SegmentUploader {
     threads: Vec<JoinHandle<Result<Uploaded, BackupError>>>,
 }
 
-/// What every upload thread shares.
+/// What every upload thread shares. Only the threads hold it: when the last of them ends,
+/// the queue's receiver goes with it and a consume loop waiting to send wakes with an error
+/// (the uploader keeps its own handles on the spare regions and the failure flag).
 struct Shared {
     handle: Handle,
     store: BackupStore,

@@ -4,7 +4,7 @@
 //! before the first write, so a bad restore is refused whole instead of failing half-way.
 
 use crate::planner::PlannedTask;
-use kafka_backup_common::kafka::client_config;
+use kafka_backup_common::kafka::{client_config, drop_in_background};
 use kafka_backup_proto::TopicCreation;
 use rdkafka::admin::{
     AdminClient, AdminOptions, ConfigResource, NewTopic, ResourceSpecifier, TopicReplication,
@@ -79,7 +79,7 @@ impl Drop for TargetCluster {
         let client = self.client.take();
         let admin = self.admin.take();
         if client.is_some() || admin.is_some() {
-            std::thread::spawn(move || drop((client, admin)));
+            drop_in_background((client, admin));
         }
     }
 }

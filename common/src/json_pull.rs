@@ -25,7 +25,7 @@ pub enum PullError {
     },
 }
 
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 1 << 18;
 
 /// What comes next in the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,7 +252,19 @@ impl<R: Read> JsonPull<R> {
     /// Like `next_key`, for a caller that knows the keys it wants: the key's position in
     /// `names` (`Some(None)` for any other key), without allocating for it. This is the hot
     /// path of reading a manifest of a million segments.
+    /// `names` must be plain (no quotes, backslashes or control characters), as field names
+    /// are.
     pub fn next_key_of(&mut self, names: &[&str]) -> Result<Option<Option<usize>>, PullError> {
+        let list = names.as_ptr() as usize;
+        let guess = if self.key_hint.0 == list {
+            self.key_hint.1 + 1
+        } else {
+            0
+        };
+        if self.expected_key_follows(names, guess) {
+            self.key_hint = (list, guess);
+            return Ok(Some(Some(guess)));
+        }
         if !self.advance(b'}')? {
             return Ok(None);
         }
@@ -264,12 +276,6 @@ impl<R: Read> JsonPull<R> {
         } else {
             &self.buf[a + 1..b - 1]
         };
-        let list = names.as_ptr() as usize;
-        let guess = if self.key_hint.0 == list {
-            self.key_hint.1 + 1
-        } else {
-            0
-        };
         let found = match names.get(guess) {
             Some(n) if n.as_bytes() == key => Some(guess),
             _ => names.iter().position(|n| n.as_bytes() == key),
@@ -279,6 +285,36 @@ impl<R: Read> JsonPull<R> {
         }
         self.expect(b':')?;
         Ok(Some(found))
+    }
+
+    /// The fast path of `next_key_of`: in compact JSON a record's members follow the order of
+    /// the last one, so the cursor is usually at exactly `,"name":` (`"name":` for the first
+    /// member) of the expected key. Consumes it and returns true then; otherwise consumes
+    /// nothing. What it accepts is what the general path would read as that key, as a plain
+    /// name needs no unescaping and the closing quote is checked.
+    #[inline]
+    fn expected_key_follows(&mut self, names: &[&str], guess: usize) -> bool {
+        let (Some(name), Some(&first)) = (names.get(guess), self.first.last()) else {
+            return false;
+        };
+        let name = name.as_bytes();
+        let lead = usize::from(!first);
+        let need = lead + name.len() + 3;
+        let Some(text) = self.buf.get(self.pos..self.len).and_then(|t| t.get(..need)) else {
+            return false;
+        };
+        let matches = (first || text[0] == b',')
+            && text[lead] == b'"'
+            && &text[lead + 1..lead + 1 + name.len()] == name
+            && text[need - 2] == b'"'
+            && text[need - 1] == b':';
+        if matches {
+            self.pos += need;
+            if let Some(f) = self.first.last_mut() {
+                *f = false;
+            }
+        }
+        matches
     }
 
     /// Whether the current array has another element (positioned at it).
@@ -714,6 +750,68 @@ mod tests {
             p.begin_array().unwrap();
             p.next_element().unwrap();
             assert!(p.i64().is_err(), "{bad}");
+        }
+    }
+
+    /// Every member of `text` read with `next_key_of(NAMES)`: (position in NAMES, value).
+    fn known_members<R: Read>(p: &mut JsonPull<R>) -> Vec<(Option<usize>, i64)> {
+        const NAMES: [&str; 3] = ["a", "ab", "b"];
+        let mut out = Vec::new();
+        p.begin_object().unwrap();
+        while let Some(k) = p.next_key_of(&NAMES).unwrap() {
+            out.push((k, p.i64().unwrap()));
+        }
+        p.end().unwrap();
+        out
+    }
+
+    #[test]
+    fn known_keys_match_exactly_in_any_order_and_layout() {
+        for (text, want) in [
+            (
+                r#"{"a":1,"ab":2,"b":3}"#,
+                vec![(Some(0), 1), (Some(1), 2), (Some(2), 3)],
+            ),
+            // A key the expected one is a prefix of, and keys out of order.
+            (
+                r#"{"ab":2,"a":1,"abc":9,"b":3}"#,
+                vec![(Some(1), 2), (Some(0), 1), (None, 9), (Some(2), 3)],
+            ),
+            (
+                r#"{ "a" : 1 , "ab":2,"b" :3}"#,
+                vec![(Some(0), 1), (Some(1), 2), (Some(2), 3)],
+            ),
+            (
+                r#"{"a":1,"a\u0062":2,"b":3}"#,
+                vec![(Some(0), 1), (Some(1), 2), (Some(2), 3)],
+            ),
+            (
+                r#"{"a":1,"b":3,"a":4}"#,
+                vec![(Some(0), 1), (Some(2), 3), (Some(0), 4)],
+            ),
+            ("{}", vec![]),
+        ] {
+            assert_eq!(
+                known_members(&mut JsonPull::new(text.as_bytes())),
+                want,
+                "{text}"
+            );
+            assert_eq!(
+                known_members(&mut JsonPull::new(Trickle(text.as_bytes()))),
+                want,
+                "{text}"
+            );
+        }
+        for bad in [r#"{"a"1}"#, r#"{"a":1"ab":2}"#, r#"{"a":1,,"ab":2}"#] {
+            let mut p = JsonPull::new(bad.as_bytes());
+            p.begin_object().unwrap();
+            let got = (|| {
+                while p.next_key_of(&["a", "ab"])?.is_some() {
+                    p.i64()?;
+                }
+                Ok::<_, PullError>(())
+            })();
+            assert!(got.is_err(), "{bad}");
         }
     }
 

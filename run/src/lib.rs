@@ -198,17 +198,24 @@ impl Session {
         new_run: bool,
     ) -> Result<SubmitPlanResponse, RunError> {
         let span = tracing::info_span!("restore.submit", backup_id = %spec.backup_id, dry_run);
-        let resp = tracing::Instrument::instrument(
-            self.client.submit_plan(SubmitPlanRequest {
-                spec: Some(spec.clone()),
-                dry_run,
-                new_run,
-            }),
-            span,
-        )
-        .await
-        .map_err(rpc)?;
-        Ok(resp.into_inner())
+        let req = SubmitPlanRequest {
+            spec: Some(spec.clone()),
+            dry_run,
+            new_run,
+        };
+        let call = async {
+            match &self.local {
+                Some(local) => local.submit_plan(req).await,
+                None => self
+                    .client
+                    .submit_plan(req)
+                    .await
+                    .map(tonic::Response::into_inner),
+            }
+        };
+        tracing::Instrument::instrument(call, span)
+            .await
+            .map_err(rpc)
     }
 
     /// Starts the embedded worker on `plan_id` (nothing for a remote coordinator): one worker

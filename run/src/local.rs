@@ -4,8 +4,11 @@
 
 use crate::RunError;
 use kafka_backup_coordinator::ledger::Ledger;
+use kafka_backup_coordinator::plan_service::PlanService;
 use kafka_backup_coordinator::security::ServerSecurity;
 use kafka_backup_coordinator::{Coordinator, CoordinatorSettings, ServeError};
+use kafka_backup_proto::restore_plans_server::RestorePlans;
+use kafka_backup_proto::{SubmitPlanRequest, SubmitPlanResponse};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +17,8 @@ use tokio::net::TcpListener;
 pub struct LocalCoordinator {
     pub url: String,
     ledger: Arc<Ledger>,
+    /// The same plan service the server runs, for submitting without the loopback round trip.
+    plans: PlanService,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
@@ -22,6 +27,7 @@ impl LocalCoordinator {
     pub async fn start(ledger: Ledger, settings: CoordinatorSettings) -> Result<Self, RunError> {
         let coord = Coordinator::new(ledger, settings);
         let ledger = coord.ledger.clone();
+        let plans = PlanService::new(coord.clone());
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| RunError::Io {
@@ -57,9 +63,24 @@ impl LocalCoordinator {
         Ok(Self {
             url,
             ledger,
+            plans,
             stop,
             server,
         })
+    }
+
+    /// Plans (and, unless it is a dry run, records) a restore by calling the plan service in
+    /// this process rather than through the server: the same code and the same answers, minus
+    /// an HTTP/2 round trip over loopback that cost 2-3 ms of a ~20 ms dry run. Its span is a
+    /// child of the caller's, so traces look as they do through gRPC.
+    pub async fn submit_plan(
+        &self,
+        req: SubmitPlanRequest,
+    ) -> Result<SubmitPlanResponse, tonic::Status> {
+        self.plans
+            .submit_plan(tonic::Request::new(req))
+            .await
+            .map(tonic::Response::into_inner)
     }
 
     /// Stops serving. The ledger makes every change durable before it is acknowledged, so

@@ -23,13 +23,6 @@ json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 now() { date +%s.%N; }
 secs() { python3 -c "print(max($2 - $1, 1e-9))"; }
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
-# Seconds a command takes, timed around the child process alone (output discarded). For short
-# runs compared with a figure measured in-process: `date` forked before and after a 17 ms
-# `zstd -d` added 2-9 ms to it on this machine.
-ptime() { python3 -c 'import subprocess, sys, time
-t = time.perf_counter()
-subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)
-print(time.perf_counter() - t)' "$@"; }
 
 # start_broker [sqlite|memory]: a fresh tansu. The memory engine answers ListOffsets wrongly
 # in tansu 0.6 (DESIGN §9): its rows are throughput figures only (the client-side ceiling).
@@ -61,7 +54,10 @@ ZSTD_DEC=0
 for _ in 1 2 3; do
   v=$("$BENCH" decode "$W/backups" bk 3 | json '["ours_mb_s"]')
   OURS_DEC=$(python3 -c "print(max($OURS_DEC, $v))")
-  ZSTD_DEC=$(python3 -c "print(max($ZSTD_DEC, $BYTES/1e6/$(ptime zstd -d -q -c "$W/bodies.zst")))")
+  # Timed around the zstd process alone (kb-bench median-run): `date` forked before and after
+  # a ~17 ms run added 2-9 ms to it on this machine, against our in-process figure.
+  ms=$("$BENCH" median-run 1 zstd -d -q -c "$W/bodies.zst" | json '["ms"]')
+  ZSTD_DEC=$(python3 -c "print(max($ZSTD_DEC, $BYTES/1e3/$ms))")
 done
 
 # 2. end-to-end restore vs a raw rdkafka producer of the same records, fresh broker each run.

@@ -1,6 +1,7 @@
 //! A coordinator on a loopback port for this process only: what embedded restores and local
 //! ledger reads (`show-offset-mapping` without `--coordinator`) run against, so they use the
-//! same gRPC API and the same coordinator code as the distributed mode.
+//! same gRPC API and the same coordinator code as the distributed mode. The one exception is
+//! submitting a plan, which calls the same plan service in process (see `submit_plan`).
 
 use crate::RunError;
 use kafka_backup_coordinator::ledger::Ledger;
@@ -71,7 +72,7 @@ impl LocalCoordinator {
 
     /// Plans (and, unless it is a dry run, records) a restore by calling the plan service in
     /// this process rather than through the server: the same code and the same answers, minus
-    /// an HTTP/2 round trip over loopback that cost 2-3 ms of a ~20 ms dry run. Its span is a
+    /// an HTTP/2 round trip over loopback that cost 1-3 ms of a ~20 ms dry run. Its span is a
     /// child of the caller's, so traces look as they do through gRPC.
     pub async fn submit_plan(
         &self,

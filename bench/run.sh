@@ -23,6 +23,11 @@ json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 now() { date +%s.%N; }
 secs() { python3 -c "print(max($2 - $1, 1e-9))"; }
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+# measured PATH CMD...: runs a command that measures something to its end, then reads PATH of
+# its JSON output. Piping it straight into `json` starts python beside it, and python's
+# start-up (~20 ms of CPU on 2 cores) slowed what was being measured: a 17 ms `zstd -d` took
+# 36-44 ms that way, 15-20 ms alone.
+measured() { local path=$1 out; shift; out=$("$@"); json "$path" <<<"$out"; }
 
 # start_broker [sqlite|memory]: a fresh tansu. The memory engine answers ListOffsets wrongly
 # in tansu 0.6 (DESIGN §9): its rows are throughput figures only (the client-side ceiling).
@@ -52,11 +57,11 @@ MB=$(python3 -c "print(f'{$BYTES/1e6:.0f}')")
 OURS_DEC=0
 ZSTD_DEC=0
 for _ in 1 2 3; do
-  v=$("$BENCH" decode "$W/backups" bk 3 | json '["ours_mb_s"]')
+  v=$(measured '["ours_mb_s"]' "$BENCH" decode "$W/backups" bk 3)
   OURS_DEC=$(python3 -c "print(max($OURS_DEC, $v))")
   # Timed around the zstd process alone (kb-bench median-run): `date` forked before and after
   # a ~17 ms run added 2-9 ms to it on this machine, against our in-process figure.
-  ms=$("$BENCH" median-run 1 zstd -d -q -c "$W/bodies.zst" | json '["ms"]')
+  ms=$(measured '["ms"]' "$BENCH" median-run 1 zstd -d -q -c "$W/bodies.zst")
   ZSTD_DEC=$(python3 -c "print(max($ZSTD_DEC, $BYTES/1e3/$ms))")
 done
 
@@ -156,7 +161,8 @@ for engine in memory sqlite; do
   "$BENCH" produce "$W/backups" "$src" "$BROKER" src >/dev/null
   B_S=(); C_S=(); L1_S=()
   for i in 1 2 3; do
-    t0=$(now); CONS_SETTINGS=$(timeout 600 "$BENCH" consume "$BROKER" src | json '["settings"]'); t1=$(now)
+    t0=$(now); out=$(timeout 600 "$BENCH" consume "$BROKER" src); t1=$(now)
+    CONS_SETTINGS=$(json '["settings"]' <<<"$out")
     C_S+=("$(secs "$t0" "$t1")")
     B_S+=("$(backup_s)")
     [ "$engine" = memory ] && L1_S+=("$(backup_s --zstd-level 1)")
@@ -169,17 +175,17 @@ done
 # 3. dry-run latency of a 10,000-segment backup (median of 5 runs, whole process).
 start_broker
 "$BENCH" gen "$W/backups" bk10k wide 4 25000 100 10 >/dev/null
-DRY_MS=$("$BENCH" median-run 5 "$KB" restore --storage "$W/backups" --backup-id bk10k --source-topic wide \
-  --target-topic wide --bootstrap-servers "$BROKER" --create-topics --dry-run | json '["ms"]')
+DRY_MS=$(measured '["ms"]' "$BENCH" median-run 5 "$KB" restore --storage "$W/backups" --backup-id bk10k --source-topic wide \
+  --target-topic wide --bootstrap-servers "$BROKER" --create-topics --dry-run)
 # The broker's share of it: a bare client's first metadata answer from the same broker.
 MD=()
-for _ in 1 2 3 4 5; do MD+=("$("$BENCH" metadata "$BROKER" | json '["ms"]')"); done
+for _ in 1 2 3 4 5; do MD+=("$(measured '["ms"]' "$BENCH" metadata "$BROKER")"); done
 MD_MS=$(printf '%s\n' "${MD[@]}" | sort -n | sed -n 3p)
 
 # 4. time to the first record of a mid-partition --from-timestamp.
 MID_TS=$(( 1700000000000 + PER_PART * 10 / 2 ))
 SEEK=()
-for _ in 1 2 3 4 5; do SEEK+=("$("$BENCH" seek "$W/backups" bk bench 0 "$MID_TS" | json '["ms"]')"); done
+for _ in 1 2 3 4 5; do SEEK+=("$(measured '["ms"]' "$BENCH" seek "$W/backups" bk bench 0 "$MID_TS")"); done
 SEEK_MS=$(printf '%s\n' "${SEEK[@]}" | sort -n | sed -n 3p)
 
 f1() { python3 -c "print(f'{$1:.1f}')"; }

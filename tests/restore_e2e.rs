@@ -46,14 +46,19 @@ impl Fixture {
 /// A topic with `partitions` partitions of `per_partition` records each (timestamps
 /// BASE_TS + partition + 10*i), backed up with small segments.
 async fn fixture(name: &str, partitions: i32, per_partition: usize) -> Fixture {
+    fixture_on(&broker(), name, partitions, per_partition).await
+}
+
+/// `fixture` with its source topic on the broker at `bootstrap`.
+async fn fixture_on(bootstrap: &str, name: &str, partitions: i32, per_partition: usize) -> Fixture {
     let topic = unique(name);
-    create_topic(&broker(), &topic, partitions).await;
+    create_topic(bootstrap, &topic, partitions).await;
     let mut source = Vec::new();
     for p in 0..partitions {
         let recs = simple_records(per_partition, BASE_TS + p as i64, 10);
-        source.push(produce(&broker(), &topic, p, &recs).await);
+        source.push(produce(bootstrap, &topic, p, &recs).await);
     }
-    let backup = backup_local(&broker(), &topic, "bk");
+    let backup = backup_local(bootstrap, &topic, "bk");
     Fixture {
         topic,
         backup,
@@ -67,11 +72,37 @@ async fn use_case_1_same_cluster_disaster_recovery() {
     if skip_without_servers() {
         return;
     }
-    let f = fixture("orders-dr", 3, 120).await;
-    // The topic is lost; restore it under its own name on the same cluster.
+    // A broker of the test's own: tansu 0.6's SQLite engine has panicked once (of many CI
+    // runs) serving a Fetch of a topic deleted and created again under the same name
+    // ("more or less than one row" in its offset stage), and then serves nothing. On the
+    // shared broker that took every later test with it; here only this scenario is run again,
+    // on a fresh broker, and only when the broker's log shows that panic.
+    for attempt in 1..=2 {
+        let dir = temp_dir();
+        let port = free_port();
+        let tansu = start_tansu(dir.path(), port, "dr.db");
+        let bootstrap = format!("127.0.0.1:{port}");
+        let outcome = tokio::spawn(same_cluster_disaster_recovery(bootstrap)).await;
+        drop(tansu);
+        match outcome {
+            Ok(()) => return,
+            Err(e) if attempt == 1 && tansu_panicked(&dir.path().join("tansu.log"), 0) => {
+                eprintln!(
+                    "tansu panicked during the scenario ({e}); running it again on a fresh broker"
+                );
+            }
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}
+
+/// Use case 1 against the broker at `bootstrap`: the topic is lost and restored under its own
+/// name on the same cluster.
+async fn same_cluster_disaster_recovery(bootstrap: String) {
+    let f = fixture_on(&bootstrap, "orders-dr", 3, 120).await;
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
         rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", broker())
+            .set("bootstrap.servers", &bootstrap)
             .create()
             .expect("admin");
     admin
@@ -79,7 +110,7 @@ async fn use_case_1_same_cluster_disaster_recovery() {
         .await
         .expect("delete topic");
     for _ in 0..50 {
-        if !topic_exists(&broker(), &f.topic) {
+        if !topic_exists(&bootstrap, &f.topic) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -90,14 +121,14 @@ async fn use_case_1_same_cluster_disaster_recovery() {
         "--target-topic",
         &f.topic,
         "--target-cluster",
-        &broker(),
+        &bootstrap,
         "--consumer-group-strategy",
         "skip",
         "--create-topics",
     ]));
     assert!(out.contains("completed"), "{out}");
     for p in 0..3 {
-        let got = consume_all(&broker(), &f.topic, p);
+        let got = consume_all(&bootstrap, &f.topic, p);
         assert_same_records(&f.source[p as usize], &got);
     }
 }

@@ -50,9 +50,12 @@ BYTES=$(echo "$GEN" | json '["uncompressed_bytes"]')
 MB=$(python3 -c "print(f'{$BYTES/1e6:.0f}')")
 
 # 1. decode + filter vs zstd -d of the same bodies; best of 3 each (both are pure CPU, and a
-# single pass moves with whatever else the machine is doing). Ours is the best of 3 passes in
-# one process, as a worker decodes segment after segment (its first pass also allocates the
-# buffers and decoder windows later passes reuse); zstd -d is timed whole-process.
+# single pass moves with whatever else the machine is doing). Ours is the worker's source
+# stage (worker/src/source.rs) from the backup directory: each object read with its CRC (the
+# next one while this one decodes, as zstd -d reads on a thread of its own), decompressed in
+# pieces, every record checked, parsed and filtered; best of 3 passes in one process (its
+# first pass also allocates the buffers and decoder windows later passes reuse). zstd -d is
+# timed whole-process, reading its file.
 "$BENCH" bodies "$W/backups" bk "$W/bodies.zst" >/dev/null
 OURS_DEC=0
 ZSTD_DEC=0

@@ -2,8 +2,8 @@
 //!   gen     DIR ID TOPIC PARTITIONS RECORDS_PER_PARTITION VALUE_BYTES SEGMENT_RECORDS [foreign]
 //!           `foreign`: segments as another tool writes them: one streamed zstd frame without
 //!           a content size, no seek index, no min/max timestamps in the manifest
-//!   decode  DIR ID [PASSES]   decode+filter throughput (best of PASSES) vs in-process
-//!           streaming zstd of the same bodies
+//!   decode  DIR ID [PASSES]   the worker's source stage (read with CRC, decode, filter;
+//!           best of PASSES, wall and CPU time) vs in-process streaming zstd of the same bodies
 //!   bodies  DIR ID OUT        concatenated zstd bodies, for the `zstd -d` baseline
 //!   produce DIR ID BOOTSTRAP TOPIC [K=V...]   raw rdkafka producer ceiling, same records, same broker
 //!   seek    DIR ID TOPIC PARTITION TS  time to the first record at or after TS
@@ -21,11 +21,13 @@ use kafka_backup_common::frames::{build_indexed_segment, FrameCuts, DEFAULT_FRAM
 use kafka_backup_common::manifest::{
     segment_key, Manifest, PartitionManifest, SegmentMeta, TopicManifest,
 };
-use kafka_backup_common::pieces::Pieces;
 use kafka_backup_common::segment::{
     encode_record, DecodedSegment, SegmentHeader, FOOTER_LEN, HEADER_LEN,
 };
 use kafka_backup_common::storage::BackupStore;
+use kafka_backup_proto::SegmentRef;
+use kafka_backup_worker::pages::SegmentPages;
+use kafka_backup_worker::source::{prefetch, RecordFilter};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 use serde_json::json;
@@ -200,7 +202,8 @@ async fn segments_of(dir: &str, id: &str) -> Res<Vec<(String, Vec<u8>)>> {
 }
 
 async fn decode(args: &[String]) -> Res<()> {
-    let segs = segments_of(&arg(args, 2, "DIR")?, &arg(args, 3, "ID")?).await?;
+    let (dir, id) = (arg(args, 2, "DIR")?, arg(args, 3, "ID")?);
+    let segs = segments_of(&dir, &id).await?;
     let passes: usize = args.get(4).map_or(Ok(1), |p| p.parse())?;
     // Baseline: decompress the same bodies, nothing else, as `zstd -d` does (streaming into
     // a reused buffer, output discarded).
@@ -212,37 +215,73 @@ async fn decode(args: &[String]) -> Res<()> {
         raw += out.0;
     }
     let zstd_secs = t.elapsed().as_secs_f64();
-    // Ours, as a worker decodes: verify CRC, decompress piece by piece, check and parse
-    // every record, apply a time filter.
-    let objects: Vec<(&String, bytes::Bytes)> = segs
-        .iter()
-        .map(|(k, b)| (k, bytes::Bytes::copy_from_slice(b)))
+    drop(segs);
+    // Ours: the worker's source stage as a restore runs it (worker/src/source.rs), from the
+    // backup directory: read each object with its CRC (the next one while this one is
+    // decoded), decompress it piece by piece, then check and parse every record and apply
+    // the task's filter, as the produce stage does before it hands a record to the producer.
+    let store = BackupStore::open(&dir, &HashMap::new(), false)?;
+    let manifest = store.read_manifest(&id).await?;
+    let refs: Vec<SegmentRef> = manifest
+        .segments()
+        .map(|s| SegmentRef {
+            key: s.key.clone(),
+            start_offset: s.start_offset,
+            end_offset: s.end_offset,
+            record_count: s.record_count,
+            compressed_size: s.compressed_size,
+            frames: Vec::new(),
+        })
         .collect();
-    let mut ours_secs = f64::MAX;
+    let filter = RecordFilter {
+        from_offset: 0,
+        from_ts: None,
+        to_ts: None,
+    };
+    let (mut ours_secs, mut ours_cpu) = (f64::MAX, f64::MAX);
     let (mut kept, mut bytes) = (0u64, 0usize);
     for _ in 0..passes.max(1) {
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), cpu_seconds());
         (kept, bytes) = (0, 0);
-        for (k, b) in &objects {
-            for piece in Pieces::of_segment(k, b.clone())? {
-                let piece = piece?;
-                bytes += piece.uncompressed_len();
-                for r in piece.records() {
-                    let r = r?;
-                    if r.timestamp >= 0 && r.value.is_some() {
-                        kept += 1;
-                    }
+        let mut pieces = prefetch(
+            store.clone(),
+            SegmentPages::fixed(refs.clone()),
+            filter,
+            false,
+        );
+        while let Some((_, piece)) = pieces.recv().await {
+            let piece = piece?;
+            bytes += piece.uncompressed_len();
+            for r in piece.records() {
+                let r = r?;
+                if filter.keeps(&r) && r.value.is_some() {
+                    kept += 1;
                 }
             }
         }
         ours_secs = ours_secs.min(t.elapsed().as_secs_f64());
+        ours_cpu = ours_cpu.min(cpu_seconds() - cpu);
     }
     assert_eq!(bytes, raw);
     println!(
         "{}",
-        json!({"bytes": raw, "records": kept, "zstd_mb_s": raw as f64 / 1e6 / zstd_secs, "ours_mb_s": raw as f64 / 1e6 / ours_secs})
+        json!({"bytes": raw, "records": kept, "zstd_mb_s": raw as f64 / 1e6 / zstd_secs,
+               "ours_mb_s": raw as f64 / 1e6 / ours_secs, "ours_cpu_ms": ours_cpu * 1e3,
+               "ours_wall_ms": ours_secs * 1e3})
     );
     Ok(())
+}
+
+/// CPU time of this process so far (every thread, user and system).
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 /// Counts what it is given and keeps nothing.

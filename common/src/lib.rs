@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod manifest_index;
 pub mod metrics;
 pub mod pieces;
+pub mod read_crc;
 pub mod restore_options;
 pub mod schema_id_options;
 pub mod schema_ids;

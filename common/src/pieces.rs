@@ -22,7 +22,8 @@ use crate::decompress::{
     recycle, recycle_context, take_buffer_with, take_context, DecompressError,
 };
 use crate::manifest::SegmentFrame;
-use crate::segment::{verify_envelope, DecodedSegment, SegmentError, SegmentHeader};
+use crate::read_crc::CheckedObject;
+use crate::segment::{verify_envelope_with_crc, DecodedSegment, SegmentError, SegmentHeader};
 use crate::segment::{FOOTER_LEN, HEADER_LEN};
 use bytes::Bytes;
 use zstd::zstd_safe::{DCtx, InBuffer, OutBuffer, WriteBuf};
@@ -31,6 +32,12 @@ use zstd::zstd_safe::{DCtx, InBuffer, OutBuffer, WriteBuf};
 /// decompressed and produced, large enough that per-piece costs (a channel send, a span)
 /// are noise. A record larger than this makes a piece of its own.
 pub const PIECE_BYTES: usize = 1 << 20;
+
+/// Largest zstd frame decompressed in one call as one piece (see `Pieces::whole_frame`):
+/// the frames `backup` writes (4 MiB of records and the rest of the record that crosses
+/// that mark) fit; larger frames, or frames that do not record their size, are streamed in
+/// pieces of [`PIECE_BYTES`].
+const ONE_CALL_FRAME_BYTES: usize = 5 << 20;
 
 /// Larger records are refused as damage rather than buffered (Kafka's own limit on a
 /// message is an i32, and brokers' are far below).
@@ -59,7 +66,16 @@ impl Pieces {
     /// A whole segment object: the envelope (magic, version, CRC) is checked here, before
     /// any piece.
     pub fn of_segment(key: &str, bytes: Bytes) -> Result<Self, SegmentError> {
-        let header = verify_envelope(key, &bytes)?;
+        Self::of_checked_bytes(key, bytes, None)
+    }
+
+    /// A whole segment object whose CRC was computed as it was read (see `read_crc.rs`).
+    pub fn of_checked(key: &str, object: CheckedObject) -> Result<Self, SegmentError> {
+        Self::of_checked_bytes(key, object.bytes, Some(object.crc_before_footer))
+    }
+
+    fn of_checked_bytes(key: &str, bytes: Bytes, crc: Option<u32>) -> Result<Self, SegmentError> {
+        let header = verify_envelope_with_crc(key, &bytes, crc)?;
         let dctx = match header.compression {
             0 => None,
             1 => Some(take_context()),
@@ -159,11 +175,57 @@ impl Pieces {
         Ok(())
     }
 
+    /// Decompresses the whole zstd frame that starts at the input position into `buf` in one
+    /// call, when a piece begins at a frame boundary and the frame records a content size of
+    /// at most [`ONE_CALL_FRAME_BYTES`]. One call writes straight into `buf`; the streaming
+    /// decoder writes each block into its own window first and copies it out (a tenth of
+    /// decoding time in `perf`). Returns whether it did.
+    fn whole_frame(&mut self, buf: &mut Vec<u8>) -> Result<bool, SegmentError> {
+        if self.dctx.is_none() || !buf.is_empty() || !self.frame_ended || self.input_done() {
+            return Ok(false);
+        }
+        let input = &self.bytes[self.in_pos..self.body_end];
+        let size = match zstd::zstd_safe::get_frame_content_size(input) {
+            Ok(Some(size)) if size <= ONE_CALL_FRAME_BYTES as u64 => size as usize,
+            _ => return Ok(false),
+        };
+        let frame_len = match zstd::zstd_safe::find_frame_compressed_size(input) {
+            Ok(len) if len > 0 && len <= input.len() => len,
+            _ => return Ok(false),
+        };
+        let Some(dctx) = self.dctx.as_mut() else {
+            return Ok(false);
+        };
+        buf.reserve(size);
+        let frame = &self.bytes[self.in_pos..self.in_pos + frame_len];
+        match dctx.decompress(buf, frame) {
+            Ok(written) if written == size => {
+                self.in_pos += frame_len;
+                Ok(true)
+            }
+            Ok(written) => Err(self.corrupt(format!(
+                "a zstd frame declares {size} bytes but holds {written}"
+            ))),
+            Err(code) => Err(self.corrupt(format!(
+                "zstd body does not decompress: {}",
+                DecompressError::from_code(code)
+            ))),
+        }
+    }
+
     fn next_piece(&mut self) -> Result<Option<DecodedSegment>, SegmentError> {
         let mut buf = take_buffer_with(PIECE_BYTES);
         buf.extend_from_slice(&self.carry);
         self.carry.clear();
         let mut limit = PIECE_BYTES.max(buf.len());
+        match self.whole_frame(&mut buf) {
+            Ok(true) => limit = buf.len(),
+            Ok(false) => {}
+            Err(e) => {
+                recycle(buf);
+                return Err(e);
+            }
+        }
         let walk = loop {
             while buf.len() < limit && !self.exhausted() {
                 if let Err(e) = self.fill(&mut buf, limit) {
@@ -260,6 +322,9 @@ impl Drop for Pieces {
     fn drop(&mut self) {
         if let Some(dctx) = self.dctx.take() {
             recycle_context(dctx);
+        }
+        if let Ok(object) = std::mem::take(&mut self.bytes).try_into_mut() {
+            recycle(object.into());
         }
     }
 }
@@ -511,5 +576,40 @@ mod tests {
         let mid = bytes.len() / 2;
         bytes[mid] ^= 1;
         assert!(Pieces::of_segment("k", Bytes::from(bytes)).is_err());
+    }
+    #[test]
+    fn frames_that_record_their_size_and_end_inside_records_decode_whole() {
+        // Frames cut at arbitrary bytes, as another writer may cut them: each is decompressed
+        // in one call, and the record that crosses a frame's end is carried to the next piece.
+        let n = 3000;
+        let body = region(n, 1000);
+        let mut compressed = Vec::new();
+        for chunk in body.chunks(700_001) {
+            compressed.extend(zstd::bulk::compress(chunk, 3).unwrap());
+        }
+        let bytes = Bytes::from(assemble_segment(header(n), &compressed));
+        let all = offsets(Pieces::of_segment("k", bytes).unwrap()).unwrap();
+        assert_eq!(all, (100..100 + n).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_crc_computed_while_reading_is_the_one_checked() {
+        let n = 50;
+        let bytes = streamed(&region(n, 100), header(n));
+        let right = crc32fast::hash(&bytes[..bytes.len() - FOOTER_LEN]);
+        let object = |crc_before_footer| CheckedObject {
+            bytes: bytes.clone(),
+            crc_before_footer,
+        };
+        assert_eq!(
+            offsets(Pieces::of_checked("k", object(right)).unwrap())
+                .unwrap()
+                .len(),
+            n as usize
+        );
+        assert!(matches!(
+            Pieces::of_checked("k", object(right ^ 1)),
+            Err(SegmentError::BadChecksum { .. })
+        ));
     }
 }

@@ -353,6 +353,16 @@ impl Drop for DecodedSegment {
 
 /// Checks magic, version, footer and CRC; returns the parsed header.
 pub fn verify_envelope(key: &str, bytes: &[u8]) -> Result<SegmentHeader, SegmentError> {
+    verify_envelope_with_crc(key, bytes, None)
+}
+
+/// `verify_envelope` for an object whose CRC was computed as it was read (`read_crc.rs`):
+/// `crc_before_footer` is the CRC32 of every byte before its footer; `None` computes it here.
+pub fn verify_envelope_with_crc(
+    key: &str,
+    bytes: &[u8],
+    crc_before_footer: Option<u32>,
+) -> Result<SegmentHeader, SegmentError> {
     if bytes.len() < HEADER_LEN + FOOTER_LEN {
         return Err(SegmentError::Truncated {
             key: key.to_string(),
@@ -382,7 +392,8 @@ pub fn verify_envelope(key: &str, bytes: &[u8]) -> Result<SegmentHeader, Segment
         });
     }
     let stored = u32::from_le_bytes([footer[0], footer[1], footer[2], footer[3]]);
-    let found = crc32fast::hash(&bytes[..bytes.len() - FOOTER_LEN]);
+    let found =
+        crc_before_footer.unwrap_or_else(|| crc32fast::hash(&bytes[..bytes.len() - FOOTER_LEN]));
     if stored != found {
         return Err(SegmentError::BadChecksum {
             key: key.to_string(),

@@ -6,6 +6,7 @@
 
 use crate::manifest::{manifest_key, Manifest};
 use crate::manifest_index::{read_index, ManifestIndex, Sieve};
+use crate::read_crc::{read_file_checked, CheckedObject, RunningCrc, MAX_PREALLOCATED};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
@@ -188,6 +189,47 @@ impl BackupStore {
         }
     }
 
+    /// Reads a whole segment object and its CRC, hashed chunk by chunk as it arrives (see
+    /// `read_crc.rs`); a missing one is `SegmentNotFound`.
+    pub async fn get_checked(&self, key: &str) -> Result<CheckedObject, StorageError> {
+        if let Some(fs) = &self.local {
+            let file = fs
+                .path_to_filesystem(&self.path(key))
+                .map_err(|e| self.io(key, e))?;
+            let read = tokio::task::spawn_blocking(move || read_file_checked(&file))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            return read.map_err(|e| self.local_error(key, e));
+        }
+        let res = match self.store.get(&self.path(key)).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Err(self.not_found(key)),
+            Err(e) => return Err(self.io(key, e)),
+        };
+        let len = usize::try_from(res.meta.size).unwrap_or(usize::MAX);
+        let mut crc = RunningCrc::new(len);
+        let mut buf = Vec::with_capacity(len.min(MAX_PREALLOCATED));
+        let mut stream = res.into_stream();
+        while let Some(chunk) = stream.try_next().await.map_err(|e| self.io(key, e))? {
+            buf.extend_from_slice(&chunk);
+            crc.update(&buf);
+        }
+        Ok(crc.finish(Bytes::from(buf)))
+    }
+
+    fn local_error(&self, key: &str, e: std::io::Error) -> StorageError {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return self.not_found(key);
+        }
+        self.io(
+            key,
+            object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(e),
+            },
+        )
+    }
+
     /// Reads a local object, or a byte range of it, with plain file reads.
     async fn read_local(
         &self,
@@ -219,17 +261,7 @@ impl BackupStore {
         let read = tokio::task::spawn_blocking(read)
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        match read {
-            Ok(bytes) => Ok(Bytes::from(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(self.not_found(key)),
-            Err(e) => Err(self.io(
-                key,
-                object_store::Error::Generic {
-                    store: "LocalFileSystem",
-                    source: Box::new(e),
-                },
-            )),
-        }
+        read.map(Bytes::from).map_err(|e| self.local_error(key, e))
     }
 
     /// Reads a byte range of an object (the frames a seek index points at).

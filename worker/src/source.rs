@@ -7,6 +7,7 @@ use crate::pages::{PageError, SegmentPages};
 use kafka_backup_common::frames::frames_needed;
 use kafka_backup_common::manifest::SegmentFrame;
 use kafka_backup_common::pieces::Pieces;
+use kafka_backup_common::read_crc::CheckedObject;
 use kafka_backup_common::segment::{DecodedSegment, RecordRef, SegmentError};
 use kafka_backup_common::storage::{BackupStore, StorageError};
 use kafka_backup_proto::SegmentRef;
@@ -71,6 +72,11 @@ pub async fn fetch_segment(
 /// piece is decoded while this one is produced. A segment whose seek index shows that its
 /// first frames hold none of the records is read from the first frame that may. A failure to
 /// read the segment list ends the stage with that error.
+///
+/// The next whole object is read (and its CRC computed) while this one is decoded and
+/// produced: reading an object only once the last one was handed over left the producer idle
+/// for a whole read per segment, a round trip and more on object storage. So at most one
+/// compressed object is held besides the one being decoded.
 pub fn prefetch(
     store: BackupStore,
     mut segments: SegmentPages,
@@ -79,34 +85,92 @@ pub fn prefetch(
 ) -> mpsc::Receiver<(String, Result<DecodedSegment, SourceError>)> {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
+        let mut upcoming = next_read(&store, &mut segments, &filter).await;
         loop {
-            let seg = match segments.next().await {
-                Ok(Some(seg)) => seg,
+            let read = match upcoming {
+                Ok(Some(read)) => read,
                 Ok(None) => return,
                 Err(e) => {
                     let _ = tx.send((String::new(), Err(e.into()))).await;
                     return;
                 }
             };
-            if seg.end_offset < filter.from_offset {
-                continue;
-            }
-            let index: Vec<SegmentFrame> = seg.frames.iter().map(index_frame).collect();
-            if let Some(needed) = frames_needed(&index, filter.from_offset, filter.from_ts) {
-                match send_frames(&store, &seg.key, needed, &tx, continue_after_error).await {
-                    Sent::Done | Sent::Skipped => continue,
-                    Sent::Stop => return,
-                    // The ranged read failed: read the whole object, which names the damage
-                    // (or the outage) precisely.
-                    Sent::Unread => {}
+            upcoming = next_read(&store, &mut segments, &filter).await;
+            let sent = match read {
+                Planned::Frames { key, frames } => {
+                    match send_frames(&store, &key, &frames, &tx, continue_after_error).await {
+                        // The ranged read failed: read the whole object, which names the
+                        // damage (or the outage) precisely.
+                        Sent::Unread => {
+                            let object = read_whole(store.clone(), key.clone()).await;
+                            send_segment(&key, object, &tx, continue_after_error).await
+                        }
+                        sent => sent,
+                    }
                 }
-            }
-            if let Sent::Stop = send_segment(&store, &seg.key, &tx, continue_after_error).await {
+                Planned::Whole { key, read } => {
+                    let object = read
+                        .await
+                        .unwrap_or_else(|e| Err(SourceError::Decoder(e.to_string())));
+                    send_segment(&key, object, &tx, continue_after_error).await
+                }
+            };
+            if let Sent::Stop = sent {
                 return;
             }
         }
     });
     rx
+}
+
+/// How the next segment will be read.
+enum Planned {
+    /// From these seek-index frames, one ranged read each when their turn comes.
+    Frames {
+        key: String,
+        frames: Vec<SegmentFrame>,
+    },
+    /// Whole, by a read already under way.
+    Whole {
+        key: String,
+        read: tokio::task::JoinHandle<Result<CheckedObject, SourceError>>,
+    },
+}
+
+/// The next segment that may hold records `filter` keeps, with its whole-object read started
+/// (segments wholly before the resume point are skipped without being read).
+async fn next_read(
+    store: &BackupStore,
+    segments: &mut SegmentPages,
+    filter: &RecordFilter,
+) -> Result<Option<Planned>, PageError> {
+    loop {
+        let Some(seg) = segments.next().await? else {
+            return Ok(None);
+        };
+        if seg.end_offset < filter.from_offset {
+            continue;
+        }
+        let index: Vec<SegmentFrame> = seg.frames.iter().map(index_frame).collect();
+        if let Some(needed) = frames_needed(&index, filter.from_offset, filter.from_ts) {
+            return Ok(Some(Planned::Frames {
+                key: seg.key,
+                frames: needed.to_vec(),
+            }));
+        }
+        let read = tokio::spawn(read_whole(store.clone(), seg.key.clone()));
+        return Ok(Some(Planned::Whole { key: seg.key, read }));
+    }
+}
+
+/// Reads one whole object and its CRC.
+async fn read_whole(store: BackupStore, key: String) -> Result<CheckedObject, SourceError> {
+    let started = std::time::Instant::now();
+    let object = store.get_checked(&key).await;
+    crate::metrics::METRICS
+        .segment_fetch_seconds
+        .observe(started.elapsed().as_secs_f64());
+    Ok(object?)
 }
 
 type PieceSender = mpsc::Sender<(String, Result<DecodedSegment, SourceError>)>;
@@ -122,25 +186,20 @@ enum Sent {
     Unread,
 }
 
-/// Reads one whole object and sends its pieces.
+/// Decodes one whole object that was read and sends its pieces.
 async fn send_segment(
-    store: &BackupStore,
     key: &str,
+    object: Result<CheckedObject, SourceError>,
     tx: &PieceSender,
     continue_after_error: bool,
 ) -> Sent {
-    let started = std::time::Instant::now();
-    let bytes = store.get(key).await;
-    crate::metrics::METRICS
-        .segment_fetch_seconds
-        .observe(started.elapsed().as_secs_f64());
-    let res = match bytes {
-        Ok(bytes) => {
+    let res = match object {
+        Ok(object) => {
             let (key, tx) = (key.to_string(), tx.clone());
             tokio::task::spawn_blocking(move || {
                 send_pieces(
                     &key,
-                    Pieces::of_segment(&key, bytes),
+                    Pieces::of_checked(&key, object),
                     &tx,
                     continue_after_error,
                 )
@@ -148,7 +207,7 @@ async fn send_segment(
             .await
             .map_err(|e| SourceError::Decoder(e.to_string()))
         }
-        Err(e) => Err(SourceError::Storage(e)),
+        Err(e) => Err(e),
     };
     match res {
         Ok(sent) => sent,

@@ -15,8 +15,9 @@ use std::io::Read;
 use std::sync::Mutex;
 
 /// Idle buffers kept for reuse: enough for the pieces of a few partitions decoding at once
-/// (see `pieces.rs`). Bounded in bytes too, because idle buffers still count towards the
-/// process's memory.
+/// (see `pieces.rs`) and the compressed objects they are read into (`read_crc.rs`; a fresh
+/// buffer per object was faulted in page by page). Bounded in bytes too, because idle
+/// buffers still count towards the process's memory.
 const POOL_BUFFERS: usize = 16;
 /// Total capacity of the idle buffers; a buffer that would exceed it is freed instead.
 const POOL_BYTES: usize = 64 << 20;

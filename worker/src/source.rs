@@ -11,7 +11,7 @@ use kafka_backup_common::read_crc::CheckedObject;
 use kafka_backup_common::segment::{DecodedSegment, RecordRef, SegmentError};
 use kafka_backup_common::storage::{BackupStore, StorageError};
 use kafka_backup_proto::SegmentRef;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore, SemaphorePermit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -75,8 +75,9 @@ pub async fn fetch_segment(
 ///
 /// The next whole object is read (and its CRC computed) while this one is decoded and
 /// produced: reading an object only once the last one was handed over left the producer idle
-/// for a whole read per segment, a round trip and more on object storage. So at most one
-/// compressed object is held besides the one being decoded.
+/// for a whole read per segment, a round trip and more on object storage. Objects read ahead
+/// of their turn share one budget per worker process ([`READ_AHEAD_BYTES`]); when it is
+/// spent, the next object is read when its turn comes, as before.
 pub fn prefetch(
     store: BackupStore,
     mut segments: SegmentPages,
@@ -85,7 +86,7 @@ pub fn prefetch(
 ) -> mpsc::Receiver<(String, Result<DecodedSegment, SourceError>)> {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
-        let mut upcoming = next_read(&store, &mut segments, &filter).await;
+        let mut upcoming = next_read(&store, &mut segments, &filter, false).await;
         loop {
             let read = match upcoming {
                 Ok(Some(read)) => read,
@@ -95,7 +96,7 @@ pub fn prefetch(
                     return;
                 }
             };
-            upcoming = next_read(&store, &mut segments, &filter).await;
+            upcoming = next_read(&store, &mut segments, &filter, true).await;
             let sent = match read {
                 Planned::Frames { key, frames } => {
                     match send_frames(&store, &key, &frames, &tx, continue_after_error).await {
@@ -109,9 +110,12 @@ pub fn prefetch(
                     }
                 }
                 Planned::Whole { key, read } => {
-                    let object = read
-                        .await
-                        .unwrap_or_else(|e| Err(SourceError::Decoder(e.to_string())));
+                    let object = match read {
+                        Some((read, _held_until_read)) => read
+                            .await
+                            .unwrap_or_else(|e| Err(SourceError::Decoder(e.to_string()))),
+                        None => read_whole(store.clone(), key.clone()).await,
+                    };
                     send_segment(&key, object, &tx, continue_after_error).await
                 }
             };
@@ -130,19 +134,44 @@ enum Planned {
         key: String,
         frames: Vec<SegmentFrame>,
     },
-    /// Whole, by a read already under way.
+    /// Whole: by a read already under way (with its share of the read-ahead budget), or
+    /// read when its turn comes.
     Whole {
         key: String,
-        read: tokio::task::JoinHandle<Result<CheckedObject, SourceError>>,
+        read: Option<(ReadUnderWay, Option<SemaphorePermit<'static>>)>,
     },
 }
 
+type ReadUnderWay = tokio::task::JoinHandle<Result<CheckedObject, SourceError>>;
+
+/// Compressed bytes a worker process may hold in objects read ahead of their turn, over all
+/// its tasks: two of the segments `backup` writes (16 MiB of records each, less once
+/// compressed). Peak memory stays within the PRD's bound at 4 concurrent partitions with
+/// the objects being decoded, their pieces and this.
+pub const READ_AHEAD_BYTES: usize = 32 << 20;
+static READ_AHEAD: Semaphore = Semaphore::const_new(READ_AHEAD_BYTES);
+
+/// A share of the read-ahead budget for an object of `compressed_size` bytes (0: the
+/// manifest does not say, so the whole budget), or None when it is spent.
+fn read_ahead_share(compressed_size: u64) -> Option<SemaphorePermit<'static>> {
+    let wanted = match usize::try_from(compressed_size) {
+        Ok(0) => READ_AHEAD_BYTES,
+        Ok(n) if n <= READ_AHEAD_BYTES => n,
+        _ => return None,
+    };
+    READ_AHEAD
+        .try_acquire_many(u32::try_from(wanted).ok()?)
+        .ok()
+}
+
 /// The next segment that may hold records `filter` keeps, with its whole-object read started
-/// (segments wholly before the resume point are skipped without being read).
+/// (segments wholly before the resume point are skipped without being read). `ahead`: the
+/// read comes before its turn, so it needs a share of the read-ahead budget.
 async fn next_read(
     store: &BackupStore,
     segments: &mut SegmentPages,
     filter: &RecordFilter,
+    ahead: bool,
 ) -> Result<Option<Planned>, PageError> {
     loop {
         let Some(seg) = segments.next().await? else {
@@ -158,7 +187,14 @@ async fn next_read(
                 frames: needed.to_vec(),
             }));
         }
-        let read = tokio::spawn(read_whole(store.clone(), seg.key.clone()));
+        let read = match ahead.then(|| read_ahead_share(seg.compressed_size)) {
+            // Ahead of its turn and the budget is spent: read it when its turn comes.
+            Some(None) => None,
+            share => {
+                let read = tokio::spawn(read_whole(store.clone(), seg.key.clone()));
+                Some((read, share.flatten()))
+            }
+        };
         return Ok(Some(Planned::Whole { key: seg.key, read }));
     }
 }

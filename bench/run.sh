@@ -31,16 +31,30 @@ measured() { local path=$1 out; shift; out=$("$@"); json "$path" <<<"$out"; }
 
 # start_broker [sqlite|memory]: a fresh tansu. The memory engine answers ListOffsets wrongly
 # in tansu 0.6 (DESIGN §9): its rows are throughput figures only (the client-side ceiling).
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 start_broker() {
-  [ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null && sleep 0.3
+  # The previous broker must be gone, and its port closed, before the next one starts: on a
+  # slow machine it outlived a fixed 0.3 s pause, the new broker could not bind, and the old
+  # one (with every earlier run's records) answered the next run instead.
+  if [ -n "$BROKER_PID" ]; then
+    kill "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+    BROKER_PID=""
+  fi
+  for _ in $(seq 1 100); do port_open || break; sleep 0.1; done
+  port_open && { echo "port $PORT is still in use by another process" >&2; exit 1; }
   rm -f "$W"/broker.db*
   local engine=sqlite://broker.db
   [ "${1:-sqlite}" = memory ] && engine=memory://tansu/
   (cd "$W" && exec tansu broker --listener-url "tcp://$BROKER" --advertised-listener-url "tcp://$BROKER" \
      --storage-engine "$engine" >broker.log 2>&1) &
   BROKER_PID=$!
-  for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0; sleep 0.1; done
-  echo "broker did not start" >&2; exit 1
+  for _ in $(seq 1 50); do
+    kill -0 "$BROKER_PID" 2>/dev/null || break
+    port_open && return 0
+    sleep 0.1
+  done
+  echo "broker did not start; see $W/broker.log" >&2; cat "$W/broker.log" >&2; exit 1
 }
 
 # 4 partitions of ~1 KiB records (keys, two headers, values of a short prefix and random bytes, nearly incompressible).
@@ -109,7 +123,14 @@ RSS_MB=$(python3 -c "print(f'{$RSS_KB/1024:.0f}')")
 PER_BIG=$(( PER_PART * 4 ))
 BIG_BYTES=$("$BENCH" gen "$W/backups" big bench 4 "$PER_BIG" 1000 20000 | json '["uncompressed_bytes"]')
 "$BENCH" gen "$W/backups" bigfx bench 4 "$PER_BIG" 1000 "$PER_BIG" foreign >/dev/null
-timed() { local t0 t1; t0=$(now); timeout 600 "$@" >/dev/null; t1=$(now); secs "$t0" "$t1"; }
+# timed CMD...: wall seconds of a command. A run that fails is noted in $W/failed (its time
+# is no figure) and ends the bench before the table is printed.
+timed() {
+  local t0 t1 rc=0
+  t0=$(now); timeout 600 "$@" >/dev/null || rc=$?; t1=$(now)
+  [ "$rc" = 0 ] || echo "exit $rc: $*" >>"$W/failed"
+  secs "$t0" "$t1"
+}
 restore_mem() { # restore_mem BACKUP_ID EXTRA_ARGS...
   local id=$1; shift
   rm -rf "$W/mstate"
@@ -192,6 +213,11 @@ for _ in 1 2 3 4 5; do SEEK+=("$(measured '["ms"]' "$BENCH" seek "$W/backups" bk
 SEEK_MS=$(printf '%s\n' "${SEEK[@]}" | sort -n | sed -n 3p)
 
 f1() { python3 -c "print(f'{$1:.1f}')"; }
+if [ -s "$W/failed" ]; then
+  echo "bench: these runs failed, so the rows they belong to are not figures:" >&2
+  cat "$W/failed" >&2
+  exit 1
+fi
 echo "Benchmark of $(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), ${MB} MB backup (4 partitions, ~1 KiB records), tansu 0.6.0 SQLite on loopback"
 echo
 echo "| measurement | kafka-backup | baseline | ratio |"

@@ -181,7 +181,10 @@ impl Pieces {
     /// decoder writes each block into its own window first and copies it out (a tenth of
     /// decoding time in `perf`). Returns whether it did.
     fn whole_frame(&mut self, buf: &mut Vec<u8>) -> Result<bool, SegmentError> {
-        if self.dctx.is_none() || !buf.is_empty() || !self.frame_ended || self.input_done() {
+        let Some(dctx) = self.dctx.as_mut() else {
+            return Ok(false);
+        };
+        if !buf.is_empty() || !self.frame_ended || self.in_pos >= self.body_end {
             return Ok(false);
         }
         let input = &self.bytes[self.in_pos..self.body_end];
@@ -193,12 +196,8 @@ impl Pieces {
             Ok(len) if len > 0 && len <= input.len() => len,
             _ => return Ok(false),
         };
-        let Some(dctx) = self.dctx.as_mut() else {
-            return Ok(false);
-        };
         buf.reserve(size);
-        let frame = &self.bytes[self.in_pos..self.in_pos + frame_len];
-        match dctx.decompress(buf, frame) {
+        match dctx.decompress(buf, &input[..frame_len]) {
             Ok(written) if written == size => {
                 self.in_pos += frame_len;
                 Ok(true)

@@ -208,7 +208,7 @@ impl BackupStore {
         };
         let len = usize::try_from(res.meta.size).unwrap_or(usize::MAX);
         let mut crc = RunningCrc::new(len);
-        let mut buf = Vec::with_capacity(len.min(MAX_PREALLOCATED));
+        let mut buf = crate::decompress::take_buffer_with(len.min(MAX_PREALLOCATED));
         let mut stream = res.into_stream();
         while let Some(chunk) = stream.try_next().await.map_err(|e| self.io(key, e))? {
             buf.extend_from_slice(&chunk);

@@ -56,6 +56,11 @@ pub struct BackupArgs {
     /// zstd level (1-22).
     #[arg(long, allow_hyphen_values = true)]
     pub zstd_level: Option<i32>,
+    /// Store a segment uncompressed when compressing a sample of it saves less than this
+    /// percent (default 12.5, as ZFS: already compressed or encrypted values cost zstd CPU
+    /// for nothing); 0 compresses every segment, 100 none.
+    #[arg(long, allow_hyphen_values = true)]
+    pub min_compression_savings: Option<f64>,
     /// Uncompressed bytes between seek-index entries: each starts a new zstd frame, so a
     /// restore that starts mid-segment decompresses at most this much before its first record.
     #[arg(long, allow_hyphen_values = true)]
@@ -138,6 +143,10 @@ pub async fn backup(a: BackupArgs) -> Result<ExitCode> {
         segment_max_bytes,
         segment_max_records,
         zstd_level,
+        min_compression_savings: a
+            .min_compression_savings
+            .or(b.min_compression_savings)
+            .unwrap_or(kafka_backup_common::compress_probe::DEFAULT_MIN_SAVINGS_PERCENT),
         frame_bytes,
         fetch: kafka_backup_common::backup::FetchSettings {
             wait_max_ms: a

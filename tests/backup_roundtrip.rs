@@ -164,39 +164,51 @@ async fn backup_to_s3_round_trips_every_record() {
     let bucket = unique("kb-test").to_lowercase();
     create_bucket(&bucket);
     let url = format!("s3://{bucket}/backups");
-    let out = std::process::Command::new(bin())
-        .args([
-            "backup",
-            "--bootstrap-servers",
-            &broker(),
-            "--topics",
-            &topic,
-            "--backup-id",
-            "rt-s3",
-            "--storage",
-            &url,
-            "--segment-max-records",
-            "50",
-        ])
-        .envs(s3_env())
-        .output()
-        .expect("run");
-    assert!(out.status.success(), "{}", stderr(&out));
+    // The default, and every segment stored uncompressed (written as parts, not one buffer).
+    for (id, savings) in [("rt-s3", "12.5"), ("rt-s3-raw", "100")] {
+        let out = std::process::Command::new(bin())
+            .args([
+                "backup",
+                "--bootstrap-servers",
+                &broker(),
+                "--topics",
+                &topic,
+                "--backup-id",
+                id,
+                "--storage",
+                &url,
+                "--segment-max-records",
+                "50",
+                "--min-compression-savings",
+                savings,
+            ])
+            .envs(s3_env())
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
     for (k, v) in s3_env() {
         std::env::set_var(k, v);
     }
     let store = BackupStore::open(&url, &HashMap::new(), false).expect("s3 store");
-    let m = store.read_manifest("rt-s3").await.expect("manifest");
-    for (p, want) in &produced {
-        assert_eq!(
-            &decode_all(&store, &m, &topic, *p).await,
-            want,
-            "partition {p}"
-        );
+    for id in ["rt-s3", "rt-s3-raw"] {
+        let m = store.read_manifest(id).await.expect("manifest");
+        for (p, want) in &produced {
+            assert_eq!(
+                &decode_all(&store, &m, &topic, *p).await,
+                want,
+                "{id} partition {p}"
+            );
+        }
     }
+    let m = store.read_manifest("rt-s3-raw").await.expect("manifest");
+    assert!(compression_codes(&store, &m, &topic, 1)
+        .await
+        .iter()
+        .all(|c| *c == 0));
     assert_eq!(
         store.list_backups().await.expect("list"),
-        vec!["rt-s3".to_string()]
+        vec!["rt-s3".to_string(), "rt-s3-raw".to_string()]
     );
 }
 
@@ -283,4 +295,134 @@ async fn a_segment_that_cannot_be_written_fails_the_backup_without_a_manifest() 
         !dir.path().join("rt4/manifest.json").exists(),
         "no manifest for a failed backup"
     );
+}
+
+/// The compression code in the header of each of a partition's segment objects.
+async fn compression_codes(
+    store: &BackupStore,
+    m: &Manifest,
+    topic: &str,
+    partition: usize,
+) -> Vec<u8> {
+    let mut codes = Vec::new();
+    for s in &m.topic(topic).expect("topic").partitions[partition].segments {
+        let bytes = store.get(&s.key).await.expect("segment");
+        codes.push(bytes[5]);
+    }
+    codes
+}
+
+/// Values that do not compress (random bytes, as encrypted or already compressed payloads
+/// are) are stored uncompressed (format compression 0), values that do are compressed, and
+/// both restore record for record; `--min-compression-savings 0` compresses every segment,
+/// and a saving outside 0-100 % is refused before anything is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn incompressible_segments_are_stored_uncompressed_and_restore_exactly() {
+    if skip_without_servers() {
+        return;
+    }
+    let topic = unique("rt-incompressible");
+    create_topic(&broker(), &topic, 2).await;
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let random: Vec<Record> = (0..150)
+        .map(|i| {
+            let value: Vec<u8> = (0..2000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let key = format!("k{i}");
+            rec(
+                Some(key.as_bytes()),
+                Some(&value),
+                1_700_000_000_000 + i,
+                &[("h", Some(b"1"))],
+            )
+        })
+        .collect();
+    let produced = [
+        produce(&broker(), &topic, 0, &random).await,
+        produce(
+            &broker(),
+            &topic,
+            1,
+            &simple_records(120, 1_700_000_000_000, 3),
+        )
+        .await,
+    ];
+    let dir = backup_local(&broker(), &topic, "raw");
+    let path = dir.path().to_str().expect("path");
+    let store = BackupStore::open(path, &HashMap::new(), false).expect("store");
+    let m = store.read_manifest("raw").await.expect("manifest");
+    let codes = compression_codes(&store, &m, &topic, 0).await;
+    assert_eq!(codes, vec![0, 0, 0], "random values stored uncompressed");
+    let codes = compression_codes(&store, &m, &topic, 1).await;
+    assert_eq!(codes, vec![1, 1, 1], "compressible values compressed");
+    for (p, want) in produced.iter().enumerate() {
+        let got = decode_all(&store, &m, &topic, p as i32).await;
+        assert_eq!(&got, want, "partition {p} round trip");
+    }
+    let state = temp_dir();
+    let target = format!("{topic}-back");
+    kb_ok(&[
+        "restore",
+        "--storage",
+        path,
+        "--backup-id",
+        "raw",
+        "--checkpoint-state",
+        state.path().to_str().expect("p"),
+        "--source-topics",
+        &topic,
+        "--target-topics",
+        &target,
+        "--target-cluster",
+        &broker(),
+        "--create-topics",
+    ]);
+    for (p, want) in produced.iter().enumerate() {
+        assert_same_records(want, &consume_all(&broker(), &target, p as i32));
+    }
+
+    let always = backup_local_with(
+        &broker(),
+        &topic,
+        "always",
+        &[
+            "--segment-max-records",
+            "50",
+            "--min-compression-savings",
+            "0",
+        ],
+    );
+    let store = BackupStore::open(
+        always.path().to_str().expect("path"),
+        &HashMap::new(),
+        false,
+    )
+    .expect("store");
+    let m = store.read_manifest("always").await.expect("manifest");
+    assert_eq!(
+        compression_codes(&store, &m, &topic, 0).await,
+        vec![1, 1, 1]
+    );
+    assert_eq!(decode_all(&store, &m, &topic, 0).await, produced[0]);
+
+    let refused = temp_dir();
+    let target_dir = refused.path().join("never");
+    let out = run_backup_to(
+        &broker(),
+        &topic,
+        "bad",
+        &target_dir,
+        &["--min-compression-savings", "101"],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("--min-compression-savings 101"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!target_dir.exists(), "nothing written for a refused backup");
 }

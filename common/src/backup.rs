@@ -11,13 +11,13 @@ use crate::manifest::{
     manifest_key, segment_key, GroupOffset, Manifest, PartitionManifest, SegmentMeta, TopicManifest,
 };
 use crate::segment::{encode_record, Compression, SegmentHeader};
-use crate::segment_upload::{SegmentJob, SegmentUploader};
+use crate::segment_upload::{Compressing, SegmentJob, SegmentUploader};
 use crate::storage::{BackupStore, StorageError};
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedHeaders, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -47,6 +47,8 @@ pub enum BackupError {
     },
     #[error("invalid fetch setting: {0}; leave it out for the default")]
     BadFetchSetting(String),
+    #[error("invalid --min-compression-savings {0}: give a percent from 0 (compress every segment) to 100 (store every segment uncompressed)")]
+    BadCompressionSavings(f64),
     #[error("zstd compression failed: {0}")]
     Compress(std::io::Error),
     #[error("backup thread ended abnormally: {0}")]
@@ -67,6 +69,9 @@ pub struct BackupRequest {
     pub segment_max_bytes: u64,
     pub segment_max_records: u64,
     pub zstd_level: i32,
+    /// Percent of a segment compression must save for the segment to be stored compressed
+    /// (`compress_probe`); 0 compresses every segment.
+    pub min_compression_savings: f64,
     /// Uncompressed bytes per zstd frame / seek-index entry (see `frames.rs`).
     pub frame_bytes: u64,
     pub fetch: FetchSettings,
@@ -120,6 +125,11 @@ impl BackupRequest {
                 "--fetch-wait-max-ms {} is above librdkafka's limit of 300000",
                 self.fetch.wait_max_ms
             )));
+        }
+        if !(0.0..=100.0).contains(&self.min_compression_savings) {
+            return Err(BackupError::BadCompressionSavings(
+                self.min_compression_savings,
+            ));
         }
         if !(1..=1_000_000_000).contains(&self.fetch.max_partition_bytes) {
             return Err(BackupError::BadFetchSetting(format!(
@@ -176,17 +186,24 @@ fn backup_blocking(
     let (topics, replication) = select_topics(&consumer, req, patterns)?;
     let mut writers = assign_to_snapshot(&consumer, req, &topics)?;
     let side_reads = SideReads::start(handle, req, &topics, replication);
-    tracing::info!(partitions = writers.len(), "backup started");
+    tracing::info!(
+        partitions = writers.values().map(Vec::len).sum::<usize>(),
+        "backup started"
+    );
     // One compression thread per core: 2 threads took a 196 MB backup from ~1.85 s to ~1.35 s
     // on 2 cores shared with the broker (level 3; README, Benchmarks).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut uploader = SegmentUploader::start(handle.clone(), store.clone(), req.zstd_level, cores);
+    let compressing = Compressing {
+        zstd_level: req.zstd_level,
+        min_savings_percent: req.min_compression_savings,
+    };
+    let mut uploader = SegmentUploader::start(handle.clone(), store.clone(), compressing, cores);
     read_to_snapshot(&consumer, &mut uploader, req, &mut writers)?;
     // Closing a consumer that has a group waits ~100 ms for its coordinator; nothing after
     // this point needs it, so it closes beside the last uploads and the manifest write.
     drop_in_background(consumer);
     for ((topic, partition), mut segments) in uploader.finish()? {
-        if let Some(w) = writers.get_mut(&(topic, partition)) {
+        if let Some(w) = writer_mut(&mut writers, &topic, partition) {
             segments.sort_by_key(|s| s.start_offset);
             w.segments = segments;
         }
@@ -355,7 +372,19 @@ fn select_topics(
     Ok((topics, replication))
 }
 
-type Writers = HashMap<(String, i32), PartitionWriter>;
+/// Each topic's partition writers, indexed by partition id. Looked up by the `&str` of a
+/// message's topic: a key of owned strings needed a `String` allocated per message.
+type Writers = HashMap<String, Vec<PartitionWriter>>;
+
+fn writer_mut<'w>(
+    writers: &'w mut Writers,
+    topic: &str,
+    partition: i32,
+) -> Option<&'w mut PartitionWriter> {
+    writers
+        .get_mut(topic)?
+        .get_mut(usize::try_from(partition).ok()?)
+}
 
 /// Fixes every partition's snapshot point (its high watermark now) and assigns the consumer
 /// from the low watermark; empty partitions are done at once.
@@ -378,7 +407,7 @@ fn assign_to_snapshot(
             } else {
                 w.done = true;
             }
-            writers.insert((topic.clone(), p), w);
+            writers.entry(topic.clone()).or_default().push(w);
         }
     }
     consumer
@@ -405,7 +434,7 @@ fn read_to_snapshot(
     let (mut since_clock, mut progressed) = (0u32, false);
     // Partitions not yet read to their snapshot point (not recounted per message: a
     // backup of thousands of partitions would walk them all for every record).
-    let mut pending = writers.values().filter(|w| !w.done).count();
+    let mut pending = writers.values().flatten().filter(|w| !w.done).count();
     while pending > 0 {
         let polled = consumer.poll(Duration::from_millis(100));
         since_clock += 1;
@@ -413,23 +442,19 @@ fn read_to_snapshot(
         match polled {
             Some(Ok(msg)) => {
                 progressed = true;
-                let Some(w) = writers.get_mut(&(msg.topic().to_string(), msg.partition())) else {
+                let Some(w) = writer_mut(writers, msg.topic(), msg.partition()) else {
                     continue;
                 };
                 if w.done || msg.offset() >= w.high {
                     pending -= usize::from(w.finish());
                     continue;
                 }
-                let headers: Vec<(&str, Option<&[u8]>)> = msg
-                    .headers()
-                    .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
-                    .unwrap_or_default();
                 w.push(
                     msg.offset(),
                     msg.timestamp().to_millis().unwrap_or(-1),
                     msg.key(),
                     msg.payload(),
-                    &headers,
+                    MessageHeaders::of(msg.headers()),
                 );
                 if msg.offset() >= w.high - 1 {
                     pending -= usize::from(w.finish());
@@ -462,14 +487,15 @@ fn read_to_snapshot(
             return Err(BackupError::Stalled {
                 secs: STALL_LIMIT.as_secs(),
                 pending: writers
-                    .iter()
-                    .filter(|(_, w)| !w.done)
-                    .map(|((t, p), _)| format!("{t}/{p}"))
+                    .values()
+                    .flatten()
+                    .filter(|w| !w.done)
+                    .map(|w| format!("{}/{}", w.topic, w.partition))
                     .collect(),
             });
         }
     }
-    for w in writers.values_mut() {
+    for w in writers.values_mut().flatten() {
         w.flush(uploader)?;
     }
     Ok(())
@@ -487,10 +513,9 @@ fn finish_passed_partitions(
     };
     let mut finished = 0;
     for e in pos.elements() {
-        if let (Offset::Offset(o), Some(w)) = (
-            e.offset(),
-            writers.get_mut(&(e.topic().to_string(), e.partition())),
-        ) {
+        if let (Offset::Offset(o), Some(w)) =
+            (e.offset(), writer_mut(writers, e.topic(), e.partition()))
+        {
             if o >= w.high && w.finish() {
                 w.flush(uploader)?;
                 finished += 1;
@@ -509,16 +534,16 @@ fn build_manifest(
 ) -> Manifest {
     let mut topic_manifests = Vec::new();
     for (topic, count) in topics {
-        let mut partitions = Vec::new();
-        for p in 0..*count {
-            if let Some(w) = writers.remove(&(topic.clone(), p)) {
-                partitions.push(PartitionManifest {
-                    partition_id: p,
-                    segments: w.segments,
-                    gaps: vec![],
-                });
-            }
-        }
+        let partitions = writers
+            .remove(topic)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|w| PartitionManifest {
+                partition_id: w.partition,
+                segments: w.segments,
+                gaps: vec![],
+            })
+            .collect();
         let own = settings.get(topic);
         topic_manifests.push(TopicManifest {
             name: topic.clone(),
@@ -591,6 +616,37 @@ fn snapshot_group_offsets(req: &BackupRequest, topics: &BTreeMap<String, i32>) -
     out
 }
 
+/// A message's headers as the segment encoder takes them, read in place: collecting them
+/// into a `Vec` first allocated and freed one per message.
+struct MessageHeaders<'m> {
+    headers: Option<&'m BorrowedHeaders>,
+    next: usize,
+    count: usize,
+}
+
+impl<'m> MessageHeaders<'m> {
+    fn of(headers: Option<&'m BorrowedHeaders>) -> Self {
+        Self {
+            headers,
+            next: 0,
+            count: headers.map_or(0, Headers::count),
+        }
+    }
+}
+
+impl<'m> Iterator for MessageHeaders<'m> {
+    type Item = (&'m str, Option<&'m [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.count {
+            return None;
+        }
+        let header = self.headers?.try_get(self.next)?;
+        self.next += 1;
+        Some((header.key, header.value))
+    }
+}
+
 /// Accumulates one partition's records into segments.
 struct PartitionWriter {
     backup_id: String,
@@ -642,7 +698,7 @@ impl PartitionWriter {
         ts: i64,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
-        headers: &[(&str, Option<&[u8]>)],
+        headers: MessageHeaders<'_>,
     ) {
         if self.count == 0 {
             self.start_offset = offset;
@@ -654,14 +710,7 @@ impl PartitionWriter {
         self.min_ts = self.min_ts.min(ts);
         self.max_ts = self.max_ts.max(ts);
         self.cuts.record(self.region.len(), offset, ts);
-        encode_record(
-            &mut self.region,
-            offset,
-            ts,
-            key,
-            value,
-            headers.iter().copied(),
-        );
+        encode_record(&mut self.region, offset, ts, key, value, headers);
     }
 
     /// Marks the partition read to its snapshot point; whether it was not before.

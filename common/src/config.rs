@@ -72,6 +72,7 @@ pub struct BackupSection {
     pub segment_max_bytes: Option<u64>,
     pub segment_max_records: Option<u64>,
     pub zstd_level: Option<i32>,
+    pub min_compression_savings: Option<f64>,
     pub index_interval_bytes: Option<u64>,
     #[serde(default)]
     pub fetch: BackupFetch,

@@ -91,6 +91,10 @@ pub struct SegmentBuilder {
     compressor: zstd::bulk::Compressor<'static>,
     /// One frame's compressed bytes, before they are appended to the object.
     frame: Vec<u8>,
+    /// See [`SegmentBuilder::with_min_savings`]; 0 compresses every segment unsampled.
+    min_savings_percent: f64,
+    /// The slices of a segment whose compression is tried first.
+    sample: Vec<u8>,
 }
 
 impl SegmentBuilder {
@@ -100,7 +104,36 @@ impl SegmentBuilder {
             level: zstd_level,
             compressor: zstd::bulk::Compressor::new(zstd_level)?,
             frame: Vec::new(),
+            min_savings_percent: 0.0,
+            sample: Vec::new(),
         })
+    }
+
+    /// Segments whose sample saves less than this percent of its size are better stored
+    /// uncompressed (`compress_probe`): [`SegmentBuilder::worth_compressing`] says which.
+    pub fn with_min_savings(mut self, percent: f64) -> Self {
+        self.min_savings_percent = percent;
+        self
+    }
+
+    /// Whether `region` saves enough when compressed, judged from a sample of it compressed
+    /// at this builder's level. Always true when no minimum saving is set.
+    pub fn worth_compressing(&mut self, region: &[u8]) -> std::io::Result<bool> {
+        if self.min_savings_percent <= 0.0 {
+            return Ok(true);
+        }
+        crate::compress_probe::sample_into(region, &mut self.sample);
+        self.frame.clear();
+        self.frame
+            .reserve(zstd::zstd_safe::compress_bound(self.sample.len()));
+        let compressed = self
+            .compressor
+            .compress_to_buffer(&self.sample, &mut self.frame)?;
+        Ok(crate::compress_probe::saves_enough(
+            self.sample.len(),
+            compressed,
+            self.min_savings_percent,
+        ))
     }
 
     /// The segment object for `region` (records encoded as the format says) and its frame
@@ -262,6 +295,38 @@ pub fn decode_frame(
 mod tests {
     use super::*;
     use crate::segment::encode_record;
+
+    /// Bytes of a xorshift sequence: what encrypted or already compressed values look like.
+    fn random_bytes(n: usize) -> Vec<u8> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_segments_that_shrink_enough_are_worth_compressing() {
+        let mut builder = SegmentBuilder::new(3).expect("zstd").with_min_savings(12.5);
+        let random = random_bytes(1 << 20);
+        assert!(!builder.worth_compressing(&random).expect("probe"));
+        let text: Vec<u8> = (0..20_000)
+            .flat_map(|i| format!("{{\"order\":{i},\"state\":\"paid\"}}").into_bytes())
+            .collect();
+        assert!(builder.worth_compressing(&text).expect("probe"));
+        // Half compressible, half not: the slices see both halves, and it is compressed.
+        let mut half = text[..1 << 19].to_vec();
+        half.extend_from_slice(&random[..1 << 19]);
+        assert!(builder.worth_compressing(&half).expect("probe"));
+        assert!(!builder.worth_compressing(&[]).expect("probe"));
+        // Without a minimum saving every segment is compressed, unsampled.
+        let mut always = SegmentBuilder::new(3).expect("zstd");
+        assert!(always.worth_compressing(&random).expect("probe"));
+    }
 
     /// 300 records of ~100 bytes cut every 2,000 bytes, timestamps jittering backwards.
     fn indexed_input() -> (Vec<u8>, FrameCuts, SegmentHeader) {

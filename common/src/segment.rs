@@ -116,7 +116,7 @@ pub fn encode_record<'h>(
     timestamp: i64,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
-    headers: impl ExactSizeIterator<Item = (&'h str, Option<&'h [u8]>)>,
+    headers: impl Iterator<Item = (&'h str, Option<&'h [u8]>)>,
 ) {
     let len_pos = out.len();
     out.extend_from_slice(&0u32.to_le_bytes());
@@ -124,12 +124,18 @@ pub fn encode_record<'h>(
     out.extend_from_slice(&offset.to_le_bytes());
     put_nullable_i32(out, key);
     put_nullable_i32(out, value);
-    out.extend_from_slice(&(headers.len() as u16).to_le_bytes());
+    // The count written is the count of headers encoded, whatever the iterator's length
+    // promised (a message's headers are read in place; see `backup::MessageHeaders`).
+    let count_pos = out.len();
+    out.extend_from_slice(&0u16.to_le_bytes());
+    let mut count = 0u16;
     for (k, v) in headers {
         out.extend_from_slice(&(k.len() as u16).to_le_bytes());
         out.extend_from_slice(k.as_bytes());
         put_nullable_i32(out, v);
+        count = count.wrapping_add(1);
     }
+    out[count_pos..count_pos + 2].copy_from_slice(&count.to_le_bytes());
     let total = (out.len() - len_pos - 4) as u32;
     out[len_pos..len_pos + 4].copy_from_slice(&total.to_le_bytes());
 }
@@ -164,6 +170,27 @@ pub fn assemble_segment(header: SegmentHeader, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(body);
     push_footer(&mut out);
     out
+}
+
+/// The two ends of a segment stored uncompressed: its header (compression 0) and its footer,
+/// whose CRC covers the header and `region`. The region itself goes into the object as it
+/// is, between them: it is nearly all of the object, and copying it cost as much as
+/// writing it.
+pub fn uncompressed_segment_ends(header: SegmentHeader, region: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut head = Vec::with_capacity(HEADER_LEN);
+    push_header(
+        &mut head,
+        SegmentHeader {
+            compression: Compression::None as u8,
+            ..header
+        },
+    );
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head);
+    crc.update(region);
+    let mut foot = Vec::with_capacity(FOOTER_LEN);
+    push_footer_with_crc(&mut foot, crc.finalize());
+    (head, foot)
 }
 
 /// Starts a segment object in `out` (expected empty): its 32-byte header.

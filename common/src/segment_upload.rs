@@ -11,8 +11,9 @@
 use crate::backup::BackupError;
 use crate::frames::{FrameCuts, SegmentBuilder};
 use crate::manifest::SegmentMeta;
-use crate::segment::SegmentHeader;
+use crate::segment::{uncompressed_segment_ends, Compression, SegmentHeader};
 use crate::storage::BackupStore;
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -28,6 +29,15 @@ const QUEUED_SEGMENTS: usize = 2;
 /// and its compressed object (up to ~2 × `--segment-max-bytes`), and beyond a few threads
 /// the single consumer that feeds them is the limit.
 pub const MAX_THREADS: usize = 4;
+
+/// How segments are compressed.
+#[derive(Debug, Clone, Copy)]
+pub struct Compressing {
+    pub zstd_level: i32,
+    /// Segments whose sample saves less than this percent are stored uncompressed
+    /// (`compress_probe`); 0 compresses every segment.
+    pub min_savings_percent: f64,
+}
 
 /// One full segment's records and everything its manifest entry needs but the sizes.
 pub struct SegmentJob {
@@ -68,7 +78,12 @@ struct Shared {
 
 impl SegmentUploader {
     /// Starts `threads` (at least one) compress-and-upload threads.
-    pub fn start(handle: Handle, store: BackupStore, zstd_level: i32, threads: usize) -> Self {
+    pub fn start(
+        handle: Handle,
+        store: BackupStore,
+        settings: Compressing,
+        threads: usize,
+    ) -> Self {
         let threads = threads.clamp(1, MAX_THREADS);
         let (tx, rx) = sync_channel::<SegmentJob>(QUEUED_SEGMENTS);
         let spare = Arc::new(Mutex::new(Vec::new()));
@@ -87,7 +102,7 @@ impl SegmentUploader {
             let spawned = std::thread::Builder::new()
                 .name(format!("segment-upload-{i}"))
                 .spawn(move || {
-                    let result = upload_segments(&shared, zstd_level);
+                    let result = upload_segments(&shared, settings);
                     if result.is_err() {
                         shared.failed.store(true, Ordering::SeqCst);
                     }
@@ -167,8 +182,10 @@ impl SegmentUploader {
 
 /// One thread's loop: takes segments off the queue until it closes, or until any thread
 /// failed (the backup is over then).
-fn upload_segments(shared: &Shared, zstd_level: i32) -> Result<Uploaded, BackupError> {
-    let mut builder = SegmentBuilder::new(zstd_level).map_err(BackupError::Compress)?;
+fn upload_segments(shared: &Shared, settings: Compressing) -> Result<Uploaded, BackupError> {
+    let mut builder = SegmentBuilder::new(settings.zstd_level)
+        .map_err(BackupError::Compress)?
+        .with_min_savings(settings.min_savings_percent);
     let mut done = Uploaded::new();
     loop {
         if shared.failed.load(Ordering::SeqCst) {
@@ -181,18 +198,38 @@ fn upload_segments(shared: &Shared, zstd_level: i32) -> Result<Uploaded, BackupE
         let Ok(job) = job else {
             return Ok(done);
         };
-        let (bytes, frames) = builder
-            .build(&job.region, job.header, &job.cuts)
-            .map_err(BackupError::Compress)?;
+        let compress = job.header.compression != Compression::None as u8
+            && builder
+                .worth_compressing(&job.region)
+                .map_err(BackupError::Compress)?;
         let mut meta = job.meta;
-        meta.compressed_size = bytes.len() as u64;
-        meta.frames = frames;
-        shared.handle.block_on(shared.store.put(&job.key, bytes))?;
-        let mut region = job.region;
-        region.clear();
-        if let Ok(mut spare) = shared.spare.lock() {
-            if spare.len() < shared.spare_limit {
-                spare.push(region);
+        let region = if compress {
+            let (bytes, frames) = builder
+                .build(&job.region, job.header, &job.cuts)
+                .map_err(BackupError::Compress)?;
+            meta.compressed_size = bytes.len() as u64;
+            meta.frames = frames;
+            shared.handle.block_on(shared.store.put(&job.key, bytes))?;
+            Some(job.region)
+        } else {
+            let (head, foot) = uncompressed_segment_ends(job.header, &job.region);
+            meta.compressed_size = (head.len() + job.region.len() + foot.len()) as u64;
+            let body = Bytes::from(job.region);
+            let parts = [Bytes::from(head), body.clone(), Bytes::from(foot)];
+            shared
+                .handle
+                .block_on(shared.store.put_parts(&job.key, parts))?;
+            tracing::debug!(key = %job.key, "segment stored uncompressed: its sample did not compress enough");
+            // The store has let go of its parts once the write is done: the region is
+            // this thread's alone again, for the next segment.
+            body.try_into_mut().ok().map(Vec::from)
+        };
+        if let Some(mut region) = region {
+            region.clear();
+            if let Ok(mut spare) = shared.spare.lock() {
+                if spare.len() < shared.spare_limit {
+                    spare.push(region);
+                }
             }
         }
         tracing::debug!(key = %job.key, records = meta.record_count, "segment written");

@@ -282,8 +282,18 @@ impl BackupStore {
 
     /// Writes an object; object stores make a single put atomic (local: temp file + rename).
     pub async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), StorageError> {
+        self.put_parts(key, [Bytes::from(data)]).await
+    }
+
+    /// Writes one object made of `parts` in order, without joining them first (a large
+    /// part is written as it is, not copied next to the small ones).
+    pub async fn put_parts(
+        &self,
+        key: &str,
+        parts: impl IntoIterator<Item = Bytes>,
+    ) -> Result<(), StorageError> {
         self.store
-            .put(&self.path(key), PutPayload::from(data))
+            .put(&self.path(key), parts.into_iter().collect::<PutPayload>())
             .await
             .map(|_| ())
             .map_err(|e| self.io(key, e))

@@ -1,12 +1,12 @@
 //! Whether a segment is worth compressing, judged from a sample before the whole is.
 //!
 //! Values that are already compressed or encrypted by their producers (common where records
-//! carry personal data) do not shrink: zstd at level 3 spends about four times the CPU of
+//! carry personal data) do not shrink: zstd at level 3 spends about three times the CPU of
 //! everything else a backup does on them (README, Benchmarks) to save a few percent of
 //! storage. As file systems do (ZFS keeps a block uncompressed unless compression saves at
 //! least an eighth of it), a segment whose sample saves less than the backup's
-//! `--min-compression-savings` is stored uncompressed (format compression 0, which every
-//! reader of the format decodes). The sample is a few slices spread over the segment,
+//! `--min-compression-savings` is stored uncompressed (format compression 0, defined beside
+//! zstd and lz4). The sample is a few slices spread over the segment,
 //! compressed at the backup's own level, so it costs about 1 % of compressing the whole.
 
 /// Bytes taken from each of the start, the middle and the end of a segment's records.

@@ -249,7 +249,11 @@ impl Ledger {
             .mode(sled::Mode::HighThroughput)
             // Every change is flushed by the group commit; a timer adds nothing.
             .flush_every_ms(None);
-        let locked = |e: &sled::Error| matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock);
+        // sled 0.34 reports a held lock as an `Other` I/O error naming it, not `WouldBlock`.
+        let locked = |e: &sled::Error| {
+            matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock"))
+        };
         // sled releases its directory lock when the last handle of a closed database drops,
         // which can happen on one of its own threads a moment after `drop`: a ledger reopened
         // in the same process (tests, a restore followed by a local offset-mapping read) waits

@@ -529,6 +529,21 @@ fn runs_of_merge_sources_are_kept_apart() {
 }
 
 #[test]
+fn a_ledger_held_open_elsewhere_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = Ledger::open(dir.path()).unwrap();
+    let err = Ledger::open(dir.path())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("in use by another kafka-backup process"),
+        "{err}"
+    );
+    assert!(err.contains("--state-dir"), "{err}");
+}
+
+#[test]
 fn a_plan_cut_short_while_writing_segments_is_removed_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let lists = dir.path().join("segment-lists");

@@ -245,9 +245,11 @@ impl SideReads {
         fn read((handle, req, topics, replication): SideInputs) -> SideReadings {
             let started = Instant::now();
             let settings = topic_settings(&handle, &req, &topics, replication);
+            let settings_ms = started.elapsed().as_secs_f64() * 1e3;
             let groups = snapshot_group_offsets(&req, &topics);
             tracing::debug!(
-                ms = started.elapsed().as_secs_f64() * 1e3,
+                settings_ms,
+                groups_ms = started.elapsed().as_secs_f64() * 1e3 - settings_ms,
                 "topic settings and group offsets read"
             );
             (settings, groups)

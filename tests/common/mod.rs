@@ -791,10 +791,14 @@ pub async fn rerun_resumes(
     broker: &mut RestartingBroker,
     limit: Duration,
 ) {
+    let err_path = out_path.with_extension("err");
+    // The kill may have taken tansu down with it (its produce-path panic): the rerun must
+    // start against a live broker, or its first metadata check fails before any restart.
+    broker.keep_up();
     let mut rerun = Command::new(bin())
         .args(args)
         .stdout(std::fs::File::create(out_path).expect("stdout file"))
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
         .spawn()
         .expect("rerun");
     let deadline = Instant::now() + limit;
@@ -807,7 +811,20 @@ pub async fn rerun_resumes(
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let out = std::fs::read_to_string(out_path).unwrap_or_default();
-    assert!(status.success(), "rerun failed: {out}");
+    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let err_tail: String = err
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        status.success(),
+        "rerun failed ({status}): {out}\nits stderr ends:\n{err_tail}"
+    );
     assert!(out.contains("Resuming plan"), "{out}");
 }
 

@@ -353,7 +353,21 @@ async fn incompressible_segments_are_stored_uncompressed_and_restore_exactly() {
         )
         .await,
     ];
-    let dir = backup_local(&broker(), &topic, "raw");
+    let dir = temp_dir();
+    let out = run_backup_to(
+        &broker(),
+        &topic,
+        "raw",
+        dir.path(),
+        &["--segment-max-records", "50"],
+    );
+    assert!(out.status.success(), "backup failed: {}", stderr(&out));
+    // The operator is told how many segments were stored uncompressed, and why.
+    assert!(
+        stderr(&out).contains("segments stored uncompressed"),
+        "{}",
+        stderr(&out)
+    );
     let path = dir.path().to_str().expect("path");
     let store = BackupStore::open(path, &HashMap::new(), false).expect("store");
     let m = store.read_manifest("raw").await.expect("manifest");

@@ -202,7 +202,17 @@ fn backup_blocking(
     // Closing a consumer that has a group waits ~100 ms for its coordinator; nothing after
     // this point needs it, so it closes beside the last uploads and the manifest write.
     drop_in_background(consumer);
-    for ((topic, partition), mut segments) in uploader.finish()? {
+    let finished = uploader.finish()?;
+    let written: usize = finished.segments.values().map(Vec::len).sum();
+    if finished.stored_uncompressed > 0 {
+        tracing::info!(
+            segments = finished.stored_uncompressed,
+            of = written,
+            min_compression_savings = req.min_compression_savings,
+            "segments stored uncompressed: compressing their samples saved less than --min-compression-savings percent"
+        );
+    }
+    for ((topic, partition), mut segments) in finished.segments {
         if let Some(w) = writer_mut(&mut writers, &topic, partition) {
             segments.sort_by_key(|s| s.start_offset);
             w.segments = segments;

@@ -15,7 +15,7 @@ use crate::segment::{uncompressed_segment_ends, Compression, SegmentHeader};
 use crate::storage::BackupStore;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -54,6 +54,14 @@ pub struct SegmentJob {
 /// Manifest entries of the uploaded segments, per partition (in no particular order).
 pub type Uploaded = HashMap<(String, i32), Vec<SegmentMeta>>;
 
+/// What the upload threads did, once all of them are done.
+pub struct Finished {
+    pub segments: Uploaded,
+    /// Segments stored uncompressed because their sample did not compress enough: the
+    /// manifest does not say, and an operator wants to know why a backup is this large.
+    pub stored_uncompressed: usize,
+}
+
 pub struct SegmentUploader {
     tx: Option<SyncSender<SegmentJob>>,
     /// Regions of uploaded segments, cleared, for the next segments: a fresh region grew
@@ -61,6 +69,7 @@ pub struct SegmentUploader {
     spare: Arc<Mutex<Vec<Vec<u8>>>>,
     /// Set by a thread whose compression or upload failed, so the consume loop stops.
     failed: Arc<AtomicBool>,
+    stored_uncompressed: Arc<AtomicUsize>,
     threads: Vec<JoinHandle<Result<Uploaded, BackupError>>>,
 }
 
@@ -74,6 +83,7 @@ struct Shared {
     spare: Arc<Mutex<Vec<Vec<u8>>>>,
     spare_limit: usize,
     failed: Arc<AtomicBool>,
+    stored_uncompressed: Arc<AtomicUsize>,
 }
 
 impl SegmentUploader {
@@ -88,6 +98,7 @@ impl SegmentUploader {
         let (tx, rx) = sync_channel::<SegmentJob>(QUEUED_SEGMENTS);
         let spare = Arc::new(Mutex::new(Vec::new()));
         let failed = Arc::new(AtomicBool::new(false));
+        let stored_uncompressed = Arc::new(AtomicUsize::new(0));
         let shared = Arc::new(Shared {
             handle,
             store,
@@ -95,6 +106,7 @@ impl SegmentUploader {
             spare: Arc::clone(&spare),
             spare_limit: QUEUED_SEGMENTS + threads,
             failed: Arc::clone(&failed),
+            stored_uncompressed: Arc::clone(&stored_uncompressed),
         });
         let mut started = Vec::with_capacity(threads);
         for i in 0..threads {
@@ -117,6 +129,7 @@ impl SegmentUploader {
             tx: (!started.is_empty()).then_some(tx),
             spare,
             failed,
+            stored_uncompressed,
             threads: started,
         }
     }
@@ -145,8 +158,12 @@ impl SegmentUploader {
     }
 
     /// Waits for every queued segment to be uploaded; their manifest entries.
-    pub fn finish(mut self) -> Result<Uploaded, BackupError> {
-        self.join()
+    pub fn finish(mut self) -> Result<Finished, BackupError> {
+        let segments = self.join()?;
+        Ok(Finished {
+            segments,
+            stored_uncompressed: self.stored_uncompressed.load(Ordering::SeqCst),
+        })
     }
 
     /// Closes the queue and waits for every thread; the first error, or all entries.
@@ -219,6 +236,7 @@ fn upload_segments(shared: &Shared, settings: Compressing) -> Result<Uploaded, B
             shared
                 .handle
                 .block_on(shared.store.put_parts(&job.key, parts))?;
+            shared.stored_uncompressed.fetch_add(1, Ordering::SeqCst);
             tracing::debug!(key = %job.key, "segment stored uncompressed: its sample did not compress enough");
             // The store has let go of its parts once the write is done: the region is
             // this thread's alone again, for the next segment.

@@ -156,10 +156,11 @@ pub fn build_segment(
     header: SegmentHeader,
     zstd_level: i32,
 ) -> std::io::Result<Vec<u8>> {
-    let body = match header.compression {
-        0 => record_region.to_vec(),
-        _ => zstd::bulk::compress(record_region, zstd_level)?,
-    };
+    if header.compression == Compression::None as u8 {
+        let (head, foot) = uncompressed_segment_ends(header, record_region);
+        return Ok([head.as_slice(), record_region, &foot].concat());
+    }
+    let body = zstd::bulk::compress(record_region, zstd_level)?;
     Ok(assemble_segment(header, &body))
 }
 

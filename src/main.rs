@@ -60,6 +60,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    kafka_backup_common::bus_error::explain_bus_errors();
     let (service, default_filter) = match cli.command {
         // librdkafka's own warnings (config notes, transient disconnects it retries) are
         // noise at the default level; RUST_LOG=librdkafka=warn brings them back.

@@ -66,11 +66,51 @@ impl RunningCrc {
     }
 }
 
-/// Reads a whole local file in chunks, hashing each chunk as it is read.
+/// Reads a whole local file and its CRC: mapped into memory where it can be, else copied
+/// in chunks, hashing each chunk as it is read.
+///
+/// Why map it: copying a 12 MB object out of the page cache into a buffer that is not in the
+/// CPU cache was a quarter of the decoding time (`perf`: the kernel's copy and its cache
+/// misses), where `zstd -d` reads into a small buffer that stays in cache. A mapping is read
+/// where the page cache already holds it: decode + filter went from ~0.75x to ~0.9x `zstd -d`.
 pub fn read_file_checked(path: &std::path::Path) -> std::io::Result<CheckedObject> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
+    let file = std::fs::File::open(path)?;
     let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+    match map_checked(&file, len) {
+        Some(object) => Ok(object),
+        None => copy_checked(file, len),
+    }
+}
+
+/// The file mapped and every page of it read in up front, or None to read it by copying.
+///
+/// A mapped page that cannot be read later (the file truncated or rewritten in place while
+/// it is mapped, or a disk that fails to read it once the page was evicted) is not an error
+/// the program can handle: the kernel kills the process with SIGBUS (see [`crate::bus_error`]
+/// for the message it then prints). So the mapping is only used once `MADV_POPULATE_READ`
+/// has read every page in without error; any failure there (a disk error, a file shorter than
+/// its length said, a kernel older than 5.14, a file system that cannot map) reads the file
+/// by copying instead, which reports a read error as one. Backup objects are never changed
+/// in place (they are written whole under a temporary name and renamed), so what is left is a
+/// process changing the backup directory's files during a restore.
+fn map_checked(file: &std::fs::File, len: usize) -> Option<CheckedObject> {
+    if len == 0 {
+        return None;
+    }
+    // SAFETY: the mapping is read-only, owned by the returned object alone, and its pages
+    // are all read in without error just below before any of them is looked at. The hazard
+    // left (another process truncating the file while it is mapped) ends the process with
+    // SIGBUS on the next read of a page past the new end; see the doc comment above.
+    let map = unsafe { memmap2::MmapOptions::new().len(len).map(file) }.ok()?;
+    map.advise(memmap2::Advice::PopulateRead).ok()?;
+    let mut crc = RunningCrc::new(len);
+    crc.update(&map);
+    Some(crc.finish(Bytes::from_owner(map)))
+}
+
+/// Reads a whole file in chunks, hashing each chunk as it is read.
+fn copy_checked(mut file: std::fs::File, len: usize) -> std::io::Result<CheckedObject> {
+    use std::io::Read;
     let mut buf = crate::decompress::take_buffer_with(len.min(MAX_PREALLOCATED));
     let mut crc = RunningCrc::new(len);
     loop {
@@ -121,16 +161,40 @@ mod tests {
     }
 
     #[test]
-    fn a_file_read_in_chunks_has_the_crc_of_its_bytes() {
+    fn a_file_read_mapped_or_copied_has_the_crc_of_its_bytes() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("seg");
-        let all = object(2 * READ_CHUNK + 123);
+        for len in [0, 5, FOOTER_LEN, 2 * READ_CHUNK + 123] {
+            let all = object(len);
+            std::fs::write(&path, &all).expect("write");
+            let want = crc32fast::hash(&all[..len.saturating_sub(FOOTER_LEN)]);
+            let read = read_file_checked(&path).expect("read");
+            let file = std::fs::File::open(&path).expect("open");
+            let copied = copy_checked(file, len).expect("copy");
+            for got in [read, copied] {
+                assert_eq!(&got.bytes[..], &all[..], "len {len}");
+                assert_eq!(got.crc_before_footer, want, "len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_mapped_file_stays_readable_after_it_is_replaced_by_rename() {
+        // How object stores (and `backup`) replace a file: the mapping keeps the old inode.
+        let dir = tempfile::tempdir().expect("dir");
+        let (path, next) = (dir.path().join("seg"), dir.path().join("seg.tmp"));
+        let all = object(3 * READ_CHUNK);
         std::fs::write(&path, &all).expect("write");
         let got = read_file_checked(&path).expect("read");
+        std::fs::write(&next, b"other").expect("write");
+        std::fs::rename(&next, &path).expect("rename");
         assert_eq!(&got.bytes[..], &all[..]);
-        assert_eq!(
-            got.crc_before_footer,
-            crc32fast::hash(&all[..all.len() - FOOTER_LEN])
-        );
+    }
+
+    #[test]
+    fn a_missing_file_is_a_not_found_error() {
+        let dir = tempfile::tempdir().expect("dir");
+        let err = read_file_checked(&dir.path().join("gone")).expect_err("missing");
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
     }
 }

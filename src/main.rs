@@ -60,7 +60,6 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    kafka_backup_common::bus_error::explain_bus_errors();
     let (service, default_filter) = match cli.command {
         // librdkafka's own warnings (config notes, transient disconnects it retries) are
         // noise at the default level; RUST_LOG=librdkafka=warn brings them back.
@@ -70,6 +69,9 @@ async fn main() -> ExitCode {
         _ => ("kafka-backup", "warn,librdkafka=error"),
     };
     let telemetry = kafka_backup_common::telemetry::init(service, default_filter);
+    if !kafka_backup_common::bus_error::explain_bus_errors() && cfg!(target_os = "linux") {
+        tracing::warn!("could not install the SIGBUS handler: a segment file truncated during a restore ends it without an explanation");
+    }
     let result = match cli.command {
         Command::Backup(a) => cli_backup::backup(a).await,
         Command::ListBackups(a) => cli_backup::list_backups(a).await,

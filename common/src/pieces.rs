@@ -60,6 +60,8 @@ pub struct Pieces {
     records: u64,
     last_offset: Option<i64>,
     finished: bool,
+    /// The file a mapped object came from, looked at before each piece is handed on.
+    mapped_from: Option<std::sync::Arc<crate::read_crc::MappedFrom>>,
 }
 
 impl Pieces {
@@ -71,7 +73,9 @@ impl Pieces {
 
     /// A whole segment object whose CRC was computed as it was read (see `read_crc.rs`).
     pub fn of_checked(key: &str, object: CheckedObject) -> Result<Self, SegmentError> {
-        Self::of_checked_bytes(key, object.bytes, Some(object.crc_before_footer))
+        let mut pieces = Self::of_checked_bytes(key, object.bytes, Some(object.crc_before_footer))?;
+        pieces.mapped_from = object.mapped_from;
+        Ok(pieces)
     }
 
     fn of_checked_bytes(key: &str, bytes: Bytes, crc: Option<u32>) -> Result<Self, SegmentError> {
@@ -119,6 +123,7 @@ impl Pieces {
             records: 0,
             last_offset: None,
             finished: false,
+            mapped_from: None,
         }
     }
 
@@ -335,7 +340,16 @@ impl Iterator for Pieces {
         if self.finished {
             return None;
         }
-        match self.next_piece() {
+        let next = self.next_piece();
+        // Whatever the piece (or its error) is, it came from bytes the CRC no longer vouches
+        // for if a mapped file changed since: that is what is reported, not damage.
+        if self.mapped_from.as_ref().is_some_and(|f| !f.unchanged()) {
+            self.finished = true;
+            return Some(Err(SegmentError::ChangedWhileRead {
+                key: self.key.clone(),
+            }));
+        }
+        match next {
             Ok(Some(piece)) => Some(Ok(piece)),
             Ok(None) => {
                 self.finished = true;
@@ -592,6 +606,48 @@ mod tests {
     }
 
     #[test]
+    fn a_mapped_segment_file_changed_in_place_mid_read_is_not_handed_on() {
+        use std::os::unix::fs::FileExt;
+        // Streamed, so it decodes as several pieces of PIECE_BYTES.
+        let n = 3000;
+        let bytes = streamed(&region(n, 1000), header(n));
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("seg");
+        std::fs::write(&path, &bytes).expect("write");
+        let object = crate::read_crc::read_file_checked(&path).expect("read");
+        if object.mapped_from.is_none() {
+            eprintln!("not mapped here (file system or kernel): nothing to test");
+            return;
+        }
+        let mut pieces = Pieces::of_checked("k", object).expect("envelope");
+        assert!(pieces.next().expect("first piece").is_ok());
+        // Another process rewrites a byte in place, same length, after the CRC was computed
+        // (past a clock tick, for kernels with coarse timestamps).
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        file.write_all_at(&[!bytes[bytes.len() / 2]], (bytes.len() / 2) as u64)
+            .expect("overwrite");
+        match pieces.next() {
+            Some(Err(SegmentError::ChangedWhileRead { key })) => assert_eq!(key, "k"),
+            other => panic!(
+                "expected ChangedWhileRead, got {:?}",
+                other.map(|p| p.map(|_| ()))
+            ),
+        }
+        assert!(pieces.next().is_none(), "nothing after the error");
+        // Read again, the file is whole and consistent with itself... and fails its CRC,
+        // since its body changed: the retry names the damage.
+        let again = crate::read_crc::read_file_checked(&path).expect("read");
+        assert!(matches!(
+            Pieces::of_checked("k", again),
+            Err(SegmentError::BadChecksum { .. })
+        ));
+    }
+
+    #[test]
     fn a_crc_computed_while_reading_is_the_one_checked() {
         let n = 50;
         let bytes = streamed(&region(n, 100), header(n));
@@ -599,6 +655,7 @@ mod tests {
         let object = |crc_before_footer| CheckedObject {
             bytes: bytes.clone(),
             crc_before_footer,
+            mapped_from: None,
         };
         assert_eq!(
             offsets(Pieces::of_checked("k", object(right)).unwrap())

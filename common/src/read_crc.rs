@@ -22,6 +22,40 @@ pub const MAX_PREALLOCATED: usize = 1 << 30;
 pub struct CheckedObject {
     pub bytes: Bytes,
     pub crc_before_footer: u32,
+    /// For an object read through a memory mapping: its file, to tell whether the bytes
+    /// still are the ones the CRC covered (see [`MappedFrom`]).
+    pub mapped_from: Option<std::sync::Arc<MappedFrom>>,
+}
+
+/// The file a mapped object was read from, and its size and modification time from before
+/// its CRC was computed.
+///
+/// Why: a mapping shows the file as it is when a page is read, not as it was when it was
+/// hashed. A copying read decodes the very bytes it checked; a mapped object is looked at
+/// again before each piece of it is handed on, and a file changed in place since (a write
+/// updates the modification time before it changes the page) ends the read with
+/// [`crate::segment::SegmentError::ChangedWhileRead`], which a restore retries from a fresh
+/// read. On kernels before 6.13 (coarse timestamps) a write within the same clock tick as
+/// the first look, that keeps the size, can go unseen.
+#[derive(Debug)]
+pub struct MappedFrom {
+    file: std::fs::File,
+    stamp: FileStamp,
+}
+
+type FileStamp = (u64, i64, i64);
+
+impl MappedFrom {
+    fn stamp(file: &std::fs::File) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata().ok()?;
+        Some((m.len(), m.mtime(), m.mtime_nsec()))
+    }
+
+    /// Whether the file still has the size and modification time it had before it was hashed.
+    pub fn unchanged(&self) -> bool {
+        Self::stamp(&self.file) == Some(self.stamp)
+    }
 }
 
 /// Hashes an object's bytes as they arrive, stopping at the footer of an object of the
@@ -62,6 +96,7 @@ impl RunningCrc {
         CheckedObject {
             bytes: all,
             crc_before_footer,
+            mapped_from: None,
         }
     }
 }
@@ -70,9 +105,9 @@ impl RunningCrc {
 /// in chunks, hashing each chunk as it is read.
 ///
 /// Why map it: copying a 12 MB object out of the page cache into a buffer that is not in the
-/// CPU cache was a quarter of the decoding time (`perf`: the kernel's copy and its cache
-/// misses), where `zstd -d` reads into a small buffer that stays in cache. A mapping is read
-/// where the page cache already holds it: decode + filter went from ~0.75x to ~0.9x `zstd -d`.
+/// CPU cache was a quarter of the decoding time (`perf` on an Intel Xeon: the kernel's copy
+/// and its cache misses), where `zstd -d` reads into a small buffer that stays in cache. A
+/// mapping is read where the page cache already holds it (README, Benchmarks).
 pub fn read_file_checked(path: &std::path::Path) -> std::io::Result<CheckedObject> {
     let file = std::fs::File::open(path)?;
     let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
@@ -84,28 +119,72 @@ pub fn read_file_checked(path: &std::path::Path) -> std::io::Result<CheckedObjec
 
 /// The file mapped and every page of it read in up front, or None to read it by copying.
 ///
-/// A mapped page that cannot be read later (the file truncated or rewritten in place while
-/// it is mapped, or a disk that fails to read it once the page was evicted) is not an error
-/// the program can handle: the kernel kills the process with SIGBUS (see [`crate::bus_error`]
-/// for the message it then prints). So the mapping is only used once `MADV_POPULATE_READ`
-/// has read every page in without error; any failure there (a disk error, a file shorter than
-/// its length said, a kernel older than 5.14, a file system that cannot map) reads the file
-/// by copying instead, which reports a read error as one. Backup objects are never changed
-/// in place (they are written whole under a temporary name and renamed), so what is left is a
-/// process changing the backup directory's files during a restore.
-fn map_checked(file: &std::fs::File, len: usize) -> Option<CheckedObject> {
-    if len == 0 {
+/// A mapped page that cannot be read when it is touched is not an error a read call could
+/// return: the kernel ends the process with SIGBUS (see [`crate::bus_error`] for the message
+/// it then prints). Hence: only files on local disk file systems are mapped (on NFS, SMB or
+/// FUSE a page evicted and read again later may fail to come back); the mapping is used only
+/// once `MADV_POPULATE_READ` has read every page in without error; and any failure on the
+/// way (a disk error, a file shorter than its length said, a kernel older than 5.14, a file
+/// system that cannot map) reads the file by copying instead, which reports a read error as
+/// one.
+///
+/// What the mapping asks of others: that nobody changes the file in place while a restore
+/// reads it. Backups never do (segments are written whole under a temporary name and
+/// renamed, which leaves a mapping of the old file intact). A file truncated meanwhile ends
+/// the process with SIGBUS; one overwritten in place is noticed by [`MappedFrom`] before
+/// the next piece of it is handed on.
+#[cfg(target_os = "linux")]
+pub(crate) fn map_checked(file: &std::fs::File, len: usize) -> Option<CheckedObject> {
+    if len == 0 || !on_local_disk(file) {
         return None;
     }
-    // SAFETY: the mapping is read-only, owned by the returned object alone, and its pages
-    // are all read in without error just below before any of them is looked at. The hazard
-    // left (another process truncating the file while it is mapped) ends the process with
-    // SIGBUS on the next read of a page past the new end; see the doc comment above.
+    let stamp = MappedFrom::stamp(file)?;
+    // SAFETY: the mapping is read-only and lives as long as the returned object; all its
+    // pages are read in without error before any of them is looked at. memmap2's contract
+    // (the file is not changed while mapped) is what a backup's segments promise; the doc
+    // comment above says what happens when another process breaks it.
     let map = unsafe { memmap2::MmapOptions::new().len(len).map(file) }.ok()?;
     map.advise(memmap2::Advice::PopulateRead).ok()?;
     let mut crc = RunningCrc::new(len);
     crc.update(&map);
-    Some(crc.finish(Bytes::from_owner(map)))
+    let mut object = crc.finish(Bytes::from_owner(map));
+    let file = file.try_clone().ok()?;
+    object.mapped_from = Some(std::sync::Arc::new(MappedFrom { file, stamp }));
+    Some(object)
+}
+
+/// Elsewhere files are read by copying.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn map_checked(_file: &std::fs::File, _len: usize) -> Option<CheckedObject> {
+    None
+}
+
+/// Whether `file` lives on a local disk (or memory) file system, whose pages come back from
+/// the device or stay in memory: ext2/3/4, XFS, Btrfs, ZFS, F2FS, tmpfs, and overlayfs (a
+/// container's root file system, over one of those).
+#[cfg(target_os = "linux")]
+fn on_local_disk(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    const LOCAL: [u32; 8] = [
+        0xEF53,      // ext2, ext3, ext4
+        0x5846_5342, // XFS
+        0x9123_683E, // Btrfs
+        0x2FC1_2FC1, // ZFS
+        0xF2F5_2010, // F2FS
+        0x0102_1994, // tmpfs
+        0x794C_7630, // overlayfs
+        0x8584_58F6, // ramfs
+    ];
+    // SAFETY: fstatfs only writes the struct it is given, for a descriptor this file owns.
+    let f_type = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        if libc::fstatfs(file.as_raw_fd(), &mut st) != 0 {
+            return false;
+        }
+        st.f_type
+    };
+    // File system magic numbers are 32-bit; `f_type`'s width and sign vary by target.
+    LOCAL.contains(&(f_type as u32))
 }
 
 /// Reads a whole file in chunks, hashing each chunk as it is read.
@@ -176,6 +255,27 @@ mod tests {
                 assert_eq!(got.crc_before_footer, want, "len {len}");
             }
         }
+    }
+
+    #[test]
+    fn a_file_on_a_local_disk_is_mapped_with_the_crc_of_its_bytes() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("seg");
+        let all = object(3 * READ_CHUNK + 17);
+        std::fs::write(&path, &all).expect("write");
+        let file = std::fs::File::open(&path).expect("open");
+        let Some(mapped) = map_checked(&file, all.len()) else {
+            eprintln!("not mapped here (file system or kernel): only the copying read is tested");
+            return;
+        };
+        assert_eq!(&mapped.bytes[..], &all[..]);
+        assert_eq!(
+            mapped.crc_before_footer,
+            crc32fast::hash(&all[..all.len() - FOOTER_LEN])
+        );
+        // A length longer than the file: the pages past its end cannot be read in, so the
+        // file is not mapped (and the copying read reports what it finds).
+        assert!(map_checked(&file, all.len() + 8192).is_none());
     }
 
     #[test]

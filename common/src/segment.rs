@@ -50,6 +50,8 @@ pub enum SegmentError {
     },
     #[error("segment {key} is corrupt: {detail}")]
     Corrupt { key: String, detail: String },
+    #[error("segment file {key} was changed in place by another process while it was being read; the read is retried, but a backup directory must not be written to during a restore")]
+    ChangedWhileRead { key: String },
 }
 
 /// One record header; a `None` value is a null header value.

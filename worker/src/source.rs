@@ -29,10 +29,12 @@ impl SourceError {
     /// A missing or damaged object (as opposed to a storage outage): what
     /// `--skip-corrupt-segments` may skip.
     pub fn is_bad_object(&self) -> bool {
-        matches!(
-            self,
-            SourceError::Segment(_) | SourceError::Storage(StorageError::SegmentNotFound { .. })
-        )
+        match self {
+            SourceError::Segment(SegmentError::ChangedWhileRead { .. }) => false,
+            SourceError::Segment(_) => true,
+            SourceError::Storage(StorageError::SegmentNotFound { .. }) => true,
+            _ => false,
+        }
     }
 
     /// Missing or corrupt objects will not heal by retrying; I/O errors and a coordinator
@@ -41,6 +43,7 @@ impl SourceError {
         matches!(
             self,
             SourceError::Storage(StorageError::Io { .. })
+                | SourceError::Segment(SegmentError::ChangedWhileRead { .. })
                 | SourceError::Decoder(_)
                 | SourceError::SegmentList(PageError::Unavailable(_))
         )
@@ -378,5 +381,23 @@ impl RecordFilter {
         r.offset >= self.from_offset
             && self.from_ts.is_none_or(|f| r.timestamp >= f)
             && self.to_ts.is_none_or(|t| r.timestamp <= t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_changed_while_read_is_retried_and_never_skipped_as_damage() {
+        let changed = SourceError::Segment(SegmentError::ChangedWhileRead { key: "k".into() });
+        assert!(changed.retryable());
+        // --skip-corrupt-segments must not drop a segment's records because someone touched it.
+        assert!(!changed.is_bad_object());
+        let damaged = SourceError::Segment(SegmentError::Corrupt {
+            key: "k".into(),
+            detail: "x".into(),
+        });
+        assert!(damaged.is_bad_object() && !damaged.retryable());
     }
 }

@@ -71,6 +71,10 @@ pub struct BackupArgs {
     /// Most bytes one fetch returns per partition (default 8388608).
     #[arg(long, allow_hyphen_values = true)]
     pub max_partition_fetch_bytes: Option<u32>,
+    /// Consumers the partitions are split between, each with its own connection to every
+    /// broker, so that several fetches are in flight at once (default 2; 1..=16).
+    #[arg(long, allow_hyphen_values = true)]
+    pub fetch_connections: Option<u32>,
 }
 
 /// Opens the store named by flag, env or config file.
@@ -157,6 +161,10 @@ pub async fn backup(a: BackupArgs) -> Result<ExitCode> {
                 .max_partition_fetch_bytes
                 .or(b.fetch.max_partition_bytes)
                 .unwrap_or(kafka_backup_common::backup::DEFAULT_MAX_PARTITION_FETCH_BYTES),
+            connections: a
+                .fetch_connections
+                .or(b.fetch.connections)
+                .unwrap_or(kafka_backup_common::backup::DEFAULT_FETCH_CONNECTIONS),
         },
     };
     req.validate()?;

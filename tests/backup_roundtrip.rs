@@ -154,6 +154,49 @@ async fn backup_to_local_filesystem_round_trips_every_record() {
     );
 }
 
+/// Partitions of several topics, of uneven sizes and one of them empty, split between three
+/// consumers: every partition's records come back whole and in order, each exactly once,
+/// and the manifest lists every partition, the empty one too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_split_between_several_consumers_keeps_every_partition_whole() {
+    if skip_without_servers() {
+        return;
+    }
+    let (a, b) = (unique("split-a"), unique("split-b"));
+    create_topic(&broker(), &a, 3).await;
+    create_topic(&broker(), &b, 2).await;
+    let mut produced: Vec<(String, i32, Vec<Record>)> = Vec::new();
+    for (topic, partition, n) in [(&a, 0, 400), (&a, 1, 35), (&a, 2, 170), (&b, 0, 260)] {
+        let records = simple_records(n, 1_700_000_000_000 + i64::from(partition), 7);
+        let sent = produce(&broker(), topic, partition, &records).await;
+        produced.push((topic.clone(), partition, sent));
+    }
+    let dir = backup_local_with(
+        &broker(),
+        &format!("{a},{b}"),
+        "split",
+        &["--segment-max-records", "60", "--fetch-connections", "3"],
+    );
+    let store = BackupStore::open(dir.path().to_str().expect("path"), &HashMap::new(), false)
+        .expect("store");
+    let m = store.read_manifest("split").await.expect("manifest");
+    assert_eq!(m.topic(&a).expect("topic a").partition_count(), 3);
+    assert_eq!(m.topic(&b).expect("topic b").partition_count(), 2);
+    for (topic, partition, want) in &produced {
+        let got = decode_all(&store, &m, topic, *partition).await;
+        assert_eq!(
+            &got, want,
+            "{topic}/{partition} round trip (content and offsets)"
+        );
+    }
+    let empty = decode_all(&store, &m, &b, 1).await;
+    assert!(
+        empty.is_empty(),
+        "the empty partition has no records: {empty:?}"
+    );
+    assert_eq!(m.total_records(), 400 + 35 + 170 + 260);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_to_s3_round_trips_every_record() {
     if skip_without_servers() {

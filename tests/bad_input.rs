@@ -194,6 +194,8 @@ fn malformed_backup_and_server_flags_are_refused() {
         &["--max-partition-fetch-bytes", "0"],
         "--max-partition-fetch-bytes",
     );
+    backup(&["--fetch-connections", "0"], "--fetch-connections");
+    backup(&["--fetch-connections", "17"], "--fetch-connections");
     backup(&["--backup-id", "../escape"], "--backup-id");
     backup(&["--backup-id", ""], "--backup-id");
 

@@ -4,22 +4,18 @@
 //! of consumer groups are snapshotted so a restore can translate them. The manifest is
 //! written last: a backup that crashed half-way has no manifest and never looks complete.
 
+use crate::backup_read::{read_partitions, snapshot_points, writer_mut, Writers};
 use crate::filters::{FilterError, TopicPattern};
-use crate::frames::FrameCuts;
 use crate::kafka::{client_config, drop_in_background};
-use crate::manifest::{
-    manifest_key, segment_key, GroupOffset, Manifest, PartitionManifest, SegmentMeta, TopicManifest,
-};
-use crate::segment::{encode_record, Compression, SegmentHeader};
-use crate::segment_upload::{Compressing, SegmentJob, SegmentUploader};
+use crate::manifest::{manifest_key, GroupOffset, Manifest, PartitionManifest, TopicManifest};
+use crate::segment_upload::{Compressing, SegmentUploader};
 use crate::storage::{BackupStore, StorageError};
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedHeaders, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::runtime::Handle;
@@ -85,14 +81,26 @@ pub const DEFAULT_FETCH_WAIT_MAX_MS: u32 = 10;
 /// Bytes one fetch may return per partition, by default: several segments' worth of
 /// batches per round trip instead of librdkafka's 1 MiB.
 pub const DEFAULT_MAX_PARTITION_FETCH_BYTES: u32 = 8 << 20;
+/// Consumers (connections to each broker) the partitions are split between, by default;
+/// see `backup_read.rs` for why more than one, and README, Benchmarks for the measurement.
+pub const DEFAULT_FETCH_CONNECTIONS: u32 = 2;
+/// Most consumers one backup splits its partitions between: each has its own connections,
+/// thread and prefetch queue.
+pub const MAX_FETCH_CONNECTIONS: u32 = 16;
+/// librdkafka's default prefetch queue of one consumer (`queued.max.messages.kbytes`),
+/// shared out between a backup's consumers so that more of them do not hold more memory.
+const PREFETCH_KBYTES: u32 = 65_536;
 
 /// The consumer's fetch settings: they depend on the source cluster's brokers, so they are
-/// configuration (`backup.fetch`, `--fetch-wait-max-ms`, `--max-partition-fetch-bytes`)
-/// with defaults measured against the bench's broker (README, Benchmarks).
+/// configuration (`backup.fetch`, `--fetch-wait-max-ms`, `--max-partition-fetch-bytes`,
+/// `--fetch-connections`) with defaults measured against the bench's broker (README,
+/// Benchmarks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FetchSettings {
     pub wait_max_ms: u32,
     pub max_partition_bytes: u32,
+    /// Consumers the partitions are split between (at most one per partition is used).
+    pub connections: u32,
 }
 
 impl Default for FetchSettings {
@@ -100,12 +108,13 @@ impl Default for FetchSettings {
         Self {
             wait_max_ms: DEFAULT_FETCH_WAIT_MAX_MS,
             max_partition_bytes: DEFAULT_MAX_PARTITION_FETCH_BYTES,
+            connections: DEFAULT_FETCH_CONNECTIONS,
         }
     }
 }
 
-const META_TIMEOUT: Duration = Duration::from_secs(10);
-const STALL_LIMIT: Duration = Duration::from_secs(60);
+pub(crate) const META_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const STALL_LIMIT: Duration = Duration::from_secs(60);
 
 impl BackupRequest {
     /// Checks the request without touching the cluster or the store, so a typo never leaves
@@ -137,6 +146,12 @@ impl BackupRequest {
                 self.fetch.max_partition_bytes
             )));
         }
+        if !(1..=MAX_FETCH_CONNECTIONS).contains(&self.fetch.connections) {
+            return Err(BackupError::BadFetchSetting(format!(
+                "--fetch-connections {} is outside 1..={MAX_FETCH_CONNECTIONS}",
+                self.fetch.connections
+            )));
+        }
         Ok(self
             .topics
             .iter()
@@ -164,7 +179,7 @@ pub async fn run_backup(store: &BackupStore, req: &BackupRequest) -> Result<Mani
 }
 
 /// A Kafka error of this backup, naming the cluster and what was being done.
-fn kafka_error(req: &BackupRequest, what: &str) -> impl Fn(KafkaError) -> BackupError {
+pub(crate) fn kafka_error(req: &BackupRequest, what: &str) -> impl Fn(KafkaError) -> BackupError {
     let bootstrap = req.bootstrap_servers.clone();
     let what = what.to_string();
     move |source| BackupError::Kafka {
@@ -184,12 +199,9 @@ fn backup_blocking(
 ) -> Result<Manifest, BackupError> {
     let consumer = snapshot_consumer(req)?;
     let (topics, replication) = select_topics(&consumer, req, patterns)?;
-    let mut writers = assign_to_snapshot(&consumer, req, &topics)?;
+    let points = snapshot_points(&consumer, req, &topics)?;
     let side_reads = SideReads::start(handle, req, &topics, replication);
-    tracing::info!(
-        partitions = writers.values().map(Vec::len).sum::<usize>(),
-        "backup started"
-    );
+    tracing::info!(partitions = points.len(), "backup started");
     // One compression thread per core: 2 threads took a 196 MB backup from ~1.85 s to ~1.35 s
     // on 2 cores shared with the broker (level 3; README, Benchmarks).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -197,12 +209,15 @@ fn backup_blocking(
         zstd_level: req.zstd_level,
         min_savings_percent: req.min_compression_savings,
     };
-    let mut uploader = SegmentUploader::start(handle.clone(), store.clone(), compressing, cores);
-    read_to_snapshot(&consumer, &mut uploader, req, &mut writers)?;
+    let uploader = SegmentUploader::start(handle.clone(), store.clone(), compressing, cores);
+    let (read, consumers) = read_partitions(consumer, points, req, &uploader);
+    tracing::debug!("records read to the snapshot point");
     // Closing a consumer that has a group waits ~100 ms for its coordinator; nothing after
-    // this point needs it, so it closes beside the last uploads and the manifest write.
-    drop_in_background(consumer);
+    // this point needs them, so they close beside the last uploads and the manifest write.
+    drop_in_background(consumers);
+    // A failed upload is the cause of a reader's failed send: its error comes first.
     let finished = uploader.finish()?;
+    let mut writers = read?;
     let written: usize = finished.segments.values().map(Vec::len).sum();
     if finished.stored_uncompressed > 0 {
         tracing::info!(
@@ -282,8 +297,9 @@ impl SideReads {
     }
 }
 
-fn snapshot_consumer(req: &BackupRequest) -> Result<BaseConsumer, BackupError> {
-    client_config(&req.bootstrap_servers, &req.kafka_properties)
+pub(crate) fn snapshot_consumer(req: &BackupRequest) -> Result<BaseConsumer, BackupError> {
+    let mut config = client_config(&req.bootstrap_servers, &req.kafka_properties);
+    config
         .set("group.id", format!("kafka-backup-{}", req.backup_id))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -297,7 +313,16 @@ fn snapshot_consumer(req: &BackupRequest) -> Result<BaseConsumer, BackupError> {
         .set(
             "max.partition.fetch.bytes",
             req.fetch.max_partition_bytes.to_string(),
-        )
+        );
+    // The backup's consumers share one consumer's prefetch memory, unless the user chose it.
+    if !req
+        .kafka_properties
+        .contains_key("queued.max.messages.kbytes")
+    {
+        let kbytes = PREFETCH_KBYTES / req.fetch.connections.max(1);
+        config.set("queued.max.messages.kbytes", kbytes.to_string());
+    }
+    config
         .create()
         .map_err(kafka_error(req, "the consumer configuration"))
 }
@@ -382,159 +407,6 @@ fn select_topics(
         });
     }
     Ok((topics, replication))
-}
-
-/// Each topic's partition writers, indexed by partition id. Looked up by the `&str` of a
-/// message's topic: a key of owned strings needed a `String` allocated per message.
-type Writers = HashMap<String, Vec<PartitionWriter>>;
-
-fn writer_mut<'w>(
-    writers: &'w mut Writers,
-    topic: &str,
-    partition: i32,
-) -> Option<&'w mut PartitionWriter> {
-    writers
-        .get_mut(topic)?
-        .get_mut(usize::try_from(partition).ok()?)
-}
-
-/// Fixes every partition's snapshot point (its high watermark now) and assigns the consumer
-/// from the low watermark; empty partitions are done at once.
-fn assign_to_snapshot(
-    consumer: &BaseConsumer,
-    req: &BackupRequest,
-    topics: &BTreeMap<String, i32>,
-) -> Result<Writers, BackupError> {
-    let mut tpl = TopicPartitionList::new();
-    let mut writers = Writers::new();
-    for (topic, count) in topics {
-        for p in 0..*count {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p, META_TIMEOUT)
-                .map_err(kafka_error(req, "a watermark request"))?;
-            let mut w = PartitionWriter::new(req, topic, p, high);
-            if high > low {
-                tpl.add_partition_offset(topic, p, Offset::Offset(low))
-                    .map_err(kafka_error(req, "the partition assignment"))?;
-            } else {
-                w.done = true;
-            }
-            writers.entry(topic.clone()).or_default().push(w);
-        }
-    }
-    consumer
-        .assign(&tpl)
-        .map_err(kafka_error(req, "the partition assignment"))?;
-    Ok(writers)
-}
-
-/// Messages between two readings of the clock while records flow.
-const CLOCK_EVERY: u32 = 256;
-
-/// Reads every partition up to its snapshot point, writing segments as they fill; fails
-/// when nothing moves for `STALL_LIMIT`.
-fn read_to_snapshot(
-    consumer: &BaseConsumer,
-    uploader: &mut SegmentUploader,
-    req: &BackupRequest,
-    writers: &mut Writers,
-) -> Result<(), BackupError> {
-    let mut last_progress = Instant::now();
-    let mut last_position_check = Instant::now();
-    // Clocks are read every CLOCK_EVERY messages, not per message (`perf`: reading the
-    // clock per message was 4 % of a backup's consume thread).
-    let (mut since_clock, mut progressed) = (0u32, false);
-    // Partitions not yet read to their snapshot point (not recounted per message: a
-    // backup of thousands of partitions would walk them all for every record).
-    let mut pending = writers.values().flatten().filter(|w| !w.done).count();
-    while pending > 0 {
-        let polled = consumer.poll(Duration::from_millis(100));
-        since_clock += 1;
-        let got_something = polled.is_some();
-        match polled {
-            Some(Ok(msg)) => {
-                progressed = true;
-                let Some(w) = writer_mut(writers, msg.topic(), msg.partition()) else {
-                    continue;
-                };
-                if w.done || msg.offset() >= w.high {
-                    pending -= usize::from(w.finish());
-                    continue;
-                }
-                w.push(
-                    msg.offset(),
-                    msg.timestamp().to_millis().unwrap_or(-1),
-                    msg.key(),
-                    msg.payload(),
-                    MessageHeaders::of(msg.headers()),
-                );
-                if msg.offset() >= w.high - 1 {
-                    pending -= usize::from(w.finish());
-                }
-                if w.full(req) || w.done {
-                    w.flush(uploader)?;
-                }
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
-            Some(Err(e)) => tracing::warn!(error = %e, "consumer error during backup; retrying"),
-        }
-        if got_something && since_clock < CLOCK_EVERY {
-            continue;
-        }
-        since_clock = 0;
-        if std::mem::take(&mut progressed) {
-            last_progress = Instant::now();
-        }
-        // Partitions whose tail is control records or aborted data never deliver offset
-        // high-1; the consumer position tells when they are past the snapshot point.
-        if last_position_check.elapsed() > Duration::from_millis(500) {
-            last_position_check = Instant::now();
-            let finished = finish_passed_partitions(consumer, uploader, writers)?;
-            if finished > 0 {
-                pending -= finished;
-                last_progress = Instant::now();
-            }
-        }
-        if last_progress.elapsed() > STALL_LIMIT {
-            return Err(BackupError::Stalled {
-                secs: STALL_LIMIT.as_secs(),
-                pending: writers
-                    .values()
-                    .flatten()
-                    .filter(|w| !w.done)
-                    .map(|w| format!("{}/{}", w.topic, w.partition))
-                    .collect(),
-            });
-        }
-    }
-    for w in writers.values_mut().flatten() {
-        w.flush(uploader)?;
-    }
-    Ok(())
-}
-
-/// Marks done (and flushes) the partitions the consumer has read past their snapshot point;
-/// returns how many were.
-fn finish_passed_partitions(
-    consumer: &BaseConsumer,
-    uploader: &mut SegmentUploader,
-    writers: &mut Writers,
-) -> Result<usize, BackupError> {
-    let Ok(pos) = consumer.position() else {
-        return Ok(0);
-    };
-    let mut finished = 0;
-    for e in pos.elements() {
-        if let (Offset::Offset(o), Some(w)) =
-            (e.offset(), writer_mut(writers, e.topic(), e.partition()))
-        {
-            if o >= w.high && w.finish() {
-                w.flush(uploader)?;
-                finished += 1;
-            }
-        }
-    }
-    Ok(finished)
 }
 
 fn build_manifest(
@@ -626,158 +498,4 @@ fn snapshot_group_offsets(req: &BackupRequest, topics: &BTreeMap<String, i32>) -
         }
     }
     out
-}
-
-/// A message's headers as the segment encoder takes them, read in place: collecting them
-/// into a `Vec` first allocated and freed one per message.
-struct MessageHeaders<'m> {
-    headers: Option<&'m BorrowedHeaders>,
-    next: usize,
-    count: usize,
-}
-
-impl<'m> MessageHeaders<'m> {
-    fn of(headers: Option<&'m BorrowedHeaders>) -> Self {
-        Self {
-            headers,
-            next: 0,
-            count: headers.map_or(0, Headers::count),
-        }
-    }
-}
-
-impl<'m> Iterator for MessageHeaders<'m> {
-    type Item = (&'m str, Option<&'m [u8]>);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.next >= self.count {
-            return None;
-        }
-        let header = self.headers?.try_get(self.next)?;
-        self.next += 1;
-        Some((header.key, header.value))
-    }
-}
-
-/// Accumulates one partition's records into segments.
-struct PartitionWriter {
-    backup_id: String,
-    frame_bytes: u64,
-    region_capacity: usize,
-    topic: String,
-    partition: i32,
-    high: i64,
-    done: bool,
-    region: Vec<u8>,
-    cuts: FrameCuts,
-    count: u64,
-    start_offset: i64,
-    end_offset: i64,
-    first_ts: i64,
-    last_ts: i64,
-    min_ts: i64,
-    max_ts: i64,
-    segments: Vec<SegmentMeta>,
-}
-
-impl PartitionWriter {
-    fn new(req: &BackupRequest, topic: &str, partition: i32, high: i64) -> Self {
-        let region_capacity = (req.segment_max_bytes as usize).min(1 << 20);
-        Self {
-            backup_id: req.backup_id.clone(),
-            frame_bytes: req.frame_bytes,
-            region_capacity,
-            topic: topic.to_string(),
-            partition,
-            high,
-            done: false,
-            region: Vec::with_capacity(region_capacity),
-            cuts: FrameCuts::new(req.frame_bytes),
-            count: 0,
-            start_offset: 0,
-            end_offset: 0,
-            first_ts: 0,
-            last_ts: 0,
-            min_ts: i64::MAX,
-            max_ts: i64::MIN,
-            segments: vec![],
-        }
-    }
-
-    fn push(
-        &mut self,
-        offset: i64,
-        ts: i64,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        headers: MessageHeaders<'_>,
-    ) {
-        if self.count == 0 {
-            self.start_offset = offset;
-            self.first_ts = ts;
-        }
-        self.count += 1;
-        self.end_offset = offset;
-        self.last_ts = ts;
-        self.min_ts = self.min_ts.min(ts);
-        self.max_ts = self.max_ts.max(ts);
-        self.cuts.record(self.region.len(), offset, ts);
-        encode_record(&mut self.region, offset, ts, key, value, headers);
-    }
-
-    /// Marks the partition read to its snapshot point; whether it was not before.
-    fn finish(&mut self) -> bool {
-        !std::mem::replace(&mut self.done, true)
-    }
-
-    fn full(&self, req: &BackupRequest) -> bool {
-        self.region.len() as u64 >= req.segment_max_bytes || self.count >= req.segment_max_records
-    }
-
-    /// Hands the segment filled so far to the upload thread and starts the next.
-    fn flush(&mut self, uploader: &mut SegmentUploader) -> Result<(), BackupError> {
-        if self.count == 0 {
-            return Ok(());
-        }
-        let header = SegmentHeader {
-            compression: Compression::Zstd as u8,
-            record_count: self.count,
-            start_offset: self.start_offset,
-            end_offset: self.end_offset,
-        };
-        let key = segment_key(
-            &self.backup_id,
-            &self.topic,
-            self.partition,
-            self.start_offset,
-        );
-        let region = std::mem::replace(&mut self.region, uploader.region(self.region_capacity));
-        let meta = SegmentMeta {
-            key: key.clone(),
-            start_offset: self.start_offset,
-            end_offset: self.end_offset,
-            start_timestamp: self.first_ts,
-            end_timestamp: self.last_ts,
-            record_count: self.count,
-            uncompressed_size: region.len() as u64,
-            compressed_size: 0,
-            min_timestamp: Some(self.min_ts),
-            max_timestamp: Some(self.max_ts),
-            frames: Vec::new(),
-        };
-        let cuts = std::mem::replace(&mut self.cuts, FrameCuts::new(self.frame_bytes));
-        uploader.send(SegmentJob {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            key,
-            region,
-            cuts,
-            header,
-            meta,
-        })?;
-        self.count = 0;
-        self.min_ts = i64::MAX;
-        self.max_ts = i64::MIN;
-        Ok(())
-    }
 }

@@ -84,6 +84,7 @@ pub struct BackupSection {
 pub struct BackupFetch {
     pub wait_max_ms: Option<u32>,
     pub max_partition_bytes: Option<u32>,
+    pub connections: Option<u32>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -357,10 +358,11 @@ restore:
 
     #[test]
     fn backup_fetch_settings_parse_and_misspellings_are_named() {
-        let yaml = "backup:\n  fetch:\n    wait_max_ms: 50\n    max_partition_bytes: 1048576\n";
+        let yaml = "backup:\n  fetch:\n    wait_max_ms: 50\n    max_partition_bytes: 1048576\n    connections: 4\n";
         let b = parse("x.yaml", yaml, &|_| None).unwrap().backup.unwrap();
         assert_eq!(b.fetch.wait_max_ms, Some(50));
         assert_eq!(b.fetch.max_partition_bytes, Some(1_048_576));
+        assert_eq!(b.fetch.connections, Some(4));
         let err = parse("x.yaml", "backup:\n  fetch:\n    wait_ms: 5\n", &|_| None).unwrap_err();
         assert!(err.to_string().contains("wait_ms"), "{err}");
     }

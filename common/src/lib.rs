@@ -3,6 +3,7 @@
 //! object store holding backups, configuration files, restore filters and Kafka client
 //! settings. Nothing here talks to the restore ledger; that belongs to the coordinator.
 pub mod backup;
+mod backup_read;
 pub mod bus_error;
 pub mod compress_probe;
 pub mod config;

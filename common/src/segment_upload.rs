@@ -73,6 +73,35 @@ pub struct SegmentUploader {
     threads: Vec<JoinHandle<Result<Uploaded, BackupError>>>,
 }
 
+/// A reading thread's way into the upload queue (see [`SegmentUploader::sender`]).
+pub struct SegmentSender {
+    tx: SyncSender<SegmentJob>,
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
+    failed: Arc<AtomicBool>,
+}
+
+impl SegmentSender {
+    /// An empty region for the next segment: an uploaded one's, or a new one.
+    pub fn region(&self, capacity: usize) -> Vec<u8> {
+        self.spare
+            .lock()
+            .ok()
+            .and_then(|mut s| s.pop())
+            .unwrap_or_else(|| Vec::with_capacity(capacity))
+    }
+
+    /// Queues a segment; waits while the queue is full. Fails once an upload thread has
+    /// failed; [`SegmentUploader::finish`] then says why.
+    pub fn send(&self, job: SegmentJob) -> Result<(), BackupError> {
+        if !self.failed.load(Ordering::SeqCst) && self.tx.send(job).is_ok() {
+            return Ok(());
+        }
+        Err(BackupError::Internal(
+            "the segment upload threads ended before every segment was queued".into(),
+        ))
+    }
+}
+
 /// What every upload thread shares. Only the threads hold it: when the last of them ends,
 /// the queue's receiver goes with it and a consume loop waiting to send wakes with an error
 /// (the uploader keeps its own handles on the spare regions and the failure flag).
@@ -134,30 +163,24 @@ impl SegmentUploader {
         }
     }
 
-    /// An empty region for the next segment: an uploaded one's, or a new one.
-    pub fn region(&self, capacity: usize) -> Vec<u8> {
-        self.spare
-            .lock()
-            .ok()
-            .and_then(|mut s| s.pop())
-            .unwrap_or_else(|| Vec::with_capacity(capacity))
+    /// A handle for one reading thread to queue segments with: each of the backup's
+    /// consumers reads its share of the partitions on a thread of its own, and all of them
+    /// feed these upload threads.
+    pub fn sender(&self) -> Result<SegmentSender, BackupError> {
+        let tx = self.tx.clone().ok_or_else(|| {
+            BackupError::Internal("the segment upload threads could not be started".into())
+        })?;
+        Ok(SegmentSender {
+            tx,
+            spare: Arc::clone(&self.spare),
+            failed: Arc::clone(&self.failed),
+        })
     }
 
-    /// Queues a segment; waits while the queue is full. An error is an upload thread's
-    /// (a failed compression or upload ends the backup).
-    pub fn send(&mut self, job: SegmentJob) -> Result<(), BackupError> {
-        let sent = !self.failed.load(Ordering::SeqCst)
-            && self.tx.as_ref().is_some_and(|tx| tx.send(job).is_ok());
-        if sent {
-            return Ok(());
-        }
-        Err(self
-            .join()
-            .err()
-            .unwrap_or_else(|| BackupError::Internal("segment upload threads ended".into())))
-    }
-
-    /// Waits for every queued segment to be uploaded; their manifest entries.
+    /// Waits for every queued segment to be uploaded; their manifest entries. Every
+    /// [`SegmentSender`] must be gone first (the threads run until the queue closes); the
+    /// error is the upload's own when a thread failed, which is why a reader whose `send`
+    /// failed leaves the telling to this.
     pub fn finish(mut self) -> Result<Finished, BackupError> {
         let segments = self.join()?;
         Ok(Finished {

@@ -44,7 +44,6 @@ fn otlp_configured() -> bool {
 pub fn init(service: &str, default_filter: &str) -> Telemetry {
     let filter =
         EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let provider = if otlp_configured() {
         match opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
@@ -69,18 +68,32 @@ pub fn init(service: &str, default_filter: &str) -> Telemetry {
         None
     };
     // Span filtering for export is independent of the log level: spans of our crates are
-    // always recorded when exporting, even if only warnings are logged.
-    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter));
+    // always recorded when exporting, even if only warnings are logged. That needs a filter
+    // per layer; without export the log filter is the subscriber's own (see below).
     match &provider {
         Some(p) => {
             let otel_filter = EnvFilter::new("warn,kafka_backup=info,kafka_backup_coordinator=info,kafka_backup_worker=info,kafka_backup_common=info");
             let layer = tracing_opentelemetry::layer()
                 .with_tracer(p.tracer("kafka-backup"))
                 .with_filter(otel_filter);
-            let _ = registry.with(layer).try_init();
+            let _ = tracing_subscriber::registry()
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .with_filter(filter),
+                )
+                .with(layer)
+                .try_init();
         }
+        // A per-layer log filter lost events: with a target directive in it (the default
+        // `librdkafka=error`), a callsite first used while librdkafka's threads were logging
+        // could be cached as disabled, and "backup started" or "segments stored
+        // uncompressed" never showed (test: incompressible_segments_are_stored_...).
         None => {
-            let _ = registry.try_init();
+            let _ = tracing_subscriber::registry()
+                .with(filter)
+                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+                .try_init();
         }
     }
     Telemetry { provider }

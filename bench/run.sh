@@ -179,6 +179,8 @@ declare -A BK CONS SRC_BYTES
 SRC_BYTES[memory]=$BIG_BYTES
 SRC_BYTES[sqlite]=$SMALL_BYTES
 BK_ALL=""
+CONS_N=""
+CONNS=2
 CONS_SETTINGS=""
 backup_s() { local topic=$1; shift; rm -rf "$W/bkout"; timed "$KB" backup --storage "$W/bkout" --backup-id b --bootstrap-servers "$BROKER" --topics "$topic" "$@"; }
 # The same records with values of JSON text (zstd -3 ~4x): the backup compresses every segment
@@ -188,11 +190,17 @@ for engine in memory sqlite; do
   start_broker "$engine"
   src=big; [ "$engine" = sqlite ] && src=small
   "$BENCH" produce "$W/backups" "$src" "$BROKER" src >/dev/null
-  B_S=(); C_S=(); ALL_S=()
+  B_S=(); C_S=(); ALL_S=(); CN_S=()
   for i in 1 2 3; do
     t0=$(now); out=$(timeout 600 "$BENCH" consume "$BROKER" src); t1=$(now)
     CONS_SETTINGS=$(json '["settings"]' <<<"$out")
     C_S+=("$(secs "$t0" "$t1")")
+    # The backup reads with $CONNS consumers (its default --fetch-connections): the same
+    # number of plain consumers, for context beside the single-consumer baseline.
+    if [ "$engine" = memory ]; then
+      t0=$(now); timeout 600 "$BENCH" consume "$BROKER" src consumers="$CONNS" >/dev/null; t1=$(now)
+      CN_S+=("$(secs "$t0" "$t1")")
+    fi
     B_S+=("$(backup_s src)")
     [ "$engine" = memory ] && ALL_S+=("$(backup_s src --min-compression-savings 0)")
   done
@@ -211,6 +219,7 @@ for engine in memory sqlite; do
   BK[$engine]=$(mbs "${SRC_BYTES[$engine]}" "$(median3 "${B_S[@]}")")
   CONS[$engine]=$(mbs "${SRC_BYTES[$engine]}" "$(median3 "${C_S[@]}")")
   [ "$engine" = memory ] && BK_ALL=$(mbs "$BIG_BYTES" "$(median3 "${ALL_S[@]}")")
+  [ "$engine" = memory ] && CONS_N=$(mbs "$BIG_BYTES" "$(median3 "${CN_S[@]}")")
 done
 
 # 3. dry-run latency of a 10,000-segment backup (median of 5 runs, whole process).
@@ -248,6 +257,7 @@ echo "| restore, 1 worker process with 4 tasks (MB/s, $MEMNOTE, median of 3) | $
 echo "| restore, 4 worker processes of 1 task (MB/s, $MEMNOTE, median of 3) | $(f1 "$MEM_PROCS_MB") | raw producer: $(f1 "$MEM_RAW_MB") | $(ratio "$MEM_PROCS_MB" "$MEM_RAW_MB") |"
 echo "| restore of a backup without seek index (one streamed frame per partition), 4 tasks (MB/s, $MEMNOTE) | $(f1 "$MEM_FX_MB") | same records with the index: $(f1 "$MEM_ONE_MB") | $(ratio "$MEM_FX_MB" "$MEM_ONE_MB") |"
 echo "| backup, 4 partitions (MB/s, $MEMNOTE, median of 3) | $(f1 "${BK[memory]}") | plain rdkafka consumer to the high watermarks, writing nothing: $(f1 "${CONS[memory]}") | $(ratio "${BK[memory]}" "${CONS[memory]}") |"
+echo "| the same backup (it reads with $CONNS consumers, \`--fetch-connections\` default; MB/s, $MEMNOTE, median of 3) | $(f1 "${BK[memory]}") | $CONNS plain consumers on threads, each with 1/$CONNS of the partitions: $(f1 "$CONS_N") | $(ratio "${BK[memory]}" "$CONS_N") |"
 echo "| backup compressing every segment, --min-compression-savings 0 (MB/s, $MEMNOTE, median of 3) | $(f1 "$BK_ALL") | the same consumer: $(f1 "${CONS[memory]}") | $(ratio "$BK_ALL" "${CONS[memory]}") |"
 echo "| backup of JSON-text values, compressed $(python3 -c "print(f'{$TEXT_BYTES/$TXT_STORED:.1f}')")x (MB/s, tansu memory engine, $(python3 -c "print(f'{$TEXT_BYTES/1e6:.0f}')") MB, median of 3) | $(f1 "$TXT_BK") | the same consumer on these records: $(f1 "$TXT_CONS") | $(ratio "$TXT_BK" "$TXT_CONS") |"
 echo "| backup, 4 partitions (MB/s, tansu SQLite engine, $(python3 -c "print(f'{$SMALL_BYTES/1e6:.0f}')") MB, median of 3) | $(f1 "${BK[sqlite]}") | the same consumer, same broker: $(f1 "${CONS[sqlite]}") | $(ratio "${BK[sqlite]}" "${CONS[sqlite]}") |"

@@ -9,7 +9,8 @@
 //!   seek    DIR ID TOPIC PARTITION TS  time to the first record at or after TS
 //!   consume BOOTSTRAP TOPIC [KEY=VALUE...]  a plain rdkafka consumer reading every partition
 //!           of TOPIC to its high watermark, writing nothing (the backup's baseline); the
-//!           settings used are printed with the figure
+//!           settings used are printed with the figure; `consumers=N`: N such consumers
+//!           on threads of their own, every N-th partition each
 //!   metadata BOOTSTRAP        a bare client's first full metadata answer (dry-run baseline)
 //!   median-run N CMD ARGS...  median wall time of N runs of a command, spawn to exit
 //!   gen-manifest, scale-task, scale-workers: the coordinator at scale (see scale.rs)
@@ -550,8 +551,6 @@ const CONSUMER_BASELINE: [(&str, &str); 5] = [
 ];
 
 fn consume(args: &[String]) -> Res<()> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{Message, Offset, TopicPartitionList};
     let (bootstrap, topic) = (arg(args, 2, "BOOTSTRAP")?, arg(args, 3, "TOPIC")?);
     let mut settings: std::collections::BTreeMap<String, String> = CONSUMER_BASELINE
         .iter()
@@ -561,25 +560,84 @@ fn consume(args: &[String]) -> Res<()> {
         let (k, v) = kv.split_once('=').ok_or("settings are KEY=VALUE")?;
         settings.insert(k.to_string(), v.to_string());
     }
+    // `consumers=N` is not a librdkafka setting: N plain consumers, each on a thread of its
+    // own with every N-th partition (the baseline for a backup reading with N consumers).
+    let consumers: usize = match settings.remove("consumers") {
+        Some(n) => n.parse().map_err(|_| "consumers=N takes a number")?,
+        None => 1,
+    };
     let t = Instant::now();
+    let shares = consumers.max(1);
+    let results: Vec<Result<(u64, u64), String>> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..shares)
+            .map(|i| {
+                let (bootstrap, topic, settings) = (&bootstrap, &topic, &settings);
+                s.spawn(move || {
+                    consume_partitions(bootstrap, topic, settings, (i, shares))
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err("a consumer thread panicked".to_string()))
+            })
+            .collect()
+    });
+    let (mut records, mut bytes) = (0u64, 0u64);
+    for r in results {
+        let (n, b) = r?;
+        records += n;
+        bytes += b;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    if consumers > 1 {
+        settings.insert("consumers".into(), consumers.to_string());
+    }
+    println!(
+        "{}",
+        json!({"secs": secs, "records": records, "bytes": bytes, "settings": settings})
+    );
+    Ok(())
+}
+
+fn plain_consumer(
+    bootstrap: &str,
+    settings: &std::collections::BTreeMap<String, String>,
+) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
-        .set("bootstrap.servers", &bootstrap)
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", "kb-bench-consume")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
-    for (k, v) in &settings {
+    for (k, v) in settings {
         config.set(k, v);
     }
-    let consumer: BaseConsumer = config.create()?;
-    let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+    config
+}
+
+/// One plain consumer reading share `i` of `n` of `topic`'s partitions (every n-th) to their
+/// high watermarks; records and key + value bytes read.
+fn consume_partitions(
+    bootstrap: &str,
+    topic: &str,
+    settings: &std::collections::BTreeMap<String, String>,
+    (i, n): (usize, usize),
+) -> Res<(u64, u64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = plain_consumer(bootstrap, settings).create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
     let mut tpl = TopicPartitionList::new();
     let mut remaining = std::collections::HashMap::new();
-    for p in 0..partitions {
-        let (low, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
+    for p in (0..partitions).filter(|p| *p as usize % n == i) {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
         if high > low {
-            tpl.add_partition_offset(&topic, p, Offset::Offset(low))?;
+            tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
             remaining.insert(p, high);
         }
     }
@@ -599,16 +657,11 @@ fn consume(args: &[String]) -> Res<()> {
             }
         }
     }
-    let secs = t.elapsed().as_secs_f64();
     kafka_backup_common::kafka::drop_in_background(consumer);
     if !remaining.is_empty() {
         return Err("the consumer did not reach the high watermarks within 600 s".into());
     }
-    println!(
-        "{}",
-        json!({"secs": secs, "records": records, "bytes": bytes, "settings": settings})
-    );
-    Ok(())
+    Ok((records, bytes))
 }
 
 /// Median wall time of N runs of a command, spawn to exit: what a user waits for, without

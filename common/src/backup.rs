@@ -314,7 +314,8 @@ pub(crate) fn snapshot_consumer(req: &BackupRequest) -> Result<BaseConsumer, Bac
             "max.partition.fetch.bytes",
             req.fetch.max_partition_bytes.to_string(),
         );
-    // The backup's consumers share one consumer's prefetch memory, unless the user chose it.
+    // The backup's consumers share one consumer's prefetch memory (unless the client
+    // properties set it).
     if !req
         .kafka_properties
         .contains_key("queued.max.messages.kbytes")

@@ -69,7 +69,8 @@ pub fn init(service: &str, default_filter: &str) -> Telemetry {
     };
     // Span filtering for export is independent of the log level: spans of our crates are
     // always recorded when exporting, even if only warnings are logged. That needs a filter
-    // per layer; without export the log filter is the subscriber's own (see below).
+    // per layer, and with it `AskEveryTime`; without export the log filter is the
+    // subscriber's own.
     match &provider {
         Some(p) => {
             let otel_filter = EnvFilter::new("warn,kafka_backup=info,kafka_backup_coordinator=info,kafka_backup_worker=info,kafka_backup_common=info");
@@ -83,12 +84,9 @@ pub fn init(service: &str, default_filter: &str) -> Telemetry {
                         .with_filter(filter),
                 )
                 .with(layer)
+                .with(AskEveryTime)
                 .try_init();
         }
-        // A per-layer log filter lost events: with a target directive in it (the default
-        // `librdkafka=error`), a callsite first used while librdkafka's threads were logging
-        // could be cached as disabled, and "backup started" or "segments stored
-        // uncompressed" never showed (test: incompressible_segments_are_stored_...).
         None => {
             let _ = tracing_subscriber::registry()
                 .with(filter)
@@ -99,7 +97,25 @@ pub fn init(service: &str, default_filter: &str) -> Telemetry {
     Telemetry { provider }
 }
 
-use tracing_subscriber::Layer as _;
+use tracing_subscriber::Layer;
+
+/// Makes every callsite's interest "sometimes", so that per-layer filters are asked about
+/// every event. With a cached "always", `tracing` skips `enabled()`, and a per-layer filter
+/// goes by the decision its thread-local state holds from the previous check on that thread
+/// — often a `log_enabled!` of rdkafka's through tracing-log, for a target the filter
+/// disables — and drops the event: "backup started" and "segments stored uncompressed"
+/// went missing whenever the filter held a target directive such as the default
+/// `librdkafka=error` (tokio-rs/tracing#2519; a fix is proposed upstream in #3572).
+struct AskEveryTime;
+
+impl<S: tracing::Subscriber> Layer<S> for AskEveryTime {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+}
 
 /// The W3C traceparent of a span ("" when tracing is off or the span is disabled).
 pub fn traceparent_of(span: &tracing::Span) -> String {

@@ -158,6 +158,10 @@ pub(crate) fn read_partitions(
                     .spawn_scoped(s, move || read(consumer, reader))
             })
             .collect();
+        // A share without its thread fails the backup: the others need not read on.
+        if others.iter().any(Result::is_err) {
+            stop.store(true, Ordering::Relaxed);
+        }
         let mut results = vec![mine.map_or_else(|| Ok(Writers::new()), |r| read(&consumers[0], r))];
         for t in others {
             results.push(match t {
@@ -166,12 +170,9 @@ pub(crate) fn read_partitions(
                         "a backup reading thread panicked".into(),
                     ))
                 }),
-                Err(e) => {
-                    stop.store(true, Ordering::Relaxed);
-                    Err(BackupError::Internal(format!(
-                        "a backup reading thread could not be started: {e}"
-                    )))
-                }
+                Err(e) => Err(BackupError::Internal(format!(
+                    "a backup reading thread could not be started: {e}"
+                ))),
             });
         }
         results

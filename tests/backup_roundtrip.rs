@@ -221,21 +221,10 @@ async fn backup_progress_is_logged_with_the_default_filter_and_with_trace_export
     for (i, otlp) in [None, Some("http://127.0.0.1:1")].into_iter().enumerate() {
         let dir = temp_dir();
         let id = format!("logs{i}");
-        let mut cmd = std::process::Command::new(bin());
-        cmd.args([
-            "backup",
-            "--bootstrap-servers",
-            &broker(),
-            "--topics",
-            &topic,
-            "--backup-id",
-            &id,
-            "--storage",
-            dir.path().to_str().expect("path"),
-        ])
-        .env_remove("RUST_LOG")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+        let mut cmd = backup_command(&broker(), &topic, &id, dir.path(), &[]);
+        cmd.env_remove("RUST_LOG")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
         if let Some(endpoint) = otlp {
             cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
         }

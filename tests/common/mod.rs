@@ -366,7 +366,21 @@ pub fn run_backup_to(
     storage: &std::path::Path,
     flags: &[&str],
 ) -> std::process::Output {
-    let mut args = vec![
+    backup_command(bootstrap, topics, backup_id, storage, flags)
+        .output()
+        .expect("run kafka-backup")
+}
+
+/// The `run_backup_to` command, not yet run, for a test that sets its environment.
+pub fn backup_command(
+    bootstrap: &str,
+    topics: &str,
+    backup_id: &str,
+    storage: &std::path::Path,
+    flags: &[&str],
+) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args([
         "backup",
         "--bootstrap-servers",
         bootstrap,
@@ -376,9 +390,10 @@ pub fn run_backup_to(
         backup_id,
         "--storage",
         storage.to_str().expect("utf8 path"),
-    ];
-    args.extend_from_slice(flags);
-    kb(&args)
+    ])
+    .args(flags)
+    .env_remove("KAFKA_BACKUP_STORAGE");
+    cmd
 }
 
 /// Creates a bucket on the moto server (moto accepts unsigned requests).

@@ -146,7 +146,13 @@ pub async fn coordinator(a: CoordinatorArgs) -> Result<ExitCode> {
         .await?;
     }
     coord
-        .serve(listener, &security, crate::signals::terminated(), drain)
+        .serve(
+            listener,
+            &security,
+            crate::signals::terminated(),
+            drain,
+            kafka_backup_coordinator::Reflection::Served,
+        )
         .await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -113,6 +113,7 @@ impl Sieve {
 pub fn read_index<R: Read>(src: R, sieve: &Sieve) -> Result<ManifestIndex, PullError> {
     let mut p = JsonPull::new(src);
     let mut out = ManifestIndex::default();
+    let mut scratch = Vec::new();
     let (mut have_id, mut have_created) = (false, false);
     p.begin_object()?;
     while let Some(k) = p.next_key()? {
@@ -128,7 +129,7 @@ pub fn read_index<R: Read>(src: R, sieve: &Sieve) -> Result<ManifestIndex, PullE
             "topics" if !p.null()? => {
                 p.begin_array()?;
                 while p.next_element()? {
-                    out.topics.push(read_topic(&mut p, sieve)?);
+                    out.topics.push(read_topic(&mut p, sieve, &mut scratch)?);
                 }
             }
             "topics" => {}
@@ -175,7 +176,11 @@ fn opt_i32<R: Read>(p: &mut JsonPull<R>) -> Result<Option<i32>, PullError> {
     }
 }
 
-fn read_topic<R: Read>(p: &mut JsonPull<R>, sieve: &Sieve) -> Result<TopicIndex, PullError> {
+fn read_topic<R: Read>(
+    p: &mut JsonPull<R>,
+    sieve: &Sieve,
+    scratch: &mut Vec<SegmentSpan>,
+) -> Result<TopicIndex, PullError> {
     let mut name = None;
     let mut topic = TopicIndex {
         name: String::new(),
@@ -202,7 +207,7 @@ fn read_topic<R: Read>(p: &mut JsonPull<R>, sieve: &Sieve) -> Result<TopicIndex,
             "partitions" if !p.null()? => {
                 p.begin_array()?;
                 while p.next_element()? {
-                    topic.partitions.push(read_partition(p, sieve)?);
+                    topic.partitions.push(read_partition(p, sieve, scratch)?);
                 }
             }
             "partitions" => {}
@@ -216,12 +221,16 @@ fn read_topic<R: Read>(p: &mut JsonPull<R>, sieve: &Sieve) -> Result<TopicIndex,
     Ok(topic)
 }
 
+/// `scratch` collects a partition's segments and is reused for the next partition: growing a
+/// new list per partition (doubling, then shrinking to fit) touched fresh pages for every
+/// step, and page faults were the largest cost of a dry run's manifest read after parsing.
 fn read_partition<R: Read>(
     p: &mut JsonPull<R>,
     sieve: &Sieve,
+    scratch: &mut Vec<SegmentSpan>,
 ) -> Result<PartitionIndex, PullError> {
     let mut id = None;
-    let mut segments = Vec::new();
+    scratch.clear();
     let mut frames = Vec::new();
     p.begin_object()?;
     while let Some(k) = p.next_key()? {
@@ -232,7 +241,7 @@ fn read_partition<R: Read>(
                 p.begin_array()?;
                 while p.next_element()? {
                     if let Some(s) = read_segment(p, sieve, &mut frames)? {
-                        segments.push(s);
+                        scratch.push(s);
                     }
                 }
             }
@@ -243,7 +252,9 @@ fn read_partition<R: Read>(
     let Some(partition_id) = id else {
         return missing("partition_id", "a partition");
     };
-    segments.shrink_to_fit();
+    // Exactly as long as needed, in one allocation; `scratch` keeps its pages for the next.
+    let mut segments = Vec::with_capacity(scratch.len());
+    segments.append(scratch);
     Ok(PartitionIndex {
         partition_id,
         segments,

@@ -66,6 +66,17 @@ impl Default for CoordinatorSettings {
     }
 }
 
+/// Whether a coordinator serves gRPC server reflection. A coordinator others connect to does
+/// (grpcurl and other clients list and call its API without our .proto files); the one a
+/// restore embeds for itself on a private loopback port does not: building the reflection
+/// services decodes the API's descriptors, which cost an embedded dry run page faults and CPU
+/// for nothing anyone can ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reflection {
+    Served,
+    Omitted,
+}
+
 /// Shared state of both gRPC services.
 pub struct Coordinator {
     pub ledger: Arc<Ledger>,
@@ -119,6 +130,7 @@ impl Coordinator {
         security: &security::ServerSecurity,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
         drain: Duration,
+        reflection: Reflection,
     ) -> Result<(), ServeError> {
         let check = security.interceptor();
         // Message limits are explicit on both sides (see kafka_backup_proto::MAX_MESSAGE_BYTES).
@@ -132,7 +144,13 @@ impl Coordinator {
             .max_encoding_message_size(limit);
         let workers = tonic::service::interceptor::InterceptedService::new(workers, check);
         let (health, health_service) = health::CoordinatorHealth::serving().await;
-        let (reflection_v1, reflection_v1alpha) = health::reflection()?;
+        let (reflection_v1, reflection_v1alpha) = match reflection {
+            Reflection::Served => {
+                let (v1, v1alpha) = health::reflection()?;
+                (Some(v1), Some(v1alpha))
+            }
+            Reflection::Omitted => (None, None),
+        };
         // Replies are a few small HTTP/2 frames; with Nagle's algorithm the last of them waited
         // for the client's delayed ACK (~40 ms on Linux) in about half of all calls.
         let incoming = TcpListenerStream::new(listener).map(|conn| {
@@ -159,8 +177,8 @@ impl Coordinator {
                 security.max_concurrent_requests,
             ))
             .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
+            .add_optional_service(reflection_v1)
+            .add_optional_service(reflection_v1alpha)
             .add_service(plans)
             .add_service(workers)
             .serve_with_incoming_shutdown(incoming, drained)

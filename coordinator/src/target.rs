@@ -9,8 +9,7 @@ use kafka_backup_proto::TopicCreation;
 use rdkafka::admin::{
     AdminClient, AdminOptions, ConfigResource, NewTopic, ResourceSpecifier, TopicReplication,
 };
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::{Client, DefaultClientContext};
 use rdkafka::error::KafkaError;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -62,11 +61,10 @@ pub struct TargetView {
 pub struct TargetCluster {
     bootstrap: String,
     properties: BTreeMap<String, String>,
-    /// One client for every metadata and watermark request of a plan: connecting once keeps
-    /// a dry run of thousands of segments and many partitions fast.
-    client: std::sync::OnceLock<BaseConsumer>,
-    /// One admin client for the configs described and the topics created, made while the
-    /// layout is read so that its connections are up by the time the retention check asks.
+    /// One client for every request of a plan (metadata, watermarks, configs described,
+    /// topics created): connecting once keeps a dry run of thousands of segments and many
+    /// partitions fast, and a second client's threads and connections took CPU from the
+    /// manifest read beside them on a 2-core machine.
     admin: std::sync::OnceLock<AdminClient<DefaultClientContext>>,
     /// A broker of the cluster, seen by `topic_partitions` (asked for its default retention).
     broker_id: std::sync::OnceLock<i32>,
@@ -76,10 +74,8 @@ impl Drop for TargetCluster {
     /// Destroys the client on its own thread: librdkafka's destroy joins its threads, which
     /// held the answer to a dry run back by tens of milliseconds when done in the handler.
     fn drop(&mut self) {
-        let client = self.client.take();
-        let admin = self.admin.take();
-        if client.is_some() || admin.is_some() {
-            drop_in_background((client, admin));
+        if let Some(admin) = self.admin.take() {
+            drop_in_background(admin);
         }
     }
 }
@@ -89,7 +85,6 @@ impl TargetCluster {
         Self {
             bootstrap: bootstrap.to_string(),
             properties: properties.clone(),
-            client: std::sync::OnceLock::new(),
             admin: std::sync::OnceLock::new(),
             broker_id: std::sync::OnceLock::new(),
         }
@@ -102,28 +97,16 @@ impl TargetCluster {
         }
     }
 
-    fn consumer(&self) -> Result<&BaseConsumer, TargetError> {
-        if let Some(c) = self.client.get() {
-            return Ok(c);
-        }
-        // No group.id: metadata and watermarks need no consumer group, and a group member's
-        // close handshake cost a dry run 30-100 ms. Connections are opened at creation instead
-        // of on first use: with librdkafka's sparse connections the first metadata request
-        // of a new client waited ~50 ms for its bootstrap connection in about half the runs.
-        let created: BaseConsumer = client_config(&self.bootstrap, &self.properties)
-            .set("enable.sparse.connections", "false")
-            .create()
-            .map_err(self.unreachable())?;
-        Ok(self.client.get_or_init(|| created))
+    /// The client metadata and watermarks are asked through: the admin client's own.
+    fn client(&self) -> Result<&Client<DefaultClientContext>, TargetError> {
+        Ok(self.admin()?.inner())
     }
 
     /// Reads the cluster's topic layout (topic → partition count). Needs only the spec, so
     /// the coordinator starts it while it reads and plans the manifest.
     pub fn topic_partitions(&self) -> Result<BTreeMap<String, i32>, TargetError> {
-        let consumer = self.consumer()?;
-        // Started now, on this blocking thread, so that it connects while the layout is read.
-        let _ = self.admin();
-        let md = consumer
+        let md = self
+            .client()?
             .fetch_metadata(None, TIMEOUT)
             .map_err(self.unreachable())?;
         if let Some(b) = md.brokers().first() {
@@ -187,14 +170,17 @@ impl TargetCluster {
 
     /// The current end offset (high watermark) of a target partition.
     pub fn end_offset(&self, topic: &str, partition: i32) -> Result<i64, TargetError> {
-        let consumer = self.consumer()?;
-        consumer
+        self.client()?
             .fetch_watermarks(topic, partition, TIMEOUT)
             .map(|(_, high)| high)
             .map_err(self.unreachable())
     }
 
-    /// The admin client, with eager connections and an off-thread destroy (see `consumer`).
+    /// The admin client, created on first use. No group.id: nothing here needs a consumer
+    /// group, and a group member's close handshake cost a dry run 30-100 ms. Connections are
+    /// opened at creation instead of on first use: with librdkafka's sparse connections the
+    /// first metadata request of a new client waited ~50 ms for its bootstrap connection in
+    /// about half the runs. Destroyed off the request path (see `Drop`).
     fn admin(&self) -> Result<&AdminClient<DefaultClientContext>, TargetError> {
         if let Some(a) = self.admin.get() {
             return Ok(a);
@@ -290,8 +276,8 @@ impl TargetCluster {
         }
         // Wait for the new topics to show up with all partitions.
         for _ in 0..50 {
-            let consumer = self.consumer()?;
-            let md = consumer
+            let md = self
+                .client()?
                 .fetch_metadata(None, TIMEOUT)
                 .map_err(self.unreachable())?;
             let ready = missing.iter().all(|(t, n)| {

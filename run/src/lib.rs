@@ -177,7 +177,8 @@ impl Session {
     ) -> Result<Self, RunError> {
         let local = LocalCoordinator::start(ledger, settings).await?;
         Ok(Self {
-            client: connect(&local.url, &ClientSecurity::default()).await?,
+            client: CoordinatorEndpoint::new(&local.url, &ClientSecurity::default())?
+                .plans_lazily(),
             url: local.url.clone(),
             local: Some(local),
             scratch,

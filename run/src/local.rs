@@ -7,7 +7,7 @@ use crate::RunError;
 use kafka_backup_coordinator::ledger::Ledger;
 use kafka_backup_coordinator::plan_service::PlanService;
 use kafka_backup_coordinator::security::ServerSecurity;
-use kafka_backup_coordinator::{Coordinator, CoordinatorSettings, ServeError};
+use kafka_backup_coordinator::{Coordinator, CoordinatorSettings, Reflection, ServeError};
 use kafka_backup_proto::restore_plans_server::RestorePlans;
 use kafka_backup_proto::{SubmitPlanRequest, SubmitPlanResponse};
 use std::path::PathBuf;
@@ -58,6 +58,7 @@ impl LocalCoordinator {
                         let _ = stop_rx.await;
                     },
                     Duration::ZERO,
+                    Reflection::Omitted,
                 )
                 .await
         });

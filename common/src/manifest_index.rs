@@ -221,6 +221,10 @@ fn read_topic<R: Read>(
     Ok(topic)
 }
 
+/// Above this size a partition's segment list is handed over instead of copied out of the
+/// scratch list (see `read_partition`).
+const COPY_OUT_MAX_BYTES: usize = 1 << 20;
+
 /// `scratch` collects a partition's segments and is reused for the next partition: growing a
 /// new list per partition (doubling, then shrinking to fit) touched fresh pages for every
 /// step, and page faults were the largest cost of a dry run's manifest read after parsing.
@@ -252,9 +256,18 @@ fn read_partition<R: Read>(
     let Some(partition_id) = id else {
         return missing("partition_id", "a partition");
     };
-    // Exactly as long as needed, in one allocation; `scratch` keeps its pages for the next.
-    let mut segments = Vec::with_capacity(scratch.len());
-    segments.append(scratch);
+    let segments = if std::mem::size_of_val(scratch.as_slice()) > COPY_OUT_MAX_BYTES {
+        // A partition of many segments keeps the list it grew, shrunk in place: a copy would
+        // hold two of them at once (a million segments: ~90 MB more at the peak).
+        let mut own = std::mem::take(scratch);
+        own.shrink_to_fit();
+        own
+    } else {
+        // Exactly as long as needed, in one allocation; `scratch` keeps its pages.
+        let mut copy = Vec::with_capacity(scratch.len());
+        copy.append(scratch);
+        copy
+    };
     Ok(PartitionIndex {
         partition_id,
         segments,
@@ -508,6 +521,36 @@ mod tests {
                 "no window: no index"
             );
             assert_eq!(segs[1].compressed_size, 77);
+        }
+    }
+
+    #[test]
+    fn each_partition_gets_its_own_segments_whether_its_list_is_copied_or_handed_over() {
+        // Partitions above and below COPY_OUT_MAX_BYTES, in both orders, so the scratch list
+        // is copied out of, handed over, and grown again from empty.
+        let big = COPY_OUT_MAX_BYTES / std::mem::size_of::<SegmentSpan>() + 10;
+        let sizes = [3, big, 2, big + 1, 0, 5];
+        let mut m = manifest();
+        m.topics[0].partitions = sizes
+            .iter()
+            .enumerate()
+            .map(|(p, &n)| PartitionManifest {
+                partition_id: p as i32,
+                segments: (0..n as i64)
+                    .map(|i| seg(i * 10 + p as i64, None))
+                    .collect(),
+                gaps: vec![],
+            })
+            .collect();
+        let idx = read(&serde_json::to_vec(&m).unwrap(), Sieve::default());
+        let parts = &idx.topic("t\"q").unwrap().partitions;
+        assert_eq!(parts.len(), sizes.len());
+        for ((p, &n), part) in sizes.iter().enumerate().zip(parts) {
+            assert_eq!(part.partition_id, p as i32);
+            assert_eq!(part.segments.len(), n, "partition {p}");
+            for (i, s) in part.segments.iter().enumerate() {
+                assert_eq!(s.start_offset, i as i64 * 10 + p as i64, "partition {p}");
+            }
         }
     }
 

@@ -71,6 +71,67 @@ impl<R: Read> JsonPull<R> {
         self.dropped + self.pos as u64
     }
 
+    /// A parser of a text that `src` yields from byte `base` of a larger document on: the
+    /// positions it reports (`offset`, errors) are positions in that document.
+    pub fn starting_at(src: R, base: u64) -> Self {
+        let mut p = Self::new(src);
+        p.dropped = base;
+        p
+    }
+
+    /// Where the parser is in the document: the byte it reads next.
+    pub fn offset(&self) -> u64 {
+        self.at()
+    }
+
+    /// Moves to the next occurrence of `pattern` (not consumed), dropping the text before it
+    /// unread. Returns false, at the end of the input, when there is none. For a caller that
+    /// starts reading at a point of the document whose context it does not know, and looks
+    /// for a token that can only occur at one kind of place.
+    pub fn find(&mut self, pattern: &[u8]) -> Result<bool, PullError> {
+        let finder = memchr::memmem::Finder::new(pattern);
+        loop {
+            if let Some(i) = finder.find(&self.buf[self.pos..self.len]) {
+                self.pos += i;
+                return Ok(true);
+            }
+            // Keep a tail that may be the start of an occurrence cut by the refill.
+            let keep = (self.len - self.pos).min(pattern.len().saturating_sub(1));
+            self.pos = self.len - keep;
+            if !self.fill(self.pos)? {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Continues as if an array had just been opened here (`[` consumed), for a caller that
+    /// found the start of an array's element with `find`.
+    pub fn enter_array(&mut self) {
+        self.first.clear();
+        self.first.push(true);
+    }
+
+    /// Drops the text up to document position `end` unread and closes the innermost array
+    /// there. The caller vouches that this text is the rest of that array, `]` included
+    /// (another reader of the same document parsed it).
+    pub fn leave_array_at(&mut self, end: u64) -> Result<(), PullError> {
+        loop {
+            if end <= self.dropped + self.len as u64 {
+                let to = usize::try_from(end.saturating_sub(self.dropped)).unwrap_or(self.len);
+                if to < self.pos {
+                    return self.err("an array cannot end before the current position");
+                }
+                self.pos = to;
+                self.first.pop();
+                return Ok(());
+            }
+            self.pos = self.len;
+            if !self.fill(self.pos)? {
+                return self.err("the text ends before the end of an array");
+            }
+        }
+    }
+
     fn err<T>(&self, what: impl Into<String>) -> Result<T, PullError> {
         Err(PullError::Syntax {
             at: self.at(),

@@ -15,6 +15,7 @@ pub mod json_pull;
 pub mod kafka;
 pub mod manifest;
 pub mod manifest_index;
+mod manifest_split;
 pub mod metrics;
 pub mod pieces;
 pub mod read_crc;

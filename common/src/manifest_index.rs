@@ -13,6 +13,7 @@
 
 use crate::json_pull::{JsonPull, PullError};
 use crate::manifest::{bounds_inside, bounds_may_overlap, GroupOffset, SegmentFrame};
+use crate::manifest_split::Helper;
 use std::io::Read;
 
 /// What a plan needs of one segment.
@@ -111,9 +112,30 @@ impl Sieve {
 
 /// Reads a manifest from `src`, keeping what `sieve` asks for.
 pub fn read_index<R: Read>(src: R, sieve: &Sieve) -> Result<ManifestIndex, PullError> {
+    read_index_helped(src, sieve, None)
+}
+
+/// What reading one manifest carries from partition to partition.
+struct Reading<'h> {
+    /// Collects a partition's segments (see `read_partition`).
+    scratch: Vec<SegmentSpan>,
+    /// Segment lists of later parts of the text that another thread parsed.
+    helper: Option<&'h mut Helper>,
+}
+
+/// `read_index`, taking the segment lists `helper` parsed wherever it parsed them from the
+/// very element this reader is at.
+pub(crate) fn read_index_helped<R: Read>(
+    src: R,
+    sieve: &Sieve,
+    helper: Option<&mut Helper>,
+) -> Result<ManifestIndex, PullError> {
     let mut p = JsonPull::new(src);
     let mut out = ManifestIndex::default();
-    let mut scratch = Vec::new();
+    let mut reading = Reading {
+        scratch: Vec::new(),
+        helper,
+    };
     let (mut have_id, mut have_created) = (false, false);
     p.begin_object()?;
     while let Some(k) = p.next_key()? {
@@ -129,7 +151,7 @@ pub fn read_index<R: Read>(src: R, sieve: &Sieve) -> Result<ManifestIndex, PullE
             "topics" if !p.null()? => {
                 p.begin_array()?;
                 while p.next_element()? {
-                    out.topics.push(read_topic(&mut p, sieve, &mut scratch)?);
+                    out.topics.push(read_topic(&mut p, sieve, &mut reading)?);
                 }
             }
             "topics" => {}
@@ -179,7 +201,7 @@ fn opt_i32<R: Read>(p: &mut JsonPull<R>) -> Result<Option<i32>, PullError> {
 fn read_topic<R: Read>(
     p: &mut JsonPull<R>,
     sieve: &Sieve,
-    scratch: &mut Vec<SegmentSpan>,
+    reading: &mut Reading<'_>,
 ) -> Result<TopicIndex, PullError> {
     let mut name = None;
     let mut topic = TopicIndex {
@@ -207,7 +229,7 @@ fn read_topic<R: Read>(
             "partitions" if !p.null()? => {
                 p.begin_array()?;
                 while p.next_element()? {
-                    topic.partitions.push(read_partition(p, sieve, scratch)?);
+                    topic.partitions.push(read_partition(p, sieve, reading)?);
                 }
             }
             "partitions" => {}
@@ -231,9 +253,10 @@ const COPY_OUT_MAX_BYTES: usize = 1 << 20;
 fn read_partition<R: Read>(
     p: &mut JsonPull<R>,
     sieve: &Sieve,
-    scratch: &mut Vec<SegmentSpan>,
+    reading: &mut Reading<'_>,
 ) -> Result<PartitionIndex, PullError> {
     let mut id = None;
+    let scratch = &mut reading.scratch;
     scratch.clear();
     let mut frames = Vec::new();
     p.begin_object()?;
@@ -244,6 +267,20 @@ fn read_partition<R: Read>(
             "segments" if !p.null()? => {
                 p.begin_array()?;
                 while p.next_element()? {
+                    let parsed = match reading.helper.as_deref_mut() {
+                        Some(helper) => helper.run_at(p.offset()),
+                        None => None,
+                    };
+                    if let Some(mut run) = parsed {
+                        // The rest of this list, parsed by the helper from this very element.
+                        p.leave_array_at(run.end)?;
+                        if scratch.is_empty() {
+                            std::mem::swap(scratch, &mut run.segments);
+                        } else {
+                            scratch.append(&mut run.segments);
+                        }
+                        break;
+                    }
                     if let Some(s) = read_segment(p, sieve, &mut frames)? {
                         scratch.push(s);
                     }
@@ -291,7 +328,7 @@ const SEGMENT_FIELDS: [&str; 11] = [
 
 /// One segment, or `None` when the window excludes it. `frames` is scratch space reused
 /// across segments.
-fn read_segment<R: Read>(
+pub(crate) fn read_segment<R: Read>(
     p: &mut JsonPull<R>,
     sieve: &Sieve,
     frames: &mut Vec<SegmentFrame>,

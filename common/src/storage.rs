@@ -6,6 +6,7 @@
 
 use crate::manifest::{manifest_key, Manifest};
 use crate::manifest_index::{read_index, ManifestIndex, Sieve};
+use crate::manifest_split::read_index_of_file;
 use crate::read_crc::{read_file_checked, CheckedObject, RunningCrc, MAX_PREALLOCATED};
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -354,7 +355,7 @@ impl BackupStore {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
                 Err(e) => return Err(self.io(&key, local_error(e))),
             };
-            tokio::task::spawn_blocking(move || read_index(f, &sieve))
+            tokio::task::spawn_blocking(move || read_index_of_file(&f, &sieve))
                 .await
                 .map_err(|e| bad(format!("the manifest reader failed: {e}")))?
         } else {

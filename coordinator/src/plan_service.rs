@@ -397,20 +397,12 @@ impl PlanService {
             &spec.kafka_properties,
         ));
         // A plain thread, not spawn_blocking: when planning fails first, nothing (not even a
-        // runtime shutting down) waits for an unreachable cluster's metadata timeout. The
-        // broker's configuration (its default retention, for the retention check) is asked
-        // right after the metadata names the broker, while the manifest is still being read:
-        // a round trip less after planning.
+        // runtime shutting down) waits for an unreachable cluster's metadata timeout.
         let layout = {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let target = target.clone();
             std::thread::spawn(move || {
-                let layout = target.topic_partitions();
-                let broker = match layout {
-                    Ok(_) => futures::executor::block_on(target.broker_configs()),
-                    Err(_) => None,
-                };
-                let _ = tx.send((layout, broker));
+                let _ = tx.send(target.topic_partitions());
             });
             rx
         };
@@ -424,10 +416,10 @@ impl PlanService {
         let tasks = blocking(move || plan(manifest, &plan_spec))
             .await?
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let (existing, broker_configs) = layout
+        let existing = layout
             .await
-            .map_err(|_| Status::internal("the target metadata thread ended without an answer"))?;
-        let existing = existing.map_err(target_status)?;
+            .map_err(|_| Status::internal("the target metadata thread ended without an answer"))?
+            .map_err(target_status)?;
         let view = TargetCluster::check(&tasks, &existing).map_err(target_status)?;
         if !view.missing.is_empty() && !spec.create_topics {
             return Err(target_status(TargetError::MissingTopics {
@@ -493,7 +485,7 @@ impl PlanService {
             });
         }
         let retention_risks = self
-            .check_retention(spec, &target, broker_configs, &mut report, &oldest)
+            .check_retention(spec, &target, &mut report, &oldest)
             .await;
         Ok(Planned {
             tasks,
@@ -510,18 +502,11 @@ impl PlanService {
         &self,
         spec: &RestoreSpec,
         target: &TargetCluster,
-        broker_configs: Option<BTreeMap<String, String>>,
         report: &mut PlanReport,
         oldest: &BTreeMap<String, i64>,
     ) -> Vec<String> {
-        let (risks, unknown) = retention_risks(
-            target,
-            broker_configs,
-            &report.topic_creations,
-            oldest,
-            now_ms(),
-        )
-        .await;
+        let (risks, unknown) =
+            retention_risks(target, &report.topic_creations, oldest, now_ms()).await;
         let risks: Vec<String> = risks.iter().map(|r| r.message()).collect();
         report.warnings.extend(risks.iter().cloned());
         if !unknown.is_empty() {

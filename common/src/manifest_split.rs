@@ -88,7 +88,7 @@ impl Helper {
 /// Reads a manifest file as `read_index` does, on two threads when it is large enough.
 pub fn read_index_of_file(file: &File, sieve: &Sieve) -> Result<ManifestIndex, PullError> {
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if len < HELPED_MIN_BYTES || sieve.skip_segments || !cfg!(unix) {
+    if len < HELPED_MIN_BYTES || sieve.skip_segments {
         return read_index(file, sieve);
     }
     read_index_split(file, sieve, len / 2)
@@ -136,6 +136,7 @@ fn read_helped_from(
     })
 }
 
+/// Positioned reads are what lets two threads share the file; elsewhere one thread reads.
 #[cfg(not(unix))]
 fn read_index_split(file: &File, sieve: &Sieve, _split: u64) -> Result<ManifestIndex, PullError> {
     read_index(file, sieve)

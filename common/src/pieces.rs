@@ -21,6 +21,7 @@
 use crate::decompress::{
     recycle, recycle_context, take_buffer_with, take_context, DecompressError,
 };
+use crate::local_range::RangeBytes;
 use crate::manifest::SegmentFrame;
 use crate::read_crc::CheckedObject;
 use crate::segment::{verify_envelope_with_crc, DecodedSegment, SegmentError, SegmentHeader};
@@ -96,11 +97,17 @@ impl Pieces {
 
     /// One seek-index frame read on its own: its CRC is checked against the index here, and
     /// its records must be the ones the index names.
-    pub fn of_frame(key: &str, bytes: Bytes, frame: &SegmentFrame) -> Result<Self, SegmentError> {
-        crate::frames::check_frame_crc(key, &bytes, frame)?;
+    pub fn of_frame(
+        key: &str,
+        read: RangeBytes,
+        frame: &SegmentFrame,
+    ) -> Result<Self, SegmentError> {
+        crate::frames::check_frame_crc(key, &read.bytes, frame)?;
         let header = crate::frames::frame_header(frame);
-        let end = bytes.len();
-        Ok(Self::new(key, header, bytes, 0, end, Some(take_context())))
+        let end = read.bytes.len();
+        let mut pieces = Self::new(key, header, read.bytes, 0, end, Some(take_context()));
+        pieces.mapped_from = read.mapped_from;
+        Ok(pieces)
     }
 
     fn new(
@@ -523,7 +530,7 @@ mod tests {
         let frame_bytes = Bytes::copy_from_slice(
             &bytes[f.position as usize..(f.position + f.compressed_len) as usize],
         );
-        let got = offsets(Pieces::of_frame("k", frame_bytes, &f).unwrap()).unwrap();
+        let got = offsets(Pieces::of_frame("k", frame_bytes.into(), &f).unwrap()).unwrap();
         assert_eq!(got, (f.first_offset..=f.last_offset).collect::<Vec<_>>());
     }
 

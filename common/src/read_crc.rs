@@ -43,10 +43,14 @@ pub struct MappedFrom {
     stamp: FileStamp,
 }
 
-type FileStamp = (u64, i64, i64);
+pub(crate) type FileStamp = (u64, i64, i64);
 
 impl MappedFrom {
-    fn stamp(file: &std::fs::File) -> Option<FileStamp> {
+    pub(crate) fn new(file: std::fs::File, stamp: FileStamp) -> Self {
+        Self { file, stamp }
+    }
+
+    pub(crate) fn stamp(file: &std::fs::File) -> Option<FileStamp> {
         use std::os::unix::fs::MetadataExt;
         let m = file.metadata().ok()?;
         Some((m.len(), m.mtime(), m.mtime_nsec()))
@@ -149,7 +153,7 @@ pub(crate) fn map_checked(file: &std::fs::File, len: usize) -> Option<CheckedObj
     crc.update(&map);
     let mut object = crc.finish(Bytes::from_owner(map));
     let file = file.try_clone().ok()?;
-    object.mapped_from = Some(std::sync::Arc::new(MappedFrom { file, stamp }));
+    object.mapped_from = Some(std::sync::Arc::new(MappedFrom::new(file, stamp)));
     Some(object)
 }
 
@@ -163,7 +167,7 @@ pub(crate) fn map_checked(_file: &std::fs::File, _len: usize) -> Option<CheckedO
 /// the device or stay in memory: ext2/3/4, XFS, Btrfs, ZFS, F2FS, tmpfs, and overlayfs (a
 /// container's root file system, over one of those).
 #[cfg(target_os = "linux")]
-fn on_local_disk(file: &std::fs::File) -> bool {
+pub(crate) fn on_local_disk(file: &std::fs::File) -> bool {
     use std::os::fd::AsRawFd;
     const LOCAL: [u32; 8] = [
         0xEF53,      // ext2, ext3, ext4

@@ -4,6 +4,7 @@
 //! variables and accepts `endpoint`, `region`, `access_key_id`, `secret_access_key` and
 //! `allow_http` options; requests are path-style so S3-compatible servers work.
 
+use crate::local_range::{read_file_range, RangeBytes};
 use crate::manifest::{manifest_key, Manifest};
 use crate::manifest_index::{read_index, ManifestIndex, Sieve};
 use crate::manifest_split::read_index_of_file;
@@ -180,7 +181,7 @@ impl BackupStore {
     /// Reads a segment object; a missing one is `SegmentNotFound`.
     pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
         if let Some(fs) = &self.local {
-            return self.read_local(fs, key, None).await;
+            return self.read_local(fs, key).await;
         }
         let res = self.store.get(&self.path(key)).await;
         match res {
@@ -231,51 +232,35 @@ impl BackupStore {
         )
     }
 
-    /// Reads a local object, or a byte range of it, with plain file reads.
-    async fn read_local(
-        &self,
-        fs: &LocalFileSystem,
-        key: &str,
-        range: Option<std::ops::Range<u64>>,
-    ) -> Result<Bytes, StorageError> {
+    /// Reads a whole local object with a plain file read.
+    async fn read_local(&self, fs: &LocalFileSystem, key: &str) -> Result<Bytes, StorageError> {
         let file = fs
             .path_to_filesystem(&self.path(key))
             .map_err(|e| self.io(key, e))?;
-        let read = move || -> std::io::Result<Vec<u8>> {
-            let Some(range) = range else {
-                return std::fs::read(file);
-            };
-            use std::io::{Read, Seek};
-            let mut f = std::fs::File::open(file)?;
-            // Never trust a range (it comes from the manifest) with an allocation.
-            if range.start > range.end || range.end > f.metadata()?.len() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("bytes {range:?} are not inside the object"),
-                ));
-            }
-            f.seek(std::io::SeekFrom::Start(range.start))?;
-            let mut buf = vec![0; range.end.saturating_sub(range.start) as usize];
-            f.read_exact(&mut buf)?;
-            Ok(buf)
-        };
-        let read = tokio::task::spawn_blocking(read)
+        let read = tokio::task::spawn_blocking(move || std::fs::read(file))
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         read.map(Bytes::from).map_err(|e| self.local_error(key, e))
     }
 
-    /// Reads a byte range of an object (the frames a seek index points at).
+    /// Reads a byte range of an object (the frames a seek index points at); a local one is
+    /// mapped where it can be (see `local_range.rs`).
     pub async fn get_range(
         &self,
         key: &str,
         range: std::ops::Range<u64>,
-    ) -> Result<Bytes, StorageError> {
+    ) -> Result<RangeBytes, StorageError> {
         if let Some(fs) = &self.local {
-            return self.read_local(fs, key, Some(range)).await;
+            let file = fs
+                .path_to_filesystem(&self.path(key))
+                .map_err(|e| self.io(key, e))?;
+            let read = tokio::task::spawn_blocking(move || read_file_range(&file, range))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            return read.map_err(|e| self.local_error(key, e));
         }
         match self.store.get_range(&self.path(key), range).await {
-            Ok(b) => Ok(b),
+            Ok(b) => Ok(b.into()),
             Err(object_store::Error::NotFound { .. }) => Err(self.not_found(key)),
             Err(e) => Err(self.io(key, e)),
         }

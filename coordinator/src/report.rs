@@ -72,7 +72,7 @@ pub async fn task_report(
                 }
                 let range = f.position..f.position + f.compressed_len;
                 let bytes = store.get_range(&seg.key, range).await?;
-                let decoded = frames::decode_frame(&seg.key, &bytes, f)?;
+                let decoded = frames::decode_frame(&seg.key, &bytes.bytes, f)?;
                 counted += count_in_window(&decoded, from, to, &mut r, &mut widen)?;
             }
         } else {

@@ -323,10 +323,10 @@ async fn send_frames(
             .segment_fetch_seconds
             .observe(started.elapsed().as_secs_f64());
         let sent = match res {
-            Ok(bytes) if bytes.len() as u64 == frame.compressed_len => {
+            Ok(read) if read.bytes.len() as u64 == frame.compressed_len => {
                 let (owned_key, tx) = (key.to_string(), tx.clone());
                 tokio::task::spawn_blocking(move || {
-                    let pieces = Pieces::of_frame(&owned_key, bytes, &frame);
+                    let pieces = Pieces::of_frame(&owned_key, read, &frame);
                     send_pieces(&owned_key, pieces, &tx, continue_after_error)
                 })
                 .await

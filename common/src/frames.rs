@@ -200,8 +200,12 @@ impl SegmentBuilder {
 /// The frames a reader must read when it keeps only offsets >= `from_offset` and, with a
 /// window, timestamps >= `from_ts`: every frame from the first one that can hold such a
 /// record (frames before it hold none, whatever the order of timestamps). `None` means read
-/// the whole object: there is no index, the first frame is needed anyway, or the index does
+/// the whole object: there is no index, nothing in the object is skipped, or the index does
 /// not describe one contiguous run of frames after the header (never trusted then).
+///
+/// A window that starts inside the first frame is read frame by frame too: its first record
+/// is then handed on after one frame (~4 MB) is read and checked, not after the whole object
+/// (~20 MB) is, which is what a seek's latency is made of.
 pub fn frames_needed(
     frames: &[SegmentFrame],
     from_offset: i64,
@@ -212,7 +216,10 @@ pub fn frames_needed(
         .iter()
         .position(|f| f.last_offset >= from_offset && from_ts.is_none_or(|t| f.max_timestamp >= t))
         .unwrap_or(frames.len());
-    (first > 0).then(|| &frames[first..])
+    let skips_in_first = frames.get(first).is_some_and(|f| {
+        f.first_offset < from_offset || from_ts.is_some_and(|t| f.min_timestamp < t)
+    });
+    (first > 0 || skips_in_first).then(|| &frames[first..])
 }
 
 /// The index when there is one that describes a contiguous run of frames right after the
@@ -435,6 +442,17 @@ mod tests {
         // Nothing to skip: read the whole object.
         assert!(frames_needed(&frames, 0, None).is_none());
         assert!(frames_needed(&frames, 0, Some(0)).is_none());
+        assert!(frames_needed(
+            &frames,
+            frames[0].first_offset,
+            Some(frames[0].min_timestamp)
+        )
+        .is_none());
+        // Records to skip in the first frame: every frame, read one by one.
+        let inside_first = frames_needed(&frames, frames[0].first_offset + 1, None).unwrap();
+        assert_eq!(inside_first.len(), frames.len());
+        let by_ts = frames_needed(&frames, 0, Some(frames[0].min_timestamp + 1)).unwrap();
+        assert_eq!(by_ts.len(), frames.len());
     }
 
     #[test]

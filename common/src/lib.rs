@@ -13,6 +13,7 @@ pub mod frames;
 pub mod groups;
 pub mod json_pull;
 pub mod kafka;
+pub mod local_durable;
 pub mod local_range;
 pub mod manifest;
 pub mod manifest_index;

@@ -4,6 +4,7 @@
 //! variables and accepts `endpoint`, `region`, `access_key_id`, `secret_access_key` and
 //! `allow_http` options; requests are path-style so S3-compatible servers work.
 
+use crate::local_durable;
 use crate::local_range::{read_file_range, RangeBytes};
 use crate::manifest::{manifest_key, Manifest};
 use crate::manifest_index::{read_index, ManifestIndex, Sieve};
@@ -272,7 +273,8 @@ impl BackupStore {
     }
 
     /// Writes one object made of `parts` in order, without joining them first (a large
-    /// part is written as it is, not copied next to the small ones).
+    /// part is written as it is, not copied next to the small ones). A local object's data
+    /// is on disk when this returns (see `local_durable.rs`).
     pub async fn put_parts(
         &self,
         key: &str,
@@ -281,8 +283,29 @@ impl BackupStore {
         self.store
             .put(&self.path(key), parts.into_iter().collect::<PutPayload>())
             .await
-            .map(|_| ())
-            .map_err(|e| self.io(key, e))
+            .map_err(|e| self.io(key, e))?;
+        self.sync_local(key, |path| local_durable::sync_file(&path))
+            .await
+    }
+
+    /// Runs `sync` on the file-system path of a local key (a file, or a backup's directory),
+    /// off the async threads; nothing for an object store, whose put is durable when it
+    /// returns.
+    async fn sync_local(
+        &self,
+        key: &str,
+        sync: impl FnOnce(std::path::PathBuf) -> std::io::Result<()> + Send + 'static,
+    ) -> Result<(), StorageError> {
+        let Some(fs) = &self.local else {
+            return Ok(());
+        };
+        let path = fs
+            .path_to_filesystem(&self.path(key))
+            .map_err(|e| self.io(key, e))?;
+        tokio::task::spawn_blocking(move || sync(path))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .map_err(|e| self.local_error(key, e))
     }
 
     pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
@@ -385,7 +408,25 @@ impl BackupStore {
             location: self.location.clone(),
             reason: e.to_string(),
         })?;
-        self.put(&key, json).await
+        // Everything the manifest names on disk before it is written (each object's data
+        // was synced as it was written): the backup's directories, and its entry in the
+        // directory above.
+        // A backup of nothing has no directory yet: the manifest's put makes it.
+        self.sync_local(&manifest.backup_id, |dir| {
+            if !dir.is_dir() {
+                return Ok(());
+            }
+            local_durable::sync_dirs_under(&dir)?;
+            dir.parent().map_or(Ok(()), local_durable::sync_dir)
+        })
+        .await?;
+        self.put(&key, json).await?;
+        // The manifest's own rename (and the backup's directory, when the put made it).
+        self.sync_local(&manifest.backup_id, |dir| {
+            local_durable::sync_dir(&dir)?;
+            dir.parent().map_or(Ok(()), local_durable::sync_dir)
+        })
+        .await
     }
 
     /// Ids of the complete backups (those with a manifest) at this location, sorted.
@@ -462,5 +503,55 @@ impl std::io::Read for ChannelReader {
         let n = buf.len().min(self.current.len());
         buf[..n].copy_from_slice(&self.current.split_to(n));
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    fn manifest(backup_id: &str) -> Manifest {
+        Manifest {
+            backup_id: backup_id.into(),
+            created_at: 1,
+            source_cluster_id: None,
+            source_brokers: None,
+            compression: None,
+            topics: Vec::new(),
+            consumer_group_offsets: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_local_backup_is_complete_with_its_objects_and_its_manifest_written() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = BackupStore::open(root.path().to_str().expect("utf-8"), &HashMap::new(), false)
+            .expect("open");
+        block_on(async {
+            store
+                .put("bk/topics/t/0/segment-0.bin", b"data".to_vec())
+                .await
+                .expect("put");
+            store
+                .write_manifest(&manifest("bk"))
+                .await
+                .expect("manifest");
+            // A backup of nothing: no directory until the manifest's put makes it.
+            store
+                .write_manifest(&manifest("empty"))
+                .await
+                .expect("manifest of an empty backup");
+            assert_eq!(store.list_backups().await.expect("list"), ["bk", "empty"]);
+            let got = store.get("bk/topics/t/0/segment-0.bin").await.expect("get");
+            assert_eq!(&got[..], b"data");
+        });
     }
 }

@@ -182,7 +182,9 @@ impl BackupStore {
     /// Reads a segment object; a missing one is `SegmentNotFound`.
     pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
         if let Some(fs) = &self.local {
-            return self.read_local(fs, key).await;
+            return self
+                .on_local_path(fs, key, |file| std::fs::read(file).map(Bytes::from))
+                .await;
         }
         let res = self.store.get(&self.path(key)).await;
         match res {
@@ -196,13 +198,9 @@ impl BackupStore {
     /// `read_crc.rs`); a missing one is `SegmentNotFound`.
     pub async fn get_checked(&self, key: &str) -> Result<CheckedObject, StorageError> {
         if let Some(fs) = &self.local {
-            let file = fs
-                .path_to_filesystem(&self.path(key))
-                .map_err(|e| self.io(key, e))?;
-            let read = tokio::task::spawn_blocking(move || read_file_checked(&file))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-            return read.map_err(|e| self.local_error(key, e));
+            return self
+                .on_local_path(fs, key, |file| read_file_checked(&file))
+                .await;
         }
         let res = match self.store.get(&self.path(key)).await {
             Ok(r) => r,
@@ -233,15 +231,21 @@ impl BackupStore {
         )
     }
 
-    /// Reads a whole local object with a plain file read.
-    async fn read_local(&self, fs: &LocalFileSystem, key: &str) -> Result<Bytes, StorageError> {
-        let file = fs
+    /// Runs `work` on the file-system path of a local key, off the async threads; its I/O
+    /// errors name the key (a missing file is `SegmentNotFound`).
+    async fn on_local_path<T: Send + 'static>(
+        &self,
+        fs: &LocalFileSystem,
+        key: &str,
+        work: impl FnOnce(std::path::PathBuf) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let path = fs
             .path_to_filesystem(&self.path(key))
             .map_err(|e| self.io(key, e))?;
-        let read = tokio::task::spawn_blocking(move || std::fs::read(file))
+        tokio::task::spawn_blocking(move || work(path))
             .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        read.map(Bytes::from).map_err(|e| self.local_error(key, e))
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .map_err(|e| self.local_error(key, e))
     }
 
     /// Reads a byte range of an object (the frames a seek index points at); a local one is
@@ -252,13 +256,9 @@ impl BackupStore {
         range: std::ops::Range<u64>,
     ) -> Result<RangeBytes, StorageError> {
         if let Some(fs) = &self.local {
-            let file = fs
-                .path_to_filesystem(&self.path(key))
-                .map_err(|e| self.io(key, e))?;
-            let read = tokio::task::spawn_blocking(move || read_file_range(&file, range))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-            return read.map_err(|e| self.local_error(key, e));
+            return self
+                .on_local_path(fs, key, move |file| read_file_range(&file, range))
+                .await;
         }
         match self.store.get_range(&self.path(key), range).await {
             Ok(b) => Ok(b.into()),
@@ -296,16 +296,10 @@ impl BackupStore {
         key: &str,
         sync: impl FnOnce(std::path::PathBuf) -> std::io::Result<()> + Send + 'static,
     ) -> Result<(), StorageError> {
-        let Some(fs) = &self.local else {
-            return Ok(());
-        };
-        let path = fs
-            .path_to_filesystem(&self.path(key))
-            .map_err(|e| self.io(key, e))?;
-        tokio::task::spawn_blocking(move || sync(path))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-            .map_err(|e| self.local_error(key, e))
+        match &self.local {
+            Some(fs) => self.on_local_path(fs, key, sync).await,
+            None => Ok(()),
+        }
     }
 
     pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {

@@ -52,28 +52,22 @@ pub fn read_file_range(
 }
 
 /// The range mapped, its pages read in up front, or None to copy it instead (see
-/// [`crate::read_crc::read_file_checked`] for why each condition is there).
+/// [`crate::read_crc::map_populated`]).
 #[cfg(target_os = "linux")]
 fn map_range(file: &std::fs::File, range: &std::ops::Range<u64>) -> Option<RangeBytes> {
-    if range.is_empty() || !crate::read_crc::on_local_disk(file) {
+    if range.is_empty() {
         return None;
     }
-    let stamp = MappedFrom::stamp(file)?;
     // SAFETY: sysconf only reads a system constant.
     let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+    // A mapping starts at a page boundary: map from the one before the range, then skip.
     let start = range.start - range.start % page.max(1);
-    let len = usize::try_from(range.end - start).ok()?;
     let skip = usize::try_from(range.start - start).ok()?;
-    // SAFETY: as in `read_crc::map_checked`: read-only, lives as long as the returned bytes,
-    // every page read in without error before any is looked at, and a change in place is
-    // noticed through the file's stamp before each piece is handed on.
-    let map = unsafe { memmap2::MmapOptions::new().offset(start).len(len).map(file) }.ok()?;
-    map.advise(memmap2::Advice::PopulateRead).ok()?;
-    let bytes = Bytes::from_owner(map).slice(skip..);
-    let file = file.try_clone().ok()?;
+    let len = usize::try_from(range.end - start).ok()?;
+    let (map, from) = crate::read_crc::map_populated(file, start, len)?;
     Some(RangeBytes {
-        bytes,
-        mapped_from: Some(Arc::new(MappedFrom::new(file, stamp))),
+        bytes: Bytes::from_owner(map).slice(skip..),
+        mapped_from: Some(from),
     })
 }
 
@@ -82,9 +76,8 @@ fn map_range(_file: &std::fs::File, _range: &std::ops::Range<u64>) -> Option<Ran
     None
 }
 
-fn copy_range(file: std::fs::File, range: std::ops::Range<u64>) -> std::io::Result<Vec<u8>> {
+fn copy_range(mut file: std::fs::File, range: std::ops::Range<u64>) -> std::io::Result<Vec<u8>> {
     use std::io::{Read, Seek};
-    let mut file = file;
     file.seek(std::io::SeekFrom::Start(range.start))?;
     let mut buf = vec![0; (range.end - range.start) as usize];
     file.read_exact(&mut buf)?;

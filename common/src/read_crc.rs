@@ -43,14 +43,10 @@ pub struct MappedFrom {
     stamp: FileStamp,
 }
 
-pub(crate) type FileStamp = (u64, i64, i64);
+type FileStamp = (u64, i64, i64);
 
 impl MappedFrom {
-    pub(crate) fn new(file: std::fs::File, stamp: FileStamp) -> Self {
-        Self { file, stamp }
-    }
-
-    pub(crate) fn stamp(file: &std::fs::File) -> Option<FileStamp> {
+    fn stamp(file: &std::fs::File) -> Option<FileStamp> {
         use std::os::unix::fs::MetadataExt;
         let m = file.metadata().ok()?;
         Some((m.len(), m.mtime(), m.mtime_nsec()))
@@ -139,22 +135,41 @@ pub fn read_file_checked(path: &std::path::Path) -> std::io::Result<CheckedObjec
 /// the next piece of it is handed on.
 #[cfg(target_os = "linux")]
 pub(crate) fn map_checked(file: &std::fs::File, len: usize) -> Option<CheckedObject> {
+    let (map, from) = map_populated(file, 0, len)?;
+    let mut crc = RunningCrc::new(len);
+    crc.update(&map);
+    let mut object = crc.finish(Bytes::from_owner(map));
+    object.mapped_from = Some(from);
+    Some(object)
+}
+
+/// `len` bytes of a file from `offset` (a multiple of the page size) mapped, every page read
+/// in up front, with the file they still come from; None to read them by copying instead,
+/// under the rules [`map_checked`] gives (for whole objects and seek-index frames alike).
+#[cfg(target_os = "linux")]
+pub(crate) fn map_populated(
+    file: &std::fs::File,
+    offset: u64,
+    len: usize,
+) -> Option<(memmap2::Mmap, std::sync::Arc<MappedFrom>)> {
     if len == 0 || !on_local_disk(file) {
         return None;
     }
     let stamp = MappedFrom::stamp(file)?;
-    // SAFETY: the mapping is read-only and lives as long as the returned object; all its
+    // SAFETY: the mapping is read-only and lives as long as the bytes made of it; all its
     // pages are read in without error before any of them is looked at. memmap2's contract
     // (the file is not changed while mapped) is what a backup's segments promise; the doc
-    // comment above says what happens when another process breaks it.
-    let map = unsafe { memmap2::MmapOptions::new().len(len).map(file) }.ok()?;
+    // comment of `map_checked` says what happens when another process breaks it.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(offset)
+            .len(len)
+            .map(file)
+    }
+    .ok()?;
     map.advise(memmap2::Advice::PopulateRead).ok()?;
-    let mut crc = RunningCrc::new(len);
-    crc.update(&map);
-    let mut object = crc.finish(Bytes::from_owner(map));
     let file = file.try_clone().ok()?;
-    object.mapped_from = Some(std::sync::Arc::new(MappedFrom::new(file, stamp)));
-    Some(object)
+    Some((map, std::sync::Arc::new(MappedFrom { file, stamp })))
 }
 
 /// Elsewhere files are read by copying.
@@ -167,7 +182,7 @@ pub(crate) fn map_checked(_file: &std::fs::File, _len: usize) -> Option<CheckedO
 /// the device or stay in memory: ext2/3/4, XFS, Btrfs, ZFS, F2FS, tmpfs, and overlayfs (a
 /// container's root file system, over one of those).
 #[cfg(target_os = "linux")]
-pub(crate) fn on_local_disk(file: &std::fs::File) -> bool {
+fn on_local_disk(file: &std::fs::File) -> bool {
     use std::os::fd::AsRawFd;
     const LOCAL: [u32; 8] = [
         0xEF53,      // ext2, ext3, ext4

@@ -403,19 +403,19 @@ impl BackupStore {
             reason: e.to_string(),
         })?;
         // Everything the manifest names on disk before it is written (each object's data
-        // was synced as it was written): the backup's directories, and its entry in the
-        // directory above.
-        // A backup of nothing has no directory yet: the manifest's put makes it.
+        // was synced as it was written): the backup's directories. A backup of nothing has
+        // none yet: the manifest's put makes it.
         self.sync_local(&manifest.backup_id, |dir| {
-            if !dir.is_dir() {
-                return Ok(());
+            if dir.is_dir() {
+                local_durable::sync_dirs_under(&dir)?;
             }
-            local_durable::sync_dirs_under(&dir)?;
-            dir.parent().map_or(Ok(()), local_durable::sync_dir)
+            Ok(())
         })
         .await?;
         self.put(&key, json).await?;
-        // The manifest's own rename (and the backup's directory, when the put made it).
+        // The manifest's own rename, then the backup's entry in the directory above (until
+        // it is on disk, neither the backup nor its manifest can be found, so it may come
+        // last).
         self.sync_local(&manifest.backup_id, |dir| {
             local_durable::sync_dir(&dir)?;
             dir.parent().map_or(Ok(()), local_durable::sync_dir)

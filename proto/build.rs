@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; nothing else reads the environment here.
     unsafe { std::env::set_var("PROTOC", protoc) };
     println!("cargo:rerun-if-changed=restore.proto");
+    println!("cargo:rerun-if-changed=manifest_index.proto");
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         // Served by the coordinator's gRPC reflection, so generic clients can list and call it.
@@ -12,5 +13,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Ordered maps make the encoding deterministic, so a spec has one fingerprint.
         .btree_map(".")
         .compile_protos(&["restore.proto"], &["."])?;
+    // The backup's index file: plain messages, no service, not part of the gRPC API.
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .btree_map(".")
+        .compile_protos(&["manifest_index.proto"], &["."])?;
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod decompress;
 pub mod filters;
 pub mod frames;
 pub mod groups;
+pub mod index_file;
 pub mod json_pull;
 pub mod kafka;
 pub mod local_durable;

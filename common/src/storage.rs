@@ -4,6 +4,7 @@
 //! variables and accepts `endpoint`, `region`, `access_key_id`, `secret_access_key` and
 //! `allow_http` options; requests are path-style so S3-compatible servers work.
 
+use crate::index_file::index_key;
 use crate::local_durable;
 use crate::local_range::{read_file_range, RangeBytes};
 use crate::manifest::{manifest_key, Manifest};
@@ -337,6 +338,9 @@ impl BackupStore {
         backup_id: &str,
         sieve: Sieve,
     ) -> Result<ManifestIndex, StorageError> {
+        if let Some(index) = self.index_from_file(backup_id, &sieve).await {
+            return Ok(index);
+        }
         let key = manifest_key(backup_id);
         let not_found = || StorageError::BackupNotFound {
             backup_id: backup_id.to_string(),
@@ -391,6 +395,78 @@ impl BackupStore {
         })
     }
 
+    /// The manifest's facts from the backup's index file (see `index_file.rs`), when it has
+    /// one made from exactly its current manifest.json. `None` sends the caller to the
+    /// manifest itself, which reports whatever is wrong with the backup.
+    async fn index_from_file(&self, backup_id: &str, sieve: &Sieve) -> Option<ManifestIndex> {
+        let key = index_key(backup_id);
+        let bytes = match self.get(&key).await {
+            Ok(b) => b,
+            Err(StorageError::SegmentNotFound { .. }) => return None,
+            Err(e) => {
+                tracing::debug!(backup_id, "index file not read ({e}); reading the manifest");
+                return None;
+            }
+        };
+        // Decoded while the manifest's fingerprint is read: neither needs the other.
+        let sieve = *sieve;
+        let decoding =
+            tokio::task::spawn_blocking(move || crate::index_file::decode(&bytes, &sieve));
+        let (decoded, fingerprint) = tokio::join!(decoding, self.manifest_fingerprint(backup_id));
+        // A manifest that cannot be read is reported by the manifest reader.
+        let fingerprint = fingerprint.ok()?;
+        let decoded = decoded.ok()?.and_then(|d| d.for_manifest(fingerprint));
+        match decoded {
+            Ok(index) => Some(index),
+            Err(why) => {
+                tracing::warn!(
+                    backup_id,
+                    "{key} not used ({why}); planning from the manifest"
+                );
+                None
+            }
+        }
+    }
+
+    /// The length and CRC32 of a backup's manifest.json, read chunk by chunk (at a million
+    /// segments it is ~300 MB; nothing of it is kept).
+    async fn manifest_fingerprint(&self, backup_id: &str) -> Result<(u64, u32), StorageError> {
+        let key = manifest_key(backup_id);
+        if let Some(fs) = &self.local {
+            return self
+                .on_local_path(fs, &key, |path| {
+                    use std::io::Read;
+                    let mut file = std::fs::File::open(path)?;
+                    let (mut crc, mut len) = (crc32fast::Hasher::new(), 0u64);
+                    let mut buf = vec![0u8; 1 << 18];
+                    loop {
+                        match file.read(&mut buf) {
+                            Ok(0) => return Ok((len, crc.finalize())),
+                            Ok(n) => {
+                                crc.update(&buf[..n]);
+                                len += n as u64;
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                })
+                .await;
+        }
+        let res = match self.store.get(&self.path(&key)).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Err(self.not_found(&key)),
+            Err(e) => return Err(self.io(&key, e)),
+        };
+        let (mut crc, mut len) = (crc32fast::Hasher::new(), 0u64);
+        let mut body = res.into_stream();
+        while let Some(chunk) = body.try_next().await.map_err(|e| self.io(&key, e))? {
+            crc.update(&chunk);
+            len += chunk.len() as u64;
+        }
+        Ok((len, crc.finalize()))
+    }
+
     /// Writes the manifest last in a backup: its presence is what makes a backup complete.
     /// Compact JSON: at a million segments the indented form is 60% larger (~520 against
     /// ~325 bytes a segment) and every restore reads all of it; `show-manifest` prints it
@@ -402,6 +478,13 @@ impl BackupStore {
             location: self.location.clone(),
             reason: e.to_string(),
         })?;
+        // The index file first: whenever a manifest exists, so does the index made from it
+        // (a reader checks that it was; see `index_file.rs`).
+        self.put(
+            &index_key(&manifest.backup_id),
+            crate::index_file::encode(manifest, &json),
+        )
+        .await?;
         // Everything the manifest names on disk before it is written (each object's data
         // was synced as it was written): the backup's directories. A backup of nothing has
         // none yet: the manifest's put makes it.
@@ -546,6 +629,53 @@ mod tests {
             assert_eq!(store.list_backups().await.expect("list"), ["bk", "empty"]);
             let got = store.get("bk/topics/t/0/segment-0.bin").await.expect("get");
             assert_eq!(&got[..], b"data");
+        });
+    }
+
+    #[test]
+    fn a_restore_plans_from_the_index_file_only_while_it_matches_the_manifest() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = BackupStore::open(root.path().to_str().expect("utf-8"), &HashMap::new(), false)
+            .expect("open");
+        let mut m = crate::index_file::tests::sample();
+        let sieve = Sieve::window(Some(1_000), Some(2_450));
+        let from_json = |m: &Manifest| {
+            crate::manifest_index::read_index(
+                serde_json::to_vec(m).expect("json").as_slice(),
+                &sieve,
+            )
+            .expect("read")
+        };
+        block_on(async {
+            store.write_manifest(&m).await.expect("manifest");
+            assert!(root.path().join("b/manifest.index").is_file());
+            let read = store.read_manifest_index("b", sieve).await.expect("index");
+            assert_eq!(read, from_json(&m));
+
+            // The manifest changed after the backup (by another tool, or by hand): the
+            // index file no longer describes it and the manifest is what counts.
+            m.topics[0].partitions[0].segments[1].record_count = 9;
+            let edited = serde_json::to_vec(&m).expect("json");
+            std::fs::write(root.path().join("b/manifest.json"), edited).expect("edit");
+            let read = store
+                .read_manifest_index("b", sieve)
+                .await
+                .expect("manifest");
+            assert_eq!(read.topics[0].partitions[0].segments[1].record_count, 9);
+            assert_eq!(read, from_json(&m));
+
+            // A damaged index file is ignored too.
+            store.write_manifest(&m).await.expect("manifest");
+            let index = root.path().join("b/manifest.index");
+            let mut bytes = std::fs::read(&index).expect("index");
+            let at = bytes.len() / 2;
+            bytes[at] ^= 0x40;
+            std::fs::write(&index, bytes).expect("damage");
+            let read = store
+                .read_manifest_index("b", sieve)
+                .await
+                .expect("manifest");
+            assert_eq!(read, from_json(&m));
         });
     }
 }

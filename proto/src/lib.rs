@@ -6,6 +6,12 @@ pub mod restore {
 }
 pub use restore::*;
 
+/// The messages of a backup's index file (`proto/manifest_index.proto`), which a restore
+/// plans from instead of parsing a large manifest.json.
+pub mod manifest_index {
+    tonic::include_proto!("kafkabackup.manifest.v1");
+}
+
 /// The encoded descriptors of this API, for gRPC server reflection (grpcurl and similar
 /// tools list and call the services without the proto file).
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -356,16 +356,16 @@ impl KeyBuilder {
             let (prefix, _) = self.buf.split_at(self.prefix_len);
             return format!("{prefix}{start_offset:020}.bin.zst").into_boxed_str();
         }
+        // Only the significant digits are computed; the rest stay zeros.
         let mut digits = [b'0'; 20];
-        let mut v = start_offset as u64;
-        for d in digits.iter_mut().rev() {
-            *d = b'0' + (v % 10) as u8;
+        let (mut v, mut at) = (start_offset as u64, digits.len());
+        while v > 0 && at > 0 {
+            at -= 1;
+            digits[at] = b'0' + (v % 10) as u8;
             v /= 10;
         }
         self.buf.truncate(self.prefix_len);
-        // ASCII digits are valid UTF-8.
-        self.buf
-            .push_str(std::str::from_utf8(&digits).unwrap_or_default());
+        self.buf.extend(digits.iter().map(|&d| char::from(d)));
         self.buf.push_str(".bin.zst");
         self.buf.as_str().into()
     }

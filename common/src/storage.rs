@@ -417,7 +417,10 @@ impl BackupStore {
         let fingerprint = fingerprint.ok()?;
         let decoded = decoded.ok()?.and_then(|d| d.for_manifest(fingerprint));
         match decoded {
-            Ok(index) => Some(index),
+            Ok(index) => {
+                tracing::debug!(backup_id, "planning from {key}");
+                Some(index)
+            }
             Err(why) => {
                 tracing::warn!(
                     backup_id,

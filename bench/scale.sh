@@ -75,6 +75,15 @@ checkpoint_median() { # checkpoint_median BACKUP_ID TOPIC: the median of 300 rep
   "$BENCH" scale-task "$URL" "$W/backups" "$1" "$2" "$BROKER" 300 | j '["checkpoint_median_ms"]'
   stop_coordinator
 }
+dry_runs() { # dry_runs N: "median seconds of 3, largest peak RSS in MB" of backup sN's dry run
+  : >"$W/dry"
+  for _ in 1 2 3; do
+    /usr/bin/time -f "%e %M" -a -o "$W/dry" "$KB" restore --storage "$W/backups" --backup-id "s$1" \
+      --source-topic "scale$1" --target-topic "scale$1-dry" --bootstrap-servers "$BROKER" --create-topics \
+      --dry-run --checkpoint-state "$W/no-state" >/dev/null
+  done
+  echo "$(cut -d' ' -f1 "$W/dry" | sort -g | sed -n 2p) $(python3 -c "print(f'{$(cut -d' ' -f2 "$W/dry" | sort -g | tail -1)/1024:.0f}')")"
+}
 for n in 10 10000 100000 1000000; do
   "$BENCH" gen-manifest "$W/backups" "s$n" "scale$n" 1 "$n" >/dev/null
   MB=$(python3 -c "import os; print(f'{os.path.getsize(\"$W/backups/s$n/manifest.json\")/1e6:.1f}')")
@@ -84,25 +93,11 @@ for n in 10 10000 100000 1000000; do
   RSS=$(peak_rss_mb)
   stop_coordinator
   MED=$(echo "$out" | j '["checkpoint_median_ms"]')
-  # The dry run, whole process, median of 3 (and the largest peak RSS).
-  : >"$W/dry"
-  for _ in 1 2 3; do
-    /usr/bin/time -f "%e %M" -a -o "$W/dry" "$KB" restore --storage "$W/backups" --backup-id "s$n" \
-      --source-topic "scale$n" --target-topic "scale$n-dry" --bootstrap-servers "$BROKER" --create-topics \
-      --dry-run --checkpoint-state "$W/no-state" >/dev/null
-  done
-  DRY_S=$(cut -d' ' -f1 "$W/dry" | sort -g | sed -n 2p)
-  DRY_MB=$(python3 -c "print(f'{$(cut -d' ' -f2 "$W/dry" | sort -g | tail -1)/1024:.0f}')")
-  # The same dry run with the manifest.index our backup writes next to the manifest.
+  # The dry run, whole process, without and then with the manifest.index our backup writes
+  # next to the manifest (gen-manifest streams the manifest alone, as a foreign backup has).
+  read -r DRY_S DRY_MB < <(dry_runs "$n")
   "$BENCH" index-manifest "$W/backups" "s$n" >/dev/null
-  : >"$W/dry"
-  for _ in 1 2 3; do
-    /usr/bin/time -f "%e %M" -a -o "$W/dry" "$KB" restore --storage "$W/backups" --backup-id "s$n" \
-      --source-topic "scale$n" --target-topic "scale$n-dry" --bootstrap-servers "$BROKER" --create-topics \
-      --dry-run --checkpoint-state "$W/no-state" >/dev/null
-  done
-  IDX_S=$(cut -d' ' -f1 "$W/dry" | sort -g | sed -n 2p)
-  IDX_MB=$(python3 -c "print(f'{$(cut -d' ' -f2 "$W/dry" | sort -g | tail -1)/1024:.0f}')")
+  read -r IDX_S IDX_MB < <(dry_runs "$n")
   echo "| $(printf "%'d" "$n") | $MB | $(f2 "$(echo "$out" | j '["plan_ms"]')/1000") | $(f1 "$(echo "$out" | j '["largest_message_bytes"]')/1000") | $(f2 "$MED") | $(f2 "$(echo "$out" | j '["checkpoint_p99_ms"]')") | $(f2 "$MED/$BASE_MED") | $RSS | $DRY_S | $DRY_MB | $IDX_S | $IDX_MB |"
   rm -rf "$W/backups/s$n"
 done

@@ -39,13 +39,15 @@ if [ -z "$BROKER" ]; then
 fi
 
 CPORT="${SCALE_COORD_PORT:-19351}"
+MPORT="${SCALE_METRICS_PORT:-19352}"
 URL="http://127.0.0.1:$CPORT"
 TICK=$(getconf CLK_TCK)
 
 start_coordinator() {
   stop_coordinator
   rm -rf "$W/ledger"
-  "$KB" coordinator --listen "127.0.0.1:$CPORT" --state-dir "$W/ledger" >"$W/coordinator.log" 2>&1 &
+  "$KB" coordinator --listen "127.0.0.1:$CPORT" --state-dir "$W/ledger" --metrics-listen "127.0.0.1:$MPORT" \
+    >"$W/coordinator.log" 2>&1 &
   COORD_PID=$!
   wait_port "$CPORT"
 }
@@ -55,6 +57,17 @@ stop_coordinator() {
 }
 peak_rss_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$COORD_PID/status"; }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$COORD_PID/status"; }
+# slow_flushes: "ledger flushes over 5 ms / all flushes" of the running coordinator, from its
+# metrics: tells a latency tail that waits on the disk from one that does not.
+slow_flushes() {
+  python3 - "$MPORT" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10).read().decode()
+b = {l.split('le="')[1].split('"')[0]: float(l.split()[-1]) for l in text.splitlines()
+     if l.startswith("kafka_backup_ledger_flush_seconds_bucket")}
+print(f"{b['+Inf'] - b['0.005']:.0f} / {b['+Inf']:.0f}")
+PY
+}
 cpu_secs() { awk -v t="$TICK" '{printf "%.2f", ($14+$15)/t}' "/proc/$COORD_PID/stat"; }
 j() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 f1() { python3 -c "print(f'{$1:.1f}')"; }
@@ -108,18 +121,22 @@ echo "Targets: checkpoint median at 1,000,000 segments within 2x of 10 segments;
 # a checkpoint a second and a heartbeat every lease TTL / 4 per worker, 30 s per run.
 SECS=30
 echo
-echo "| simulated workers | grants/s | checkpoints/s | p90 of all calls (ms) | p99 of all calls (ms) | checkpoint p50 (ms) | checkpoint p99 (ms) | slowest call (ms) | tasks completed | coordinator CPU (cores) | coordinator RSS (MB) | worker errors |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| simulated workers | grants/s | checkpoints/s | p90 of all calls (ms) | p99 of all calls (ms) | checkpoint p50 (ms) | checkpoint p99 (ms) | slowest call (ms) | tasks completed | coordinator CPU (cores) | coordinator RSS (MB) | ledger flushes over 5 ms | worker errors |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for w in 10 100 500; do
   "$BENCH" gen-manifest "$W/backups" "w$w" "workers$w" $((w * 3)) 64 >/dev/null
+  # What the rows before wrote (a million-segment manifest, its ledger) is written back to
+  # the disk now, not under this row's ledger flushes.
+  sync
   start_coordinator
   c0=$(cpu_secs)
   out=$("$BENCH" scale-workers "$URL" "$W/backups" "w$w" "workers$w" "$BROKER" "$w" "$SECS")
   c1=$(cpu_secs)
   RSS=$(rss_mb)
+  FLUSHES=$(slow_flushes)
   stop_coordinator
   wall=$(echo "$out" | j '["seconds"]')
-  echo "| $w | $(f1 "$(echo "$out" | j '["grants_per_sec"]')") | $(f1 "$(echo "$out" | j '["checkpoints_per_sec"]')") | $(f1 "$(echo "$out" | j '["p90_ms"]')") | $(f1 "$(echo "$out" | j '["p99_ms"]')") | $(f1 "$(echo "$out" | j '["checkpoint_p50_ms"]')") | $(f1 "$(echo "$out" | j '["checkpoint_p99_ms"]')") | $(f1 "$(echo "$out" | j '["max_ms"]')") | $(echo "$out" | j '["tasks_completed"]') | $(f2 "($c1 - $c0)/$wall") | $RSS | $(echo "$out" | j '["worker_errors"]') |"
+  echo "| $w | $(f1 "$(echo "$out" | j '["grants_per_sec"]')") | $(f1 "$(echo "$out" | j '["checkpoints_per_sec"]')") | $(f1 "$(echo "$out" | j '["p90_ms"]')") | $(f1 "$(echo "$out" | j '["p99_ms"]')") | $(f1 "$(echo "$out" | j '["checkpoint_p50_ms"]')") | $(f1 "$(echo "$out" | j '["checkpoint_p99_ms"]')") | $(f1 "$(echo "$out" | j '["max_ms"]')") | $(echo "$out" | j '["tasks_completed"]') | $(f2 "($c1 - $c0)/$wall") | $RSS | $FLUSHES | $(echo "$out" | j '["worker_errors"]') |"
   rm -rf "$W/backups/w$w"
 done
 echo

@@ -187,9 +187,14 @@ impl BackupStore {
                 .on_local_path(fs, key, |file| std::fs::read(file).map(Bytes::from))
                 .await;
         }
-        let res = self.store.get(&self.path(key)).await;
-        match res {
-            Ok(r) => r.bytes().await.map_err(|e| self.io(key, e)),
+        let res = self.remote_get(key).await?;
+        res.bytes().await.map_err(|e| self.io(key, e))
+    }
+
+    /// Starts reading an object from the object store; a missing one is `SegmentNotFound`.
+    async fn remote_get(&self, key: &str) -> Result<object_store::GetResult, StorageError> {
+        match self.store.get(&self.path(key)).await {
+            Ok(r) => Ok(r),
             Err(object_store::Error::NotFound { .. }) => Err(self.not_found(key)),
             Err(e) => Err(self.io(key, e)),
         }
@@ -203,11 +208,7 @@ impl BackupStore {
                 .on_local_path(fs, key, |file| read_file_checked(&file))
                 .await;
         }
-        let res = match self.store.get(&self.path(key)).await {
-            Ok(r) => r,
-            Err(object_store::Error::NotFound { .. }) => return Err(self.not_found(key)),
-            Err(e) => return Err(self.io(key, e)),
-        };
+        let res = self.remote_get(key).await?;
         let len = usize::try_from(res.meta.size).unwrap_or(usize::MAX);
         let mut crc = RunningCrc::new(len);
         let mut buf = crate::decompress::take_buffer_with(len.min(MAX_PREALLOCATED));
@@ -456,11 +457,7 @@ impl BackupStore {
                 })
                 .await;
         }
-        let res = match self.store.get(&self.path(&key)).await {
-            Ok(r) => r,
-            Err(object_store::Error::NotFound { .. }) => return Err(self.not_found(&key)),
-            Err(e) => return Err(self.io(&key, e)),
-        };
+        let res = self.remote_get(&key).await?;
         let (mut crc, mut len) = (crc32fast::Hasher::new(), 0u64);
         let mut body = res.into_stream();
         while let Some(chunk) = body.try_next().await.map_err(|e| self.io(&key, e))? {

@@ -162,13 +162,23 @@ restore_procs() { # 4 worker processes of one task each, behind a coordinator on
 # Five rounds, not three: on a 2-core VM one restore of ~1.2 s moves by +-10 % from run to
 # run, and the ratio of two medians of 3 missed 0.9 twice where six alternating hand pairs
 # gave 0.97 (README, Benchmarks).
+# The four start in turn from a different place each round: in a fixed order the backup
+# without the index always ran right after the four worker processes had been killed, and
+# read 0.84-1.20x the one with it from run to run.
 MEM_RAW=(); MEM_ONE=(); MEM_PROCS=(); MEM_FX=()
-for _ in 1 2 3 4 5; do
-  start_broker memory; MEM_RAW+=("$(timed "$BENCH" produce "$W/backups" big "$BROKER" raw-ceiling)")
-  start_broker memory; MEM_ONE+=("$(restore_mem big --workers 4)")
-  start_broker memory; MEM_PROCS+=("$(restore_procs)")
-  start_broker memory; MEM_FX+=("$(restore_mem bigfx --workers 4)")
+memory_row() { # memory_row 0..3: one timed run of that row, each on a fresh broker
+  start_broker memory
+  case $1 in
+    0) MEM_RAW+=("$(timed "$BENCH" produce "$W/backups" big "$BROKER" raw-ceiling)") ;;
+    1) MEM_ONE+=("$(restore_mem big --workers 4)") ;;
+    2) MEM_PROCS+=("$(restore_procs)") ;;
+    3) MEM_FX+=("$(restore_mem bigfx --workers 4)") ;;
+  esac
+}
+for round in 0 1 2 3 4; do
+  for k in 0 1 2 3; do memory_row $(( (round + k) % 4 )); done
 done
+echo "memory-engine rounds (s): raw ${MEM_RAW[*]} | 4 tasks ${MEM_ONE[*]} | 4 processes ${MEM_PROCS[*]} | no index ${MEM_FX[*]}" >&2
 mbs() { python3 -c "print($1/1e6/$2)"; }
 MEM_RAW_MB=$(mbs "$BIG_BYTES" "$(median "${MEM_RAW[@]}")")
 MEM_ONE_MB=$(mbs "$BIG_BYTES" "$(median "${MEM_ONE[@]}")")
@@ -204,7 +214,8 @@ for engine in memory sqlite; do
   # Five rounds on SQLite: both sides wait on tansu's slow SQLite fetches there, and with
   # three rounds the ratio of two broker-bound medians read 0.87-1.15 from run to run.
   rounds=3; [ "$engine" = sqlite ] && rounds=5
-  for i in $(seq 1 "$rounds"); do
+  consumer_round() {
+    local t0 t1 out
     t0=$(now); out=$(timeout 600 "$BENCH" consume "$BROKER" src); t1=$(now)
     CONS_SETTINGS=$(json '["settings"]' <<<"$out")
     C_S+=("$(secs "$t0" "$t1")")
@@ -214,16 +225,25 @@ for engine in memory sqlite; do
       t0=$(now); timeout 600 "$BENCH" consume "$BROKER" src consumers="$CONNS" >/dev/null; t1=$(now)
       CN_S+=("$(secs "$t0" "$t1")")
     fi
+  }
+  backup_round() {
     B_S+=("$(backup_s src)")
     [ "$engine" = memory ] && ALL_S+=("$(backup_s src --min-compression-savings 0)")
+    return 0
+  }
+  # The order alternates between rounds: tansu's speed drifts within a run (on SQLite one
+  # consumer's read of the same topic went from ~2.4 to ~3.7 s over ten minutes), and
+  # always going second put that drift on the backup's side of the ratio.
+  for i in $(seq 1 "$rounds"); do
+    if (( i % 2 )); then consumer_round; backup_round; else backup_round; consumer_round; fi
   done
+  echo "$engine backup rounds (s): consumer ${C_S[*]} | backup ${B_S[*]}" >&2
   if [ "$engine" = memory ]; then
     "$BENCH" produce "$W/backups" bigtext "$BROKER" txt >/dev/null
     T_B=(); T_C=()
+    text_consumer() { local t0 t1; t0=$(now); timeout 600 "$BENCH" consume "$BROKER" txt >/dev/null; t1=$(now); T_C+=("$(secs "$t0" "$t1")"); }
     for i in 1 2 3; do
-      t0=$(now); timeout 600 "$BENCH" consume "$BROKER" txt >/dev/null; t1=$(now)
-      T_C+=("$(secs "$t0" "$t1")")
-      T_B+=("$(backup_s txt)")
+      if (( i % 2 )); then text_consumer; T_B+=("$(backup_s txt)"); else T_B+=("$(backup_s txt)"); text_consumer; fi
     done
     TXT_STORED=$(du -sb "$W/bkout" | cut -f1)
     TXT_BK=$(mbs "$TEXT_BYTES" "$(median "${T_B[@]}")")

@@ -57,15 +57,16 @@ stop_coordinator() {
 }
 peak_rss_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$COORD_PID/status"; }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$COORD_PID/status"; }
-# slow_flushes: "ledger flushes over 5 ms / all flushes" of the running coordinator, from its
-# metrics: tells a latency tail that waits on the disk from one that does not.
+# slow_flushes: "ledger flushes over 5 ms (over 50 ms) / all flushes" of the running
+# coordinator, from its metrics: tells a latency tail that waits on the disk from one that
+# does not (a flush over 50 ms holds every report waiting on it past the p99 target).
 slow_flushes() {
   python3 - "$MPORT" <<'PY'
 import sys, urllib.request
 text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10).read().decode()
 b = {l.split('le="')[1].split('"')[0]: float(l.split()[-1]) for l in text.splitlines()
      if l.startswith("kafka_backup_ledger_flush_seconds_bucket")}
-print(f"{b['+Inf'] - b['0.005']:.0f} / {b['+Inf']:.0f}")
+print(f"{b['+Inf'] - b['0.005']:.0f} ({b['+Inf'] - b['0.05']:.0f}) / {b['+Inf']:.0f}")
 PY
 }
 cpu_secs() { awk -v t="$TICK" '{printf "%.2f", ($14+$15)/t}' "/proc/$COORD_PID/stat"; }
@@ -121,7 +122,7 @@ echo "Targets: checkpoint median at 1,000,000 segments within 2x of 10 segments;
 # a checkpoint a second and a heartbeat every lease TTL / 4 per worker, 30 s per run.
 SECS=30
 echo
-echo "| simulated workers | grants/s | checkpoints/s | p90 of all calls (ms) | p99 of all calls (ms) | checkpoint p50 (ms) | checkpoint p99 (ms) | slowest call (ms) | tasks completed | coordinator CPU (cores) | coordinator RSS (MB) | ledger flushes over 5 ms | worker errors |"
+echo "| simulated workers | grants/s | checkpoints/s | p90 of all calls (ms) | p99 of all calls (ms) | checkpoint p50 (ms) | checkpoint p99 (ms) | slowest call (ms) | tasks completed | coordinator CPU (cores) | coordinator RSS (MB) | ledger flushes over 5 ms (over 50 ms) / all | worker errors |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for w in 10 100 500; do
   "$BENCH" gen-manifest "$W/backups" "w$w" "workers$w" $((w * 3)) 64 >/dev/null

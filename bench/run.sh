@@ -162,22 +162,23 @@ restore_procs() { # 4 worker processes of one task each, behind a coordinator on
 # Five rounds, not three: on a 2-core VM one restore of ~1.2 s moves by +-10 % from run to
 # run, and the ratio of two medians of 3 missed 0.9 twice where six alternating hand pairs
 # gave 0.97 (README, Benchmarks).
-# The four start in turn from a different place each round: in a fixed order the backup
-# without the index always ran right after the four worker processes had been killed, and
-# read 0.84-1.20x the one with it from run to run.
-MEM_RAW=(); MEM_ONE=(); MEM_PROCS=(); MEM_FX=()
-memory_row() { # memory_row 0..3: one timed run of that row, each on a fresh broker
-  start_broker memory
-  case $1 in
-    0) MEM_RAW+=("$(timed "$BENCH" produce "$W/backups" big "$BROKER" raw-ceiling)") ;;
-    1) MEM_ONE+=("$(restore_mem big --workers 4)") ;;
-    2) MEM_PROCS+=("$(restore_procs)") ;;
-    3) MEM_FX+=("$(restore_mem bigfx --workers 4)") ;;
-  esac
+# in_turn ROUND F...: calls each F once, starting from the (ROUND mod count)-th. Rows measured
+# side by side take turns going first, so what drifts within a run (tansu's speed, what a
+# killed process leaves behind) falls on no one side of a ratio.
+in_turn() {
+  local round=$1; shift
+  local fs=("$@") k
+  for (( k = 0; k < ${#fs[@]}; k++ )); do "${fs[(round + k) % ${#fs[@]}]}"; done
 }
-for round in 0 1 2 3 4; do
-  for k in 0 1 2 3; do memory_row $(( (round + k) % 4 )); done
-done
+# The four rows take turns starting a round: in a fixed order the backup without the index
+# always ran right after the four worker processes had been killed, and read 0.84-1.20x the
+# one with it from run to run. Each run is on a fresh broker.
+MEM_RAW=(); MEM_ONE=(); MEM_PROCS=(); MEM_FX=()
+raw_row() { start_broker memory; MEM_RAW+=("$(timed "$BENCH" produce "$W/backups" big "$BROKER" raw-ceiling)"); }
+tasks_row() { start_broker memory; MEM_ONE+=("$(restore_mem big --workers 4)"); }
+procs_row() { start_broker memory; MEM_PROCS+=("$(restore_procs)"); }
+no_index_row() { start_broker memory; MEM_FX+=("$(restore_mem bigfx --workers 4)"); }
+for round in 0 1 2 3 4; do in_turn "$round" raw_row tasks_row procs_row no_index_row; done
 echo "memory-engine rounds (s): raw ${MEM_RAW[*]} | 4 tasks ${MEM_ONE[*]} | 4 processes ${MEM_PROCS[*]} | no index ${MEM_FX[*]}" >&2
 mbs() { python3 -c "print($1/1e6/$2)"; }
 MEM_RAW_MB=$(mbs "$BIG_BYTES" "$(median "${MEM_RAW[@]}")")
@@ -222,8 +223,7 @@ for engine in memory sqlite; do
     # The backup reads with $CONNS consumers (its default --fetch-connections): the same
     # number of plain consumers, for context beside the single-consumer baseline.
     if [ "$engine" = memory ]; then
-      t0=$(now); timeout 600 "$BENCH" consume "$BROKER" src consumers="$CONNS" >/dev/null; t1=$(now)
-      CN_S+=("$(secs "$t0" "$t1")")
+      CN_S+=("$(timed "$BENCH" consume "$BROKER" src consumers="$CONNS")")
     fi
   }
   backup_round() {
@@ -231,20 +231,16 @@ for engine in memory sqlite; do
     [ "$engine" = memory ] && ALL_S+=("$(backup_s src --min-compression-savings 0)")
     return 0
   }
-  # The order alternates between rounds: tansu's speed drifts within a run (on SQLite one
-  # consumer's read of the same topic went from ~2.4 to ~3.7 s over ten minutes), and
-  # always going second put that drift on the backup's side of the ratio.
-  for i in $(seq 1 "$rounds"); do
-    if (( i % 2 )); then consumer_round; backup_round; else backup_round; consumer_round; fi
-  done
+  # The two sides take turns going first: on SQLite one consumer's read of the same topic
+  # went from ~2.4 to ~3.7 s over ten minutes, and the backup had always gone second.
+  for round in $(seq 0 $(( rounds - 1 ))); do in_turn "$round" consumer_round backup_round; done
   echo "$engine backup rounds (s): consumer ${C_S[*]} | backup ${B_S[*]}" >&2
   if [ "$engine" = memory ]; then
     "$BENCH" produce "$W/backups" bigtext "$BROKER" txt >/dev/null
     T_B=(); T_C=()
-    text_consumer() { local t0 t1; t0=$(now); timeout 600 "$BENCH" consume "$BROKER" txt >/dev/null; t1=$(now); T_C+=("$(secs "$t0" "$t1")"); }
-    for i in 1 2 3; do
-      if (( i % 2 )); then text_consumer; T_B+=("$(backup_s txt)"); else T_B+=("$(backup_s txt)"); text_consumer; fi
-    done
+    text_consumer() { T_C+=("$(timed "$BENCH" consume "$BROKER" txt)"); }
+    text_backup() { T_B+=("$(backup_s txt)"); }
+    for round in 0 1 2; do in_turn "$round" text_consumer text_backup; done
     TXT_STORED=$(du -sb "$W/bkout" | cut -f1)
     TXT_BK=$(mbs "$TEXT_BYTES" "$(median "${T_B[@]}")")
     TXT_CONS=$(mbs "$TEXT_BYTES" "$(median "${T_C[@]}")")

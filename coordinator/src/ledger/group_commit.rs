@@ -9,6 +9,7 @@
 //! flush is sticky: nothing after it can be known to be durable, so every waiter from then on
 //! gets the error and the coordinator must be restarted to reload the ledger from disk.
 
+use super::durable_flush::DurableFlush;
 use kafka_backup_common::metrics::Histogram;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -62,8 +63,8 @@ pub struct GroupCommit {
 pub struct Seq(pub u64);
 
 impl GroupCommit {
-    /// Starts the flusher thread for `db`.
-    pub fn start(db: sled::Db) -> Self {
+    /// Starts the flusher thread, which flushes with `flusher`.
+    pub fn start(mut flusher: DurableFlush) -> Self {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 written: 0,
@@ -79,7 +80,7 @@ impl GroupCommit {
         let worker = shared.clone();
         let flusher = std::thread::Builder::new()
             .name("ledger-flush".into())
-            .spawn(move || flush_loop(&worker, &db))
+            .spawn(move || flush_loop(&worker, &mut flusher))
             .ok();
         Self {
             shared,
@@ -163,7 +164,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn flush_loop(shared: &Shared, db: &sled::Db) {
+fn flush_loop(shared: &Shared, flusher: &mut DurableFlush) {
     let mut flushed = 0u64;
     let publish = |d: &dyn Fn(&mut Durable)| {
         shared.durable.send_modify(|x| d(x));
@@ -185,7 +186,7 @@ fn flush_loop(shared: &Shared, db: &sled::Db) {
         // Everything numbered up to `target` was applied before it was numbered, so this
         // flush includes it.
         let started = std::time::Instant::now();
-        let res = db.flush();
+        let res = flusher.flush();
         shared
             .flush_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -20,12 +20,15 @@
 //!   never inside the ledger.
 
 mod codec;
+mod durable_flush;
 mod group_commit;
 mod leases;
 mod lists;
 mod migrate;
 pub mod model;
 mod plans;
+#[cfg(test)]
+mod power_loss_tests;
 mod schedule;
 mod segment_store;
 #[cfg(test)]
@@ -35,6 +38,7 @@ pub use group_commit::Seq;
 pub use model::*;
 
 use codec::{from_json, split_task_key};
+use durable_flush::DurableFlush;
 use group_commit::GroupCommit;
 use schedule::Schedule;
 use segment_store::SegmentStore;
@@ -278,7 +282,7 @@ impl Ledger {
                 e.to_string()
             },
         })?;
-        Self::from_db(db, dir)
+        Self::from_db(db, dir, true)
     }
 
     /// A throw-away ledger for a dry run, in `dir`, which the caller removes.
@@ -288,12 +292,26 @@ impl Ledger {
             .cache_capacity(CACHE_BYTES)
             .flush_every_ms(None)
             .open()?;
-        Self::from_db(db, dir)
+        Self::from_db(db, dir, false)
     }
 
-    fn from_db(db: sled::Db, dir: &Path) -> Result<Self, LedgerError> {
+    /// `durable`: flushes reach stable storage (see `durable_flush.rs`); not for a scratch
+    /// ledger, which nobody reopens.
+    fn from_db(db: sled::Db, dir: &Path, durable: bool) -> Result<Self, LedgerError> {
         let segments = SegmentStore::open(dir.join("segment-lists"))?;
         migrate::from_v1(&db, &segments)?;
+        let flusher = if durable {
+            let mut flusher =
+                DurableFlush::new(db.clone(), dir).map_err(|e| LedgerError::Open {
+                    path: dir.display().to_string(),
+                    reason: format!("cannot sync it to disk: {e}"),
+                })?;
+            // What opening (or migrating) wrote is on disk before anything is acknowledged.
+            flusher.flush().map_err(LedgerError::Io)?;
+            flusher
+        } else {
+            DurableFlush::scratch(db.clone())
+        };
         let ledger = Self {
             plans_tree: db.open_tree("plans")?,
             fingerprints: db.open_tree("fingerprints")?,
@@ -303,7 +321,7 @@ impl Ledger {
             runs: db.open_tree("runs")?,
             skipped: db.open_tree("skipped")?,
             incomplete: db.open_tree("incomplete_plans")?,
-            commits: GroupCommit::start(db.clone()),
+            commits: GroupCommit::start(flusher),
             db,
             mem: Mutex::new(HashMap::new()),
         };
@@ -386,12 +404,11 @@ impl Ledger {
     }
 
     /// Writes everything to disk now, for a clean shutdown. Acknowledged changes are durable
-    /// already (group commit); this also covers what nobody waited for.
+    /// already (group commit); this also covers what nobody waited for, through one more
+    /// durable flush of the group commit.
     pub fn flush(&self) -> Result<(), LedgerError> {
-        self.db
-            .flush()
-            .map(|_| ())
-            .map_err(|e| LedgerError::Io(e.to_string()))
+        let seq = self.commits.changed();
+        self.durable_blocking(seq)
     }
 
     /// Blocking form of `durable`, for callers outside the async runtime.

@@ -6,15 +6,15 @@ use super::codec::to_json;
 use super::*;
 use kafka_backup_common::manifest_index::SegmentSpan;
 
-const TTL: u64 = 1_000;
-const GRACE: u64 = 200;
-const POLICY: GrantPolicy = GrantPolicy {
+pub(super) const TTL: u64 = 1_000;
+pub(super) const GRACE: u64 = 200;
+pub(super) const POLICY: GrantPolicy = GrantPolicy {
     ttl_ms: TTL,
     grace_ms: GRACE,
     max_stalled_grants: 3,
 };
 
-fn span(start: i64, len: i64) -> SegmentSpan {
+pub(super) fn span(start: i64, len: i64) -> SegmentSpan {
     SegmentSpan {
         key: format!("b/topics/t/partition=0/segment-{start:020}.bin.zst").into(),
         start_offset: start,
@@ -26,7 +26,7 @@ fn span(start: i64, len: i64) -> SegmentSpan {
     }
 }
 
-fn new_task(id: u32, segments: usize) -> NewTask {
+pub(super) fn new_task(id: u32, segments: usize) -> NewTask {
     NewTask {
         meta: TaskMeta {
             task_id: id,
@@ -45,7 +45,7 @@ fn new_task(id: u32, segments: usize) -> NewTask {
     }
 }
 
-fn plan_record(id: &str, tasks: u32) -> PlanRecord {
+pub(super) fn plan_record(id: &str, tasks: u32) -> PlanRecord {
     PlanRecord {
         plan_id: id.into(),
         backup_id: "b".into(),
@@ -79,18 +79,18 @@ fn settle<T>(l: &Ledger, c: Result<Committed<T>, LedgerError>) -> T {
     c.value
 }
 
-fn grant(l: &Ledger, worker: &str, now: i64) -> GrantOutcome {
+pub(super) fn grant(l: &Ledger, worker: &str, now: i64) -> GrantOutcome {
     let c = l.grant(&["p".into()], worker, now, POLICY).expect("grant");
     l.durable_blocking(c.seq).expect("durable");
     c.value
 }
 
-fn granted(l: &Ledger, worker: &str, now: i64) -> (u32, u64) {
+pub(super) fn granted(l: &Ledger, worker: &str, now: i64) -> (u32, u64) {
     let g = grant(l, worker, now).granted.expect("a task is granted");
     (g.task.meta.task_id, g.task.progress.epoch)
 }
 
-fn holder<'a>(worker: &'a str, task: u32, epoch: u64) -> Holder<'a> {
+pub(super) fn holder<'a>(worker: &'a str, task: u32, epoch: u64) -> Holder<'a> {
     Holder {
         plan_id: "p",
         task_id: task,
@@ -99,7 +99,7 @@ fn holder<'a>(worker: &'a str, task: u32, epoch: u64) -> Holder<'a> {
     }
 }
 
-fn cp(source_next: i64, records: u64) -> Checkpoint {
+pub(super) fn cp(source_next: i64, records: u64) -> Checkpoint {
     Checkpoint {
         source_next_offset: source_next,
         target_next_offset: source_next + 1000,
@@ -109,7 +109,7 @@ fn cp(source_next: i64, records: u64) -> Checkpoint {
     }
 }
 
-fn run(source: i64, target: i64, length: u64) -> OffsetRunRecord {
+pub(super) fn run(source: i64, target: i64, length: u64) -> OffsetRunRecord {
     OffsetRunRecord {
         source_start: source,
         target_start: target,

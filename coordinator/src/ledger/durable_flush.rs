@@ -5,7 +5,7 @@
 //! Measured on ext4 with a simulated power loss (the filesystem shut down without flushing
 //! its journal): 100 appends each followed by `sync_file_range` all vanished, the file came
 //! back empty; followed by `fdatasync` too, all 100 survived (test:
-//! `ledger_power_loss.rs`).
+//! `power_loss_tests.rs`).
 //!
 //! So after sled's flush this `fdatasync`s the log file through a descriptor of our own
 //! (`fsync` acts on the file, not on the descriptor), and first any value sled wrote apart
@@ -36,19 +36,22 @@ struct Synced {
 
 impl DurableFlush {
     /// Syncs the ledger directory once (so that sled's files, created by `open`, stay
-    /// named after a crash) and keeps the log file open for the flushes to come.
-    pub fn new(db: sled::Db, dir: &Path) -> std::io::Result<Self> {
-        let log = File::open(dir.join(LOG_FILE))?;
-        log.sync_all()?;
-        File::open(dir)?.sync_all()?;
-        Ok(Self {
+    /// named after a crash), keeps the log file open for the flushes to come, and flushes
+    /// what opening (or migrating) the ledger wrote before anything is acknowledged.
+    pub fn new(db: sled::Db, dir: &Path) -> Result<Self, String> {
+        let opened =
+            File::open(dir.join(LOG_FILE)).and_then(|log| File::open(dir)?.sync_all().map(|_| log));
+        let log = opened.map_err(|e| format!("cannot sync it to disk: {e}"))?;
+        let mut flusher = Self {
             db,
             synced: Some(Synced {
                 log,
                 dir: dir.to_path_buf(),
                 blobs: HashSet::new(),
             }),
-        })
+        };
+        flusher.flush()?;
+        Ok(flusher)
     }
 
     /// For a ledger nobody will reopen: sled's flush alone.

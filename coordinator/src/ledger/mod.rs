@@ -301,14 +301,10 @@ impl Ledger {
         let segments = SegmentStore::open(dir.join("segment-lists"))?;
         migrate::from_v1(&db, &segments)?;
         let flusher = if durable {
-            let mut flusher =
-                DurableFlush::new(db.clone(), dir).map_err(|e| LedgerError::Open {
-                    path: dir.display().to_string(),
-                    reason: format!("cannot sync it to disk: {e}"),
-                })?;
-            // What opening (or migrating) wrote is on disk before anything is acknowledged.
-            flusher.flush().map_err(LedgerError::Io)?;
-            flusher
+            DurableFlush::new(db.clone(), dir).map_err(|reason| LedgerError::Open {
+                path: dir.display().to_string(),
+                reason,
+            })?
         } else {
             DurableFlush::scratch(db.clone())
         };

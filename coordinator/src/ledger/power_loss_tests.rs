@@ -7,7 +7,7 @@
 //! Needs root (mount, loop devices, mkfs.ext4). Without root a plain `cargo test` says so and
 //! skips it; under `scripts/test.sh` (`KAFKA_BACKUP_REQUIRE_SERVERS=1`, as in CI) it fails.
 
-use super::tests::{cp, granted, holder, new_task, plan_record};
+use super::tests::{cp, granted, holder, new_task, plan_record, settle};
 use super::*;
 use std::path::PathBuf;
 use std::process::Command;
@@ -119,37 +119,23 @@ fn acknowledged_changes_survive_a_power_loss() {
 /// destructor (as a crash would).
 fn write_then_cut_power(dir: &Path) {
     let l = Ledger::open(dir).expect("open");
-    let c = l
-        .create_plan(
-            plan_record("p", 2),
-            (0..2).map(|i| new_task(i, 50)).collect(),
-        )
-        .expect("create");
-    l.durable_blocking(c.seq).expect("durable");
+    let tasks = (0..2).map(|i| new_task(i, 50)).collect();
+    settle(&l, l.create_plan(plan_record("p", 2), tasks));
     let (t, e) = granted(&l, "w", 0);
     for n in 1..=CHECKPOINTS {
-        let c = l
-            .checkpoint(
-                holder("w", t, e),
-                &cp(n, n as u64),
-                &[],
-                &[],
-                Completion::InProgress,
-            )
-            .expect("checkpoint");
-        l.durable_blocking(c.seq).expect("durable");
+        let progress = cp(n, n as u64);
+        let h = holder("w", t, e);
+        settle(
+            &l,
+            l.checkpoint(h, &progress, &[], &[], Completion::InProgress),
+        );
     }
     let (t1, e1) = granted(&l, "w", 0);
-    let c = l
-        .checkpoint(
-            holder("w", t1, e1),
-            &cp(500, 500),
-            &[],
-            &[],
-            Completion::Done,
-        )
-        .expect("done");
-    l.durable_blocking(c.seq).expect("durable");
+    let h = holder("w", t1, e1);
+    settle(
+        &l,
+        l.checkpoint(h, &cp(500, 500), &[], &[], Completion::Done),
+    );
 
     let mount_point = dir.parent().expect("the ledger is inside the mount");
     let fs = std::fs::File::open(mount_point).expect("mount point");

@@ -6,15 +6,15 @@ use super::codec::to_json;
 use super::*;
 use kafka_backup_common::manifest_index::SegmentSpan;
 
-pub(super) const TTL: u64 = 1_000;
-pub(super) const GRACE: u64 = 200;
-pub(super) const POLICY: GrantPolicy = GrantPolicy {
+const TTL: u64 = 1_000;
+const GRACE: u64 = 200;
+const POLICY: GrantPolicy = GrantPolicy {
     ttl_ms: TTL,
     grace_ms: GRACE,
     max_stalled_grants: 3,
 };
 
-pub(super) fn span(start: i64, len: i64) -> SegmentSpan {
+fn span(start: i64, len: i64) -> SegmentSpan {
     SegmentSpan {
         key: format!("b/topics/t/partition=0/segment-{start:020}.bin.zst").into(),
         start_offset: start,
@@ -73,13 +73,13 @@ fn ledger_with(tasks: u32, segments: usize) -> (tempfile::TempDir, Ledger) {
 }
 
 /// Applies a change and waits until it is durable.
-fn settle<T>(l: &Ledger, c: Result<Committed<T>, LedgerError>) -> T {
+pub(super) fn settle<T>(l: &Ledger, c: Result<Committed<T>, LedgerError>) -> T {
     let c = c.expect("the change is accepted");
     l.durable_blocking(c.seq).expect("durable");
     c.value
 }
 
-pub(super) fn grant(l: &Ledger, worker: &str, now: i64) -> GrantOutcome {
+fn grant(l: &Ledger, worker: &str, now: i64) -> GrantOutcome {
     let c = l.grant(&["p".into()], worker, now, POLICY).expect("grant");
     l.durable_blocking(c.seq).expect("durable");
     c.value
@@ -109,7 +109,7 @@ pub(super) fn cp(source_next: i64, records: u64) -> Checkpoint {
     }
 }
 
-pub(super) fn run(source: i64, target: i64, length: u64) -> OffsetRunRecord {
+fn run(source: i64, target: i64, length: u64) -> OffsetRunRecord {
     OffsetRunRecord {
         source_start: source,
         target_start: target,

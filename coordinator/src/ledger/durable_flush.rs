@@ -35,12 +35,16 @@ struct Synced {
 }
 
 impl DurableFlush {
-    /// Syncs the ledger directory once (so that sled's files, created by `open`, stay
-    /// named after a crash), keeps the log file open for the flushes to come, and flushes
-    /// what opening (or migrating) the ledger wrote before anything is acknowledged.
-    pub fn new(db: sled::Db, dir: &Path) -> Result<Self, String> {
-        let opened =
-            File::open(dir.join(LOG_FILE)).and_then(|log| File::open(dir)?.sync_all().map(|_| log));
+    /// Syncs the ledger directory and every directory opening it created, from `existed`
+    /// (the nearest ancestor there before, see [`existing_ancestor`]) down, once: so that
+    /// sled's files and the directories holding them stay named after a crash. Then keeps
+    /// the log file open for the flushes to come, and flushes what opening (or migrating)
+    /// the ledger wrote before anything is acknowledged.
+    pub fn new(db: sled::Db, dir: &Path, existed: &Path) -> Result<Self, String> {
+        let opened = File::open(dir.join(LOG_FILE)).and_then(|log| {
+            sync_dirs_down(existed, dir)?;
+            Ok(log)
+        });
         let log = opened.map_err(|e| format!("cannot sync it to disk: {e}"))?;
         let mut flusher = Self {
             db,
@@ -67,6 +71,33 @@ impl DurableFlush {
             None => Ok(()),
         }
     }
+}
+
+/// The nearest of `dir` and its ancestors that exists now: opening the ledger creates the
+/// rest, and their names are entries in this one.
+pub fn existing_ancestor(dir: &Path) -> PathBuf {
+    dir.ancestors()
+        .find(|a| !a.as_os_str().is_empty() && a.exists())
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+/// Syncs `dir` and each ancestor of it up to and including `top`: each holds the name of
+/// one below it that may be new. A relative `dir` whose ancestors run out before `top` ("."
+/// for a path with one component) ends at the current directory.
+fn sync_dirs_down(top: &Path, dir: &Path) -> std::io::Result<()> {
+    for d in dir.ancestors() {
+        let d = if d.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            d
+        };
+        File::open(d)?.sync_all()?;
+        if d == top {
+            break;
+        }
+    }
+    Ok(())
 }
 
 impl Synced {
@@ -102,5 +133,25 @@ impl Synced {
         }
         self.blobs = present;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ancestor_that_existed_is_where_new_names_begin() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let deep = tmp.path().join("a").join("b").join("ledger");
+        assert_eq!(existing_ancestor(&deep), tmp.path());
+        std::fs::create_dir_all(&deep).expect("mkdir");
+        assert_eq!(existing_ancestor(&deep), deep);
+        assert_eq!(
+            existing_ancestor(Path::new("no-such-dir-here")),
+            Path::new(".")
+        );
+        // Every directory from the new one up to the one that existed can be synced.
+        sync_dirs_down(tmp.path(), &deep).expect("sync");
     }
 }

@@ -247,6 +247,7 @@ impl Ledger {
     /// Opens (or creates) the ledger in `dir`. sled locks the directory, so two coordinators
     /// can never share one ledger.
     pub fn open(dir: &Path) -> Result<Self, LedgerError> {
+        let existed = durable_flush::existing_ancestor(dir);
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
@@ -282,7 +283,7 @@ impl Ledger {
                 e.to_string()
             },
         })?;
-        Self::from_db(db, dir, true)
+        Self::from_db(db, dir, Some(&existed))
     }
 
     /// A throw-away ledger for a dry run, in `dir`, which the caller removes.
@@ -292,16 +293,17 @@ impl Ledger {
             .cache_capacity(CACHE_BYTES)
             .flush_every_ms(None)
             .open()?;
-        Self::from_db(db, dir, false)
+        Self::from_db(db, dir, None)
     }
 
-    /// `durable`: flushes reach stable storage (see `durable_flush.rs`); not for a scratch
-    /// ledger, which nobody reopens.
-    fn from_db(db: sled::Db, dir: &Path, durable: bool) -> Result<Self, LedgerError> {
+    /// `durable`: flushes reach stable storage (see `durable_flush.rs`), and the directories
+    /// from this existing one down to `dir` are synced once; `None` for a scratch ledger,
+    /// which nobody reopens.
+    fn from_db(db: sled::Db, dir: &Path, durable: Option<&Path>) -> Result<Self, LedgerError> {
         let segments = SegmentStore::open(dir.join("segment-lists"))?;
         migrate::from_v1(&db, &segments)?;
-        let flusher = if durable {
-            DurableFlush::new(db.clone(), dir).map_err(|reason| LedgerError::Open {
+        let flusher = if let Some(existed) = durable {
+            DurableFlush::new(db.clone(), dir, existed).map_err(|reason| LedgerError::Open {
                 path: dir.display().to_string(),
                 reason,
             })?

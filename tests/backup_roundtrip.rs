@@ -240,6 +240,29 @@ async fn backup_progress_is_logged_with_the_default_filter_and_with_trace_export
     }
 }
 
+/// Backs `topic` up to the moto bucket at `url` in segments of 50 records.
+fn backup_to_s3(topic: &str, id: &str, url: &str, extra: &[&str]) {
+    let out = std::process::Command::new(bin())
+        .args([
+            "backup",
+            "--bootstrap-servers",
+            &broker(),
+            "--topics",
+            topic,
+            "--backup-id",
+            id,
+            "--storage",
+            url,
+            "--segment-max-records",
+            "50",
+        ])
+        .args(extra)
+        .envs(s3_env())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_to_s3_round_trips_every_record() {
     if skip_without_servers() {
@@ -252,26 +275,7 @@ async fn backup_to_s3_round_trips_every_record() {
     let url = format!("s3://{bucket}/backups");
     // The default, and every segment stored uncompressed (written as parts, not one buffer).
     for (id, savings) in [("rt-s3", "12.5"), ("rt-s3-raw", "100")] {
-        let out = std::process::Command::new(bin())
-            .args([
-                "backup",
-                "--bootstrap-servers",
-                &broker(),
-                "--topics",
-                &topic,
-                "--backup-id",
-                id,
-                "--storage",
-                &url,
-                "--segment-max-records",
-                "50",
-                "--min-compression-savings",
-                savings,
-            ])
-            .envs(s3_env())
-            .output()
-            .expect("run");
-        assert!(out.status.success(), "{}", stderr(&out));
+        backup_to_s3(&topic, id, &url, &["--min-compression-savings", savings]);
     }
     for (k, v) in s3_env() {
         std::env::set_var(k, v);
@@ -296,6 +300,81 @@ async fn backup_to_s3_round_trips_every_record() {
         store.list_backups().await.expect("list"),
         vec!["rt-s3".to_string(), "rt-s3-raw".to_string()]
     );
+}
+
+/// Plans `id` from `url` in a dry run and returns its report (JSON).
+fn s3_dry_run(url: &str, id: &str, topic: &str) -> serde_json::Value {
+    let out = std::process::Command::new(bin())
+        .args([
+            "restore",
+            "--storage",
+            url,
+            "--backup-id",
+            id,
+            "--source-topic",
+            topic,
+            "--target-topic",
+            &format!("{topic}-copy"),
+            "--bootstrap-servers",
+            &broker(),
+            "--create-topics",
+            "--dry-run",
+            "--format",
+            "json",
+        ])
+        .envs(s3_env())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("dry-run json")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_from_s3_trusts_the_index_by_the_manifests_entity_tag() {
+    if skip_without_servers() {
+        return;
+    }
+    let topic = unique("rt-etag");
+    produce_fixture(&topic).await;
+    let bucket = unique("kb-etag").to_lowercase();
+    create_bucket(&bucket);
+    let url = format!("s3://{bucket}/backups");
+    backup_to_s3(&topic, "bk", &url, &[]);
+
+    // Planned from the index, which the manifest's HEAD vouches for: the manifest itself
+    // is never downloaded (at a million segments it is ~300 MB).
+    let mut report = serde_json::Value::Null;
+    let requests = s3_requests_during(&bucket, || report = s3_dry_run(&url, "bk", &topic));
+    assert_eq!(report["records"], 127);
+    let manifest = format!("/{bucket}/backups/bk/manifest.json");
+    let index = format!("/{bucket}/backups/bk/manifest.index");
+    let asked = |method: &str, path: &str| {
+        requests
+            .iter()
+            .any(|(m, p)| m.as_str() == method && p.as_str() == path)
+    };
+    assert!(asked("HEAD", &manifest), "{requests:?}");
+    assert!(asked("GET", &index), "{requests:?}");
+    assert!(!asked("GET", &manifest), "{requests:?}");
+
+    // The manifest written again (another tool, a hand edit): a new entity tag, so the
+    // manifest is downloaded, found different from the index and planned from.
+    for (k, v) in s3_env() {
+        std::env::set_var(k, v);
+    }
+    let store = BackupStore::open(&url, &HashMap::new(), false).expect("s3 store");
+    let mut m = store.read_manifest("bk").await.expect("manifest");
+    let dropped = m.topics[0].partitions[1]
+        .segments
+        .pop()
+        .expect("a segment")
+        .record_count;
+    store
+        .put("bk/manifest.json", serde_json::to_vec(&m).expect("json"))
+        .await
+        .expect("rewrite");
+    let report = s3_dry_run(&url, "bk", &topic);
+    assert_eq!(report["records"], 127 - dropped);
 }
 
 #[tokio::test(flavor = "multi_thread")]

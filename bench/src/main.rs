@@ -14,7 +14,8 @@
 //!   metadata BOOTSTRAP        a bare client's first full metadata answer (dry-run baseline)
 //!   median-run N CMD ARGS...  median wall time of N runs of a command, spawn to exit
 //!   gen-manifest, scale-task, scale-workers: the coordinator at scale (see scale.rs)
-//!   index-manifest DIR ID     writes the manifest.index of a manifest gen-manifest streamed
+//!   index-manifest DIR ID [STORE_URL]  writes the manifest.index of a manifest gen-manifest streamed
+//!                             (with STORE_URL: stores manifest and index there)
 //!   read-manifest DIR ID RUNS the planning read of a backup (index file when it has one)
 //! Every command prints one JSON object on stdout.
 
@@ -707,7 +708,7 @@ async fn main() -> Res<()> {
         Some("scale-task") => scale::scale_task(&args).await,
         Some("scale-workers") => scale::scale_workers(&args).await,
         Some("read-manifest") => scale::read_manifest(&args).await,
-        Some("index-manifest") => scale::index_manifest(&args),
+        Some("index-manifest") => scale::index_manifest(&args).await,
         _ => Err("usage: kb-bench gen|decode|bodies|produce|seek ...".into()),
     }
 }

@@ -447,14 +447,34 @@ async fn simulated_worker(
 }
 
 /// Writes `DIR/ID/manifest.index` for a manifest `gen_manifest` streamed, as `backup` would
-/// have written it next to the manifest (the scale bench dry-runs a backup both ways).
-pub fn index_manifest(args: &[String]) -> Res<()> {
+/// have written it next to the manifest (the scale bench dry-runs a backup both ways). With
+/// STORE_URL, stores the manifest and its index there instead, as `backup` does on an object
+/// store (the index records the manifest's entity tag).
+pub async fn index_manifest(args: &[String]) -> Res<()> {
     let (dir, id) = (arg(args, 2, "DIR")?, arg(args, 3, "ID")?);
     let path = std::path::Path::new(&dir).join(&id);
     let json = std::fs::read(path.join("manifest.json"))?;
     let manifest: kafka_backup_common::manifest::Manifest = serde_json::from_slice(&json)?;
-    let index = kafka_backup_common::index_file::encode(&manifest, &json);
-    std::fs::write(path.join("manifest.index"), &index)?;
+    let store = match args.get(4) {
+        Some(url) => {
+            let store = kafka_backup_common::storage::BackupStore::open(
+                url,
+                &std::collections::HashMap::new(),
+                false,
+            )?;
+            store
+                .put(&format!("{id}/manifest.json"), json.clone())
+                .await?;
+            store
+        }
+        None => kafka_backup_common::storage::BackupStore::open(
+            &dir,
+            &std::collections::HashMap::new(),
+            false,
+        )?,
+    };
+    store.write_index(&manifest, &json).await?;
+    let index = store.get(&format!("{id}/manifest.index")).await?;
     println!("{}", json!({"index_bytes": index.len()}));
     Ok(())
 }

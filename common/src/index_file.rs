@@ -8,6 +8,11 @@
 //! - it records the length and CRC32 of the manifest it was made from, and a reader uses it
 //!   only when the manifest it is about to trust has exactly those (a manifest rewritten by
 //!   another tool, or by hand, is read as JSON);
+//! - on an object store it also records the manifest's entity tag, which the store changes
+//!   whenever the object is written again: a reader that is told the same tag and length by
+//!   a HEAD request uses the index without downloading the manifest to checksum it (at a
+//!   million segments that is ~300 MB). A local manifest is always checksummed: reading it
+//!   from the page cache is cheap, and a file's modification time is no content version;
 //! - its own bytes carry a CRC32, so a damaged index file is noticed and ignored;
 //! - any inconsistency while decoding (columns of different lengths, offsets that overflow)
 //!   makes the reader fall back to the manifest, never to a guess.
@@ -19,7 +24,7 @@ use crate::manifest::{
 };
 use crate::manifest_index::{ManifestIndex, PartitionIndex, SegmentSpan, Sieve, TopicIndex};
 use kafka_backup_proto::manifest_index::{
-    GroupOffsetRow, ManifestIndexFile, PartitionIndexColumns, TopicIndexColumns,
+    GroupOffsetRow, ManifestIndexFile, ManifestIndexHead, PartitionIndexColumns, TopicIndexColumns,
 };
 use prost::Message;
 
@@ -52,12 +57,27 @@ pub enum IndexFileError {
     Inconsistent(&'static str),
 }
 
-/// The index file's bytes for `manifest`, whose JSON text is `json`.
-pub fn encode(manifest: &Manifest, json: &[u8]) -> Vec<u8> {
+/// A stored manifest as its object store reports it: what an index file can be matched
+/// against without reading the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestVersion {
+    pub len: u64,
+    /// Never empty (a store that reports no tag gives no version).
+    pub etag: String,
+}
+
+/// The index file's bytes for `manifest`, whose JSON text is `json`; `stored` is the
+/// manifest's version once written to an object store (`None` before it is written, or
+/// for a local one).
+pub fn encode(manifest: &Manifest, json: &[u8], stored: Option<&ManifestVersion>) -> Vec<u8> {
     let file = ManifestIndexFile {
         version: VERSION,
         manifest_len: json.len() as u64,
         manifest_crc32: crc32fast::hash(json),
+        manifest_etag: stored
+            .filter(|v| v.len == json.len() as u64)
+            .map(|v| v.etag.clone())
+            .unwrap_or_default(),
         backup_id: manifest.backup_id.clone(),
         created_at: manifest.created_at,
         topics: manifest
@@ -147,9 +167,10 @@ fn partition_columns(
 }
 
 /// An index file's contents, not yet checked against the manifest it claims to be made
-/// from: `for_manifest` is the only way to its index.
+/// from: `for_manifest` and `for_stored_manifest` are the only ways to its index.
 pub struct UncheckedIndex {
     made_from: (u64, u32),
+    made_from_etag: String,
     index: ManifestIndex,
 }
 
@@ -162,6 +183,33 @@ impl UncheckedIndex {
         }
         Ok(self.index)
     }
+
+    /// The index, if the manifest's object store reports `stored`, the length and entity
+    /// tag recorded when this index was written; else the unchecked index back (to be
+    /// checked by `for_manifest`).
+    pub fn for_stored_manifest(self, stored: &ManifestVersion) -> Result<ManifestIndex, Self> {
+        if !self.made_from_etag.is_empty()
+            && self.made_from_etag == stored.etag
+            && self.made_from.0 == stored.len
+        {
+            return Ok(self.index);
+        }
+        Err(self)
+    }
+}
+
+/// The manifest version an index file recorded, read without decoding (or checksumming) its
+/// columns: enough to decide whether the manifest must be read to check the index. `None`
+/// for anything that is not an index file with a recorded version.
+pub fn recorded_version(bytes: &[u8]) -> Option<ManifestVersion> {
+    if bytes.len() < HEADER_LEN || &bytes[..4] != MAGIC {
+        return None;
+    }
+    let head = ManifestIndexHead::decode(&bytes[HEADER_LEN..]).ok()?;
+    (!head.manifest_etag.is_empty()).then_some(ManifestVersion {
+        len: head.manifest_len,
+        etag: head.manifest_etag,
+    })
 }
 
 /// Checks an index file's header and its own checksum, and decodes what `read_index` would
@@ -183,6 +231,7 @@ pub fn decode(bytes: &[u8], sieve: &Sieve) -> Result<UncheckedIndex, IndexFileEr
     }
     Ok(UncheckedIndex {
         made_from: (file.manifest_len, file.manifest_crc32),
+        made_from_etag: file.manifest_etag.clone(),
         index: index_of(file, sieve)?,
     })
 }
@@ -488,7 +537,7 @@ pub(crate) mod tests {
     fn reads_what_the_manifest_reader_reads_under_every_sieve() {
         let m = sample();
         let json = serde_json::to_vec(&m).unwrap();
-        let bytes = encode(&m, &json);
+        let bytes = encode(&m, &json, None);
         let sieves = [
             Sieve::window(None, None),
             Sieve::no_segments(),
@@ -512,7 +561,7 @@ pub(crate) mod tests {
     fn another_manifest_or_damage_is_refused() {
         let m = sample();
         let json = serde_json::to_vec(&m).unwrap();
-        let bytes = encode(&m, &json);
+        let bytes = encode(&m, &json, None);
         let mut edited = json.clone();
         edited.push(b' ');
         let sieve = Sieve::window(None, None);
@@ -542,7 +591,7 @@ pub(crate) mod tests {
     fn inconsistent_columns_are_refused_not_guessed() {
         let m = sample();
         let json = serde_json::to_vec(&m).unwrap();
-        let bytes = encode(&m, &json);
+        let bytes = encode(&m, &json, None);
         let mut file = ManifestIndexFile::decode(&bytes[HEADER_LEN..]).unwrap();
         file.topics[0].partitions[0].record_count.pop();
         let body = file.encode_to_vec();

@@ -4,7 +4,7 @@
 //! variables and accepts `endpoint`, `region`, `access_key_id`, `secret_access_key` and
 //! `allow_http` options; requests are path-style so S3-compatible servers work.
 
-use crate::index_file::index_key;
+use crate::index_file::{index_key, ManifestVersion};
 use crate::local_durable;
 use crate::local_range::{read_file_range, RangeBytes};
 use crate::manifest::{manifest_key, Manifest};
@@ -401,7 +401,8 @@ impl BackupStore {
     /// manifest itself, which reports whatever is wrong with the backup.
     async fn index_from_file(&self, backup_id: &str, sieve: &Sieve) -> Option<ManifestIndex> {
         let key = index_key(backup_id);
-        let bytes = match self.get(&key).await {
+        let (bytes, stored) = tokio::join!(self.get(&key), self.stored_manifest(backup_id));
+        let bytes = match bytes {
             Ok(b) => b,
             Err(StorageError::SegmentNotFound { .. }) => return None,
             Err(e) => {
@@ -409,14 +410,32 @@ impl BackupStore {
                 return None;
             }
         };
-        // Decoded while the manifest's fingerprint is read: neither needs the other.
+        // The object store vouches for the manifest the index was made from: it need not be
+        // downloaded to be checksummed.
+        let vouched =
+            stored.filter(|s| crate::index_file::recorded_version(&bytes).as_ref() == Some(s));
         let sieve = *sieve;
         let decoding =
             tokio::task::spawn_blocking(move || crate::index_file::decode(&bytes, &sieve));
-        let (decoded, fingerprint) = tokio::join!(decoding, self.manifest_fingerprint(backup_id));
-        // A manifest that cannot be read is reported by the manifest reader.
-        let fingerprint = fingerprint.ok()?;
-        let decoded = decoded.ok()?.and_then(|d| d.for_manifest(fingerprint));
+        let decoded = match vouched {
+            Some(stored) => match decoding.await.ok()? {
+                Ok(unchecked) => match unchecked.for_stored_manifest(&stored) {
+                    Ok(index) => Ok(index),
+                    Err(unchecked) => {
+                        unchecked.for_manifest(self.manifest_fingerprint(backup_id).await.ok()?)
+                    }
+                },
+                Err(e) => Err(e),
+            },
+            None => {
+                // Decoded while the manifest's fingerprint is read: neither needs the other.
+                let (decoded, fingerprint) =
+                    tokio::join!(decoding, self.manifest_fingerprint(backup_id));
+                // A manifest that cannot be read is reported by the manifest reader.
+                let fingerprint = fingerprint.ok()?;
+                decoded.ok()?.and_then(|d| d.for_manifest(fingerprint))
+            }
+        };
         match decoded {
             Ok(index) => {
                 tracing::debug!(backup_id, "planning from {key}");
@@ -430,6 +449,23 @@ impl BackupStore {
                 None
             }
         }
+    }
+
+    /// The manifest's length and entity tag as its object store reports them; `None` for a
+    /// local backup (see `index_file.rs`), a store that reports no tag, or no manifest.
+    async fn stored_manifest(&self, backup_id: &str) -> Option<ManifestVersion> {
+        if self.local.is_some() {
+            return None;
+        }
+        let meta = self
+            .store
+            .head(&self.path(&manifest_key(backup_id)))
+            .await
+            .ok()?;
+        Some(ManifestVersion {
+            len: meta.size,
+            etag: meta.e_tag.filter(|t| !t.is_empty())?,
+        })
     }
 
     /// The length and CRC32 of a backup's manifest.json, read chunk by chunk (at a million
@@ -482,7 +518,7 @@ impl BackupStore {
         // (a reader checks that it was; see `index_file.rs`).
         self.put(
             &index_key(&manifest.backup_id),
-            crate::index_file::encode(manifest, &json),
+            crate::index_file::encode(manifest, &json, None),
         )
         .await?;
         // Everything the manifest names on disk before it is written (each object's data
@@ -495,7 +531,8 @@ impl BackupStore {
             Ok(())
         })
         .await?;
-        self.put(&key, json).await?;
+        let json = Bytes::from(json);
+        self.put_parts(&key, [json.clone()]).await?;
         // The manifest's own rename, then the backup's entry in the directory above (until
         // it is on disk, neither the backup nor its manifest can be found, so it may come
         // last).
@@ -503,7 +540,25 @@ impl BackupStore {
             local_durable::sync_dir(&dir)?;
             dir.parent().map_or(Ok(()), local_durable::sync_dir)
         })
-        .await
+        .await?;
+        // On an object store, the index again with the entity tag the store gave the
+        // manifest, so that a restore can trust it without downloading the manifest. The
+        // backup is complete without it: a failure only leaves the index that restores check
+        // by the manifest's checksum.
+        if self.local.is_none() {
+            if let Err(e) = self.write_index(manifest, &json).await {
+                tracing::warn!(backup_id = %manifest.backup_id, "could not record the manifest's entity tag in its index file ({e}); restores checksum the manifest instead");
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the index file of `manifest`, already stored with the text `json`, recording
+    /// the entity tag its object store reports for it (see `index_file.rs`).
+    pub async fn write_index(&self, manifest: &Manifest, json: &[u8]) -> Result<(), StorageError> {
+        let stored = self.stored_manifest(&manifest.backup_id).await;
+        let index = crate::index_file::encode(manifest, json, stored.as_ref());
+        self.put(&index_key(&manifest.backup_id), index).await
     }
 
     /// Ids of the complete backups (those with a manifest) at this location, sorted.
@@ -632,6 +687,23 @@ mod tests {
         });
     }
 
+    /// Changes one segment's record count in `m` (as another tool might) and returns the
+    /// new manifest's JSON.
+    fn edit(m: &mut Manifest) -> Vec<u8> {
+        m.topics[0].partitions[0].segments[1].record_count = 9;
+        serde_json::to_vec(m).expect("json")
+    }
+
+    /// Asserts that backup "b" is planned as the manifest `m` says.
+    async fn assert_read_as_json_of(store: &BackupStore, m: &Manifest, sieve: Sieve) {
+        let read = store
+            .read_manifest_index("b", sieve)
+            .await
+            .expect("manifest");
+        let json = serde_json::to_vec(m).expect("json");
+        assert_eq!(read, read_index(json.as_slice(), &sieve).expect("read"));
+    }
+
     #[test]
     fn a_restore_plans_from_the_index_file_only_while_it_matches_the_manifest() {
         let root = tempfile::tempdir().expect("tempdir");
@@ -648,21 +720,16 @@ mod tests {
         };
         block_on(async {
             store.write_manifest(&m).await.expect("manifest");
-            assert!(root.path().join("b/manifest.index").is_file());
+            // A local manifest is checksummed, never vouched for by an entity tag.
+            let index = store.get("b/manifest.index").await.expect("index");
+            assert_eq!(crate::index_file::recorded_version(&index), None);
             let read = store.read_manifest_index("b", sieve).await.expect("index");
             assert_eq!(read, from_json(&m));
 
             // The manifest changed after the backup (by another tool, or by hand): the
             // index file no longer describes it and the manifest is what counts.
-            m.topics[0].partitions[0].segments[1].record_count = 9;
-            let edited = serde_json::to_vec(&m).expect("json");
-            std::fs::write(root.path().join("b/manifest.json"), edited).expect("edit");
-            let read = store
-                .read_manifest_index("b", sieve)
-                .await
-                .expect("manifest");
-            assert_eq!(read.topics[0].partitions[0].segments[1].record_count, 9);
-            assert_eq!(read, from_json(&m));
+            std::fs::write(root.path().join("b/manifest.json"), edit(&mut m)).expect("edit");
+            assert_read_as_json_of(&store, &m, sieve).await;
 
             // A damaged index file is ignored too.
             store.write_manifest(&m).await.expect("manifest");
@@ -676,6 +743,60 @@ mod tests {
                 .await
                 .expect("manifest");
             assert_eq!(read, from_json(&m));
+        });
+    }
+    /// A store reached only through the object-store API (as S3 is), here over a directory:
+    /// its entity tags are the local file system's (inode, modification time, length).
+    fn object_store_over(dir: &std::path::Path) -> BackupStore {
+        BackupStore {
+            store: Arc::new(LocalFileSystem::new_with_prefix(dir).expect("store")),
+            prefix: ObjectPath::default(),
+            location: dir.display().to_string(),
+            local: None,
+        }
+    }
+
+    #[test]
+    fn an_object_stores_manifest_is_vouched_for_by_its_entity_tag() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = object_store_over(root.path());
+        let mut m = crate::index_file::tests::sample();
+        let sieve = Sieve::window(None, None);
+        let from_json = |m: &Manifest| {
+            read_index(serde_json::to_vec(m).expect("json").as_slice(), &sieve).expect("read")
+        };
+        let manifest_path = root.path().join("b/manifest.json");
+        block_on(async {
+            store.write_manifest(&m).await.expect("manifest");
+            let index = store.get("b/manifest.index").await.expect("index");
+            let recorded = crate::index_file::recorded_version(&index).expect("recorded");
+            assert_eq!(Some(recorded), store.stored_manifest("b").await);
+
+            // Planned without reading the manifest: its bytes changed behind the store's back
+            // (same file, length and modification time, so the same entity tag) go unseen.
+            let mtime = std::fs::metadata(&manifest_path)
+                .and_then(|md| md.modified())
+                .expect("mtime");
+            let hidden = vec![b' '; std::fs::read(&manifest_path).expect("read").len()];
+            {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&manifest_path)
+                    .expect("open");
+                f.write_all(&hidden).expect("overwrite");
+                f.set_modified(mtime).expect("mtime");
+            }
+            let read = store.read_manifest_index("b", sieve).await.expect("index");
+            assert_eq!(read, from_json(&m));
+
+            // Written again through the store (a new object, a new tag), the manifest is
+            // checksummed, found changed and read as JSON.
+            store
+                .put("b/manifest.json", edit(&mut m))
+                .await
+                .expect("edit");
+            assert_read_as_json_of(&store, &m, sieve).await;
         });
     }
 }

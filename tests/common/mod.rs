@@ -396,8 +396,9 @@ pub fn backup_command(
     cmd
 }
 
-/// Creates a bucket on the moto server (moto accepts unsigned requests).
-pub fn create_bucket(bucket: &str) {
+/// Sends one bodiless request to the moto server (it accepts unsigned ones) and returns
+/// the whole response, status line first. HTTP/1.0, so the body is never chunked.
+fn moto_request(method: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let endpoint = s3_endpoint();
     let host = endpoint.trim_start_matches("http://");
@@ -405,15 +406,54 @@ pub fn create_bucket(bucket: &str) {
         .unwrap_or_else(|e| panic!("moto at {host}: {e}; {HOW_TO_START}"));
     write!(
         s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .expect("write");
     let mut resp = String::new();
     s.read_to_string(&mut resp).expect("read");
-    assert!(
-        resp.starts_with("HTTP/1.1 200"),
-        "create bucket {bucket}: {resp}"
-    );
+    resp
+}
+
+fn is_ok(resp: &str) -> bool {
+    resp.split_whitespace().nth(1) == Some("200")
+}
+
+/// Creates a bucket on the moto server.
+pub fn create_bucket(bucket: &str) {
+    let resp = moto_request("PUT", &format!("/{bucket}"));
+    assert!(is_ok(&resp), "create bucket {bucket}: {resp}");
+}
+
+/// The (method, path) of every request moto served to `bucket` while `during` ran, from
+/// moto's request recorder (which this alone turns on, so parallel tests of other buckets
+/// do not matter).
+pub fn s3_requests_during(bucket: &str, during: impl FnOnce()) -> Vec<(String, String)> {
+    for path in [
+        "/moto-api/recorder/reset-recording",
+        "/moto-api/recorder/start-recording",
+    ] {
+        let resp = moto_request("POST", path);
+        assert!(is_ok(&resp), "{path}: {resp}");
+    }
+    during();
+    moto_request("POST", "/moto-api/recorder/stop-recording");
+    let resp = moto_request("GET", "/moto-api/recorder/download-recording");
+    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    body.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|r| {
+            let url = r["url"].as_str()?;
+            let path = url.split_once("://").map_or(url, |(_, rest)| rest);
+            let path = &path[path.find('/')?..];
+            let path = path.split('?').next().unwrap_or(path);
+            path.starts_with(&format!("/{bucket}/")).then(|| {
+                (
+                    r["method"].as_str().unwrap_or("").to_string(),
+                    path.to_string(),
+                )
+            })
+        })
+        .collect()
 }
 
 /// Environment for the binary to reach moto.

@@ -133,8 +133,6 @@ pub async fn coordinator(a: CoordinatorArgs) -> Result<ExitCode> {
                 a.listen
             )
         })?;
-    std::fs::create_dir_all(&a.state_dir)
-        .with_context(|| format!("cannot create --state-dir {}", a.state_dir.display()))?;
     let ledger = Ledger::open(&a.state_dir)?;
     tracing::info!(listen = %listener.local_addr()?, state_dir = %a.state_dir.display(), "coordinator ready");
     let coord = Coordinator::new(ledger, settings);

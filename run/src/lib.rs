@@ -142,13 +142,7 @@ impl Session {
         };
         let ledger = match &scratch {
             Some(dir) => Ledger::scratch(&dir.0)?,
-            None => {
-                std::fs::create_dir_all(&state_dir).map_err(|e| RunError::Io {
-                    what: format!("cannot create state dir {}", state_dir.display()),
-                    source: e,
-                })?;
-                Ledger::open(&state_dir)?
-            }
+            None => Ledger::open(&state_dir)?,
         };
         let mut settings = CoordinatorSettings::default();
         if let Some(ttl) = lease_ttl {

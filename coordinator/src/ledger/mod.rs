@@ -247,7 +247,15 @@ impl Ledger {
     /// Opens (or creates) the ledger in `dir`. sled locks the directory, so two coordinators
     /// can never share one ledger.
     pub fn open(dir: &Path) -> Result<Self, LedgerError> {
+        // Created here, not by the caller: which directories this creates is what
+        // `DurableFlush::new` syncs, so that their names survive a crash.
         let existed = durable_flush::existing_ancestor(dir);
+        std::fs::create_dir_all(dir).map_err(|e| LedgerError::Open {
+            path: dir.display().to_string(),
+            reason: format!(
+                "cannot create the directory ({e}); give a directory this process can create and write (--state-dir of the coordinator, --checkpoint-state of a restore)"
+            ),
+        })?;
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)

@@ -72,6 +72,10 @@ pub async fn commit<T: Send + 'static>(
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Changes applied in one turn at most (each takes microseconds), so a long queue cannot
+/// hold the next log write back for long.
+const MAX_BATCH: usize = 256;
+
 /// One thread that applies ledger changes in arrival order. Every change takes the ledger's
 /// lock for microseconds, so running them on tokio's blocking pool bought nothing but a
 /// thread hand-off each, and a burst of hundreds of reports (workers checkpointing on the
@@ -86,11 +90,17 @@ pub struct LedgerThread {
 impl LedgerThread {
     pub fn start(ledger: Arc<Ledger>) -> Self {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let applier = ledger.clone();
         let spawned = std::thread::Builder::new()
             .name("ledger-changes".into())
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
+                    // Everything queued (up to a bound) as one batch between two log writes.
+                    let _applying = applier.applying();
                     job();
+                    for job in rx.try_iter().take(MAX_BATCH) {
+                        job();
+                    }
                 }
             });
         if let Err(e) = spawned {

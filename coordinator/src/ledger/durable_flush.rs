@@ -65,7 +65,19 @@ impl DurableFlush {
 
     /// Everything written to the ledger so far is on stable storage when this returns `Ok`.
     pub fn flush(&mut self) -> Result<(), String> {
-        self.db.flush().map_err(|e| e.to_string())?;
+        self.write_log()?;
+        self.sync()
+    }
+
+    /// sled's flush: everything applied so far is written to its log (see the module doc
+    /// for why that is not yet durable). sled holds changes back while this runs.
+    pub fn write_log(&mut self) -> Result<(), String> {
+        self.db.flush().map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// Makes what `write_log` wrote durable; changes can be applied meanwhile (`fdatasync`
+    /// covers at least what was written before it started).
+    pub fn sync(&mut self) -> Result<(), String> {
         match &mut self.synced {
             Some(s) => s.sync().map_err(|e| e.to_string()),
             None => Ok(()),

@@ -8,6 +8,17 @@
 //! flush covered; waiters (async or blocking) wait for that number to reach theirs. A failed
 //! flush is sticky: nothing after it can be known to be durable, so every waiter from then on
 //! gets the error and the coordinator must be restarted to reload the ledger from disk.
+//!
+//! Applying and flushing take turns through `applying`. sled 0.34 serialises them anyway: a
+//! multi-tree transaction (every checkpoint is one) takes a process-wide write lock, and
+//! sled's `flush` holds the read side of it until its log write is done. Left to that lock,
+//! the flusher began its next flush the moment one change was outstanding, the ledger
+//! thread's next transaction waited out the whole flush, and the two alternated one change
+//! per flush: a queue built behind any slow flush (checkpoint changes of 6-30 ms waiting on
+//! flushes, a 500-worker p99 of 180 ms with the disk mostly fast). Now whoever applies
+//! changes holds `applying` for a whole batch (the ledger thread: everything queued), and
+//! the flusher takes it only for sled's log write, then numbers its target with the batch
+//! applied and syncs the file outside it, while the next batch is applied.
 
 use super::durable_flush::DurableFlush;
 use kafka_backup_common::metrics::Histogram;
@@ -51,6 +62,8 @@ struct Shared {
     flush_seconds: Histogram,
     /// Changes per flush, summed (with the flush count, the average group size).
     grouped: AtomicU64,
+    /// Held while a batch of changes is applied, and by the flusher while sled writes its log.
+    applying: Mutex<()>,
 }
 
 pub struct GroupCommit {
@@ -76,6 +89,7 @@ impl GroupCommit {
             flushed_lock: Mutex::new(()),
             flush_seconds: Histogram::default(),
             grouped: AtomicU64::new(0),
+            applying: Mutex::new(()),
         });
         let worker = shared.clone();
         let flusher = std::thread::Builder::new()
@@ -96,6 +110,12 @@ impl GroupCommit {
         drop(st);
         self.shared.wake.notify_one();
         Seq(seq)
+    }
+
+    /// Held while applying a batch of changes: sled's log write waits for the batch, and the
+    /// batch for the log write (see the module doc).
+    pub fn applying(&self) -> std::sync::MutexGuard<'_, ()> {
+        lock(&self.shared.applying)
     }
 
     /// Waits (async) until a flush covers `seq`.
@@ -172,7 +192,7 @@ fn flush_loop(shared: &Shared, flusher: &mut DurableFlush) {
         shared.flushed.notify_all();
     };
     loop {
-        let target = {
+        {
             let mut st = lock(&shared.state);
             while st.written == flushed && !st.stop {
                 st = shared.wake.wait(st).unwrap_or_else(|p| p.into_inner());
@@ -181,12 +201,15 @@ fn flush_loop(shared: &Shared, flusher: &mut DurableFlush) {
                 publish(&|d| d.ended = Some("the restore ledger was closed".into()));
                 return;
             }
-            st.written
+        }
+        // Numbered after the batch being applied is done: everything numbered up to
+        // `target` was applied before it was numbered, so this write includes it.
+        let (target, started, written) = {
+            let _applying = lock(&shared.applying);
+            let target = lock(&shared.state).written;
+            (target, std::time::Instant::now(), flusher.write_log())
         };
-        // Everything numbered up to `target` was applied before it was numbered, so this
-        // flush includes it.
-        let started = std::time::Instant::now();
-        let res = flusher.flush();
+        let res = written.and_then(|_| flusher.sync());
         shared
             .flush_seconds
             .observe(started.elapsed().as_secs_f64());

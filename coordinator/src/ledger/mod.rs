@@ -417,6 +417,12 @@ impl Ledger {
         self.durable_blocking(seq)
     }
 
+    /// Held while applying a batch of changes, so that sled's log write and the batch take
+    /// turns instead of alternating change by change (see `group_commit.rs`).
+    pub fn applying(&self) -> MutexGuard<'_, ()> {
+        self.commits.applying()
+    }
+
     /// Blocking form of `durable`, for callers outside the async runtime.
     pub fn durable_blocking(&self, seq: Seq) -> Result<(), LedgerError> {
         self.commits.durable_blocking(seq).map_err(LedgerError::Io)

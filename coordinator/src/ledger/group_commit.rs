@@ -12,13 +12,13 @@
 //! Applying and flushing take turns through `applying`. sled 0.34 serialises them anyway: a
 //! multi-tree transaction (every checkpoint is one) takes a process-wide write lock, and
 //! sled's `flush` holds the read side of it until its log write is done. Left to that lock,
-//! the flusher began its next flush the moment one change was outstanding, the ledger
-//! thread's next transaction waited out the whole flush, and the two alternated one change
-//! per flush: a queue built behind any slow flush (checkpoint changes of 6-30 ms waiting on
-//! flushes, a 500-worker p99 of 180 ms with the disk mostly fast). Now whoever applies
-//! changes holds `applying` for a whole batch (the ledger thread: everything queued), and
-//! the flusher takes it only for sled's log write, then numbers its target with the batch
-//! applied and syncs the file outside it, while the next batch is applied.
+//! the flusher began its next flush the moment one change was outstanding, and the ledger
+//! thread's next transaction waited out the whole flush (checkpoint changes of 6-30 ms were
+//! logged next to flushes as long). Now whoever applies changes holds `applying` for a whole
+//! batch (the ledger thread: everything queued), and the flusher takes it only for sled's
+//! log write, numbers its target with the batch applied, and syncs the file outside it while
+//! the next batch is applied. At 1,000 simulated workers that took the p99 from 35 to 23 ms
+//! and a third of the flushes away (README, Scale).
 
 use super::durable_flush::DurableFlush;
 use kafka_backup_common::metrics::Histogram;

@@ -711,20 +711,12 @@ mod tests {
             .expect("open");
         let mut m = crate::index_file::tests::sample();
         let sieve = Sieve::window(Some(1_000), Some(2_450));
-        let from_json = |m: &Manifest| {
-            crate::manifest_index::read_index(
-                serde_json::to_vec(m).expect("json").as_slice(),
-                &sieve,
-            )
-            .expect("read")
-        };
         block_on(async {
             store.write_manifest(&m).await.expect("manifest");
             // A local manifest is checksummed, never vouched for by an entity tag.
             let index = store.get("b/manifest.index").await.expect("index");
             assert_eq!(crate::index_file::recorded_version(&index), None);
-            let read = store.read_manifest_index("b", sieve).await.expect("index");
-            assert_eq!(read, from_json(&m));
+            assert_read_as_json_of(&store, &m, sieve).await;
 
             // The manifest changed after the backup (by another tool, or by hand): the
             // index file no longer describes it and the manifest is what counts.
@@ -738,13 +730,10 @@ mod tests {
             let at = bytes.len() / 2;
             bytes[at] ^= 0x40;
             std::fs::write(&index, bytes).expect("damage");
-            let read = store
-                .read_manifest_index("b", sieve)
-                .await
-                .expect("manifest");
-            assert_eq!(read, from_json(&m));
+            assert_read_as_json_of(&store, &m, sieve).await;
         });
     }
+
     /// A store reached only through the object-store API (as S3 is), here over a directory:
     /// its entity tags are the local file system's (inode, modification time, length).
     fn object_store_over(dir: &std::path::Path) -> BackupStore {
@@ -762,9 +751,6 @@ mod tests {
         let store = object_store_over(root.path());
         let mut m = crate::index_file::tests::sample();
         let sieve = Sieve::window(None, None);
-        let from_json = |m: &Manifest| {
-            read_index(serde_json::to_vec(m).expect("json").as_slice(), &sieve).expect("read")
-        };
         let manifest_path = root.path().join("b/manifest.json");
         block_on(async {
             store.write_manifest(&m).await.expect("manifest");
@@ -787,8 +773,7 @@ mod tests {
                 f.write_all(&hidden).expect("overwrite");
                 f.set_modified(mtime).expect("mtime");
             }
-            let read = store.read_manifest_index("b", sieve).await.expect("index");
-            assert_eq!(read, from_json(&m));
+            assert_read_as_json_of(&store, &m, sieve).await;
 
             // Written again through the store (a new object, a new tag), the manifest is
             // checksummed, found changed and read as JSON.

@@ -473,7 +473,8 @@ pub async fn index_manifest(args: &[String]) -> Res<()> {
             false,
         )?,
     };
-    store.write_index(&manifest, &json).await?;
+    let mut index = kafka_backup_common::index_file::IndexFile::of(&manifest, &json);
+    store.write_index(&id, &mut index).await?;
     let index = store.get(&format!("{id}/manifest.index")).await?;
     println!("{}", json!({"index_bytes": index.len()}));
     Ok(())

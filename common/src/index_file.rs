@@ -66,53 +66,67 @@ pub struct ManifestVersion {
     pub etag: String,
 }
 
-/// The index file's bytes for `manifest`, whose JSON text is `json`; `stored` is the
-/// manifest's version once written to an object store (`None` before it is written, or
-/// for a local one).
-pub fn encode(manifest: &Manifest, json: &[u8], stored: Option<&ManifestVersion>) -> Vec<u8> {
-    let file = ManifestIndexFile {
-        version: VERSION,
-        manifest_len: json.len() as u64,
-        manifest_crc32: crc32fast::hash(json),
-        manifest_etag: stored
-            .filter(|v| v.len == json.len() as u64)
+/// A manifest's index file, built once: a backup on an object store writes it twice, before
+/// its manifest (so that an index exists whenever the manifest does) and after, with the
+/// entity tag the store gave the manifest. At a million segments building the columns and
+/// the manifest's CRC32 is a few hundred ms, so only the tag changes between the two.
+pub struct IndexFile(ManifestIndexFile);
+
+impl IndexFile {
+    /// The index of `manifest`, whose JSON text is `json`.
+    pub fn of(manifest: &Manifest, json: &[u8]) -> Self {
+        IndexFile(ManifestIndexFile {
+            version: VERSION,
+            manifest_len: json.len() as u64,
+            manifest_crc32: crc32fast::hash(json),
+            manifest_etag: String::new(),
+            backup_id: manifest.backup_id.clone(),
+            created_at: manifest.created_at,
+            topics: manifest
+                .topics
+                .iter()
+                .map(|t| TopicIndexColumns {
+                    name: t.name.clone(),
+                    original_partition_count: t.original_partition_count,
+                    replication_factor: t.replication_factor,
+                    has_configs: t.configs.is_some(),
+                    configs: t.configs.clone().unwrap_or_default(),
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .map(|p| partition_columns(&manifest.backup_id, &t.name, p))
+                        .collect(),
+                })
+                .collect(),
+            consumer_group_offsets: manifest
+                .consumer_group_offsets
+                .iter()
+                .map(|g| GroupOffsetRow {
+                    group: g.group.clone(),
+                    topic: g.topic.clone(),
+                    partition: g.partition,
+                    offset: g.offset,
+                })
+                .collect(),
+        })
+    }
+
+    /// The file's bytes; `stored` is the manifest's version once written to an object store
+    /// (`None` before it is written, or for a local one). A version of another length is not
+    /// this manifest's and is not recorded.
+    pub fn bytes(&mut self, stored: Option<&ManifestVersion>) -> Vec<u8> {
+        let len = self.0.manifest_len;
+        self.0.manifest_etag = stored
+            .filter(|v| v.len == len)
             .map(|v| v.etag.clone())
-            .unwrap_or_default(),
-        backup_id: manifest.backup_id.clone(),
-        created_at: manifest.created_at,
-        topics: manifest
-            .topics
-            .iter()
-            .map(|t| TopicIndexColumns {
-                name: t.name.clone(),
-                original_partition_count: t.original_partition_count,
-                replication_factor: t.replication_factor,
-                has_configs: t.configs.is_some(),
-                configs: t.configs.clone().unwrap_or_default(),
-                partitions: t
-                    .partitions
-                    .iter()
-                    .map(|p| partition_columns(&manifest.backup_id, &t.name, p))
-                    .collect(),
-            })
-            .collect(),
-        consumer_group_offsets: manifest
-            .consumer_group_offsets
-            .iter()
-            .map(|g| GroupOffsetRow {
-                group: g.group.clone(),
-                topic: g.topic.clone(),
-                partition: g.partition,
-                offset: g.offset,
-            })
-            .collect(),
-    };
-    let body = file.encode_to_vec();
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&body);
-    out
+            .unwrap_or_default();
+        let body = self.0.encode_to_vec();
+        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
 }
 
 fn partition_columns(
@@ -185,16 +199,18 @@ impl UncheckedIndex {
     }
 
     /// The index, if the manifest's object store reports `stored`, the length and entity
-    /// tag recorded when this index was written; else the unchecked index back (to be
-    /// checked by `for_manifest`).
-    pub fn for_stored_manifest(self, stored: &ManifestVersion) -> Result<ManifestIndex, Self> {
-        if !self.made_from_etag.is_empty()
-            && self.made_from_etag == stored.etag
-            && self.made_from.0 == stored.len
+    /// tag recorded when this index was written.
+    pub fn for_stored_manifest(
+        self,
+        stored: &ManifestVersion,
+    ) -> Result<ManifestIndex, IndexFileError> {
+        if self.made_from_etag.is_empty()
+            || self.made_from_etag != stored.etag
+            || self.made_from.0 != stored.len
         {
-            return Ok(self.index);
+            return Err(IndexFileError::OtherManifest);
         }
-        Err(self)
+        Ok(self.index)
     }
 }
 
@@ -537,7 +553,7 @@ pub(crate) mod tests {
     fn reads_what_the_manifest_reader_reads_under_every_sieve() {
         let m = sample();
         let json = serde_json::to_vec(&m).unwrap();
-        let bytes = encode(&m, &json, None);
+        let bytes = IndexFile::of(&m, &json).bytes(None);
         let sieves = [
             Sieve::window(None, None),
             Sieve::no_segments(),
@@ -561,7 +577,7 @@ pub(crate) mod tests {
     fn another_manifest_or_damage_is_refused() {
         let m = sample();
         let json = serde_json::to_vec(&m).unwrap();
-        let bytes = encode(&m, &json, None);
+        let bytes = IndexFile::of(&m, &json).bytes(None);
         let mut edited = json.clone();
         edited.push(b' ');
         let sieve = Sieve::window(None, None);
@@ -591,7 +607,7 @@ pub(crate) mod tests {
     fn inconsistent_columns_are_refused_not_guessed() {
         let m = sample();
         let json = serde_json::to_vec(&m).unwrap();
-        let bytes = encode(&m, &json, None);
+        let bytes = IndexFile::of(&m, &json).bytes(None);
         let mut file = ManifestIndexFile::decode(&bytes[HEADER_LEN..]).unwrap();
         file.topics[0].partitions[0].record_count.pop();
         let body = file.encode_to_vec();

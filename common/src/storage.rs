@@ -4,7 +4,7 @@
 //! variables and accepts `endpoint`, `region`, `access_key_id`, `secret_access_key` and
 //! `allow_http` options; requests are path-style so S3-compatible servers work.
 
-use crate::index_file::{index_key, ManifestVersion};
+use crate::index_file::{index_key, IndexFile, ManifestVersion};
 use crate::local_durable;
 use crate::local_range::{read_file_range, RangeBytes};
 use crate::manifest::{manifest_key, Manifest};
@@ -418,15 +418,12 @@ impl BackupStore {
         let decoding =
             tokio::task::spawn_blocking(move || crate::index_file::decode(&bytes, &sieve));
         let decoded = match vouched {
-            Some(stored) => match decoding.await.ok()? {
-                Ok(unchecked) => match unchecked.for_stored_manifest(&stored) {
-                    Ok(index) => Ok(index),
-                    Err(unchecked) => {
-                        unchecked.for_manifest(self.manifest_fingerprint(backup_id).await.ok()?)
-                    }
-                },
-                Err(e) => Err(e),
-            },
+            // The version was read from these same bytes: only damage can make it differ
+            // from the checked file's, and then the manifest is read.
+            Some(stored) => decoding
+                .await
+                .ok()?
+                .and_then(|d| d.for_stored_manifest(&stored)),
             None => {
                 // Decoded while the manifest's fingerprint is read: neither needs the other.
                 let (decoded, fingerprint) =
@@ -516,11 +513,9 @@ impl BackupStore {
         })?;
         // The index file first: whenever a manifest exists, so does the index made from it
         // (a reader checks that it was; see `index_file.rs`).
-        self.put(
-            &index_key(&manifest.backup_id),
-            crate::index_file::encode(manifest, &json, None),
-        )
-        .await?;
+        let mut index = IndexFile::of(manifest, &json);
+        self.put(&index_key(&manifest.backup_id), index.bytes(None))
+            .await?;
         // Everything the manifest names on disk before it is written (each object's data
         // was synced as it was written): the backup's directories. A backup of nothing has
         // none yet: the manifest's put makes it.
@@ -546,19 +541,23 @@ impl BackupStore {
         // backup is complete without it: a failure only leaves the index that restores check
         // by the manifest's checksum.
         if self.local.is_none() {
-            if let Err(e) = self.write_index(manifest, &json).await {
+            if let Err(e) = self.write_index(&manifest.backup_id, &mut index).await {
                 tracing::warn!(backup_id = %manifest.backup_id, "could not record the manifest's entity tag in its index file ({e}); restores checksum the manifest instead");
             }
         }
         Ok(())
     }
 
-    /// Writes the index file of `manifest`, already stored with the text `json`, recording
-    /// the entity tag its object store reports for it (see `index_file.rs`).
-    pub async fn write_index(&self, manifest: &Manifest, json: &[u8]) -> Result<(), StorageError> {
-        let stored = self.stored_manifest(&manifest.backup_id).await;
-        let index = crate::index_file::encode(manifest, json, stored.as_ref());
-        self.put(&index_key(&manifest.backup_id), index).await
+    /// Writes the index file of backup `backup_id`, whose manifest is already stored,
+    /// recording the entity tag its object store reports for it (see `index_file.rs`).
+    pub async fn write_index(
+        &self,
+        backup_id: &str,
+        index: &mut IndexFile,
+    ) -> Result<(), StorageError> {
+        let stored = self.stored_manifest(backup_id).await;
+        self.put(&index_key(backup_id), index.bytes(stored.as_ref()))
+            .await
     }
 
     /// Ids of the complete backups (those with a manifest) at this location, sorted.

@@ -271,8 +271,8 @@ pub async fn cancel_or_resume(a: PlanSelectArgs, action: PlanAction) -> Result<E
         ..Default::default()
     };
     let st = match action {
-        PlanAction::Cancel => s.client.cancel_plan(req).await,
-        PlanAction::Resume => s.client.resume_plan(req).await,
+        PlanAction::Cancel => s.client()?.cancel_plan(req).await,
+        PlanAction::Resume => s.client()?.resume_plan(req).await,
     }
     .map_err(rpc)?
     .into_inner();

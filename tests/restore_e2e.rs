@@ -27,6 +27,10 @@ impl Fixture {
     }
     /// `restore` with the common flags plus `extra`.
     fn restore_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        self.restore_args_at(self.state(), extra)
+    }
+    /// The same with the ledger in `state`.
+    fn restore_args_at<'a>(&'a self, state: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
         let mut v = vec![
             "restore",
             "--storage",
@@ -34,7 +38,7 @@ impl Fixture {
             "--backup-id",
             "bk",
             "--checkpoint-state",
-            self.state(),
+            state,
             "--checkpoint-interval",
             "200ms",
         ];
@@ -160,6 +164,8 @@ async fn use_case_2_point_in_time_restore_is_inclusive_to_the_millisecond() {
         "--to-timestamp",
         to_s.as_str(),
     ];
+    // Planned here with no ledger: the state dir it names does not exist and stays so.
+    let no_ledger = f.state.path().join("not-yet");
     let mut dry = vec![
         "--source-topic",
         f.topic.as_str(),
@@ -173,14 +179,15 @@ async fn use_case_2_point_in_time_restore_is_inclusive_to_the_millisecond() {
         "json",
     ];
     dry.extend_from_slice(&window);
-    let report: serde_json::Value =
-        serde_json::from_str(&kb_ok(&f.restore_args(&dry))).expect("json");
+    let dry = f.restore_args_at(no_ledger.to_str().expect("utf8"), &dry);
+    let report: serde_json::Value = serde_json::from_str(&kb_ok(&dry)).expect("json");
     let want_total = expected(0).len() + expected(1).len();
     assert_eq!(
         report["records"], want_total as u64,
         "dry run counts exactly what will be restored"
     );
     assert!(!topic_exists(&broker(), &target), "dry run created nothing");
+    assert!(!no_ledger.exists(), "a dry run creates no ledger");
 
     let mut run = vec![
         "--source-topic",

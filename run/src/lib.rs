@@ -21,7 +21,7 @@ use kafka_backup_worker::connect::{
 };
 use kafka_backup_worker::shutdown::Shutdown;
 use kafka_backup_worker::{default_worker_id, run_worker, WorkerConfig};
-use local::{LocalCoordinator, ScratchDir};
+use local::LocalCoordinator;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
@@ -63,7 +63,7 @@ pub fn rpc(s: tonic::Status) -> RunError {
 #[derive(Debug, Clone)]
 pub enum Coordinated {
     /// A coordinator and `workers` workers in this process, with the ledger in `state_dir`
-    /// (a scratch directory for a dry run without one).
+    /// (a dry run without one plans here, with no coordinator).
     Embedded {
         state_dir: PathBuf,
         workers: u32,
@@ -105,26 +105,32 @@ pub async fn connect(url: &str, security: &ClientSecurity) -> Result<PlansClient
 
 /// A front end's connection to the coordinator of one restore, and what runs for it here.
 pub struct Session {
-    pub client: PlansClient,
-    url: String,
-    local: Option<LocalCoordinator>,
-    scratch: Option<ScratchDir>,
+    /// `None` for a dry run with no ledger to read: it plans here, with no coordinator.
+    link: Option<Link>,
     workers: Vec<tokio::task::JoinHandle<Result<(), kafka_backup_worker::WorkerError>>>,
     worker_count: u32,
+}
+
+/// The coordinator a session talks to, and the one it runs here (embedded mode).
+struct Link {
+    client: PlansClient,
+    url: String,
+    local: Option<LocalCoordinator>,
 }
 
 impl Session {
     /// Connects to a remote coordinator, or starts one here on the ledger in the state dir.
     /// A dry run never creates a ledger: it reads an existing one (to show what a completed
-    /// restore means for consumer offsets) or plans in a scratch directory.
+    /// restore means for consumer offsets) or, without one, plans here with no coordinator.
     pub async fn open(at: Coordinated, dry_run: bool) -> Result<Self, RunError> {
         let (state_dir, workers, lease_ttl) = match at {
             Coordinated::Remote { url, security } => {
                 return Ok(Self {
-                    client: connect(&url, &security).await?,
-                    url,
-                    local: None,
-                    scratch: None,
+                    link: Some(Link {
+                        client: connect(&url, &security).await?,
+                        url,
+                        local: None,
+                    }),
                     workers: Vec::new(),
                     worker_count: 0,
                 })
@@ -135,21 +141,20 @@ impl Session {
                 lease_ttl,
             } => (state_dir, workers, lease_ttl),
         };
-        let scratch = if dry_run && !state_dir.is_dir() {
-            Some(ScratchDir::new()?)
-        } else {
-            None
-        };
-        let ledger = match &scratch {
-            Some(dir) => Ledger::scratch(&dir.0)?,
-            None => Ledger::open(&state_dir)?,
-        };
+        if dry_run && !state_dir.is_dir() {
+            return Ok(Self {
+                link: None,
+                workers: Vec::new(),
+                worker_count: 0,
+            });
+        }
+        let ledger = Ledger::open(&state_dir)?;
         let mut settings = CoordinatorSettings::default();
         if let Some(ttl) = lease_ttl {
             settings.lease_ttl_ms = ttl.as_millis() as u64;
             settings.grace_ms = (settings.lease_ttl_ms / 3).max(200);
         }
-        Self::local(ledger, settings, scratch, workers).await
+        Self::local(ledger, settings, workers).await
     }
 
     /// A session on an existing ledger directory, read through a local coordinator.
@@ -160,29 +165,39 @@ impl Session {
                 dir.display()
             )));
         }
-        Self::local(Ledger::open(dir)?, CoordinatorSettings::default(), None, 0).await
+        Self::local(Ledger::open(dir)?, CoordinatorSettings::default(), 0).await
     }
 
     async fn local(
         ledger: Ledger,
         settings: CoordinatorSettings,
-        scratch: Option<ScratchDir>,
         workers: u32,
     ) -> Result<Self, RunError> {
         let local = LocalCoordinator::start(ledger, settings).await?;
         Ok(Self {
-            client: CoordinatorEndpoint::new(&local.url, &ClientSecurity::default())?
-                .plans_lazily(),
-            url: local.url.clone(),
-            local: Some(local),
-            scratch,
+            link: Some(Link {
+                client: CoordinatorEndpoint::new(&local.url, &ClientSecurity::default())?
+                    .plans_lazily(),
+                url: local.url.clone(),
+                local: Some(local),
+            }),
             workers: Vec::new(),
             worker_count: workers,
         })
     }
 
+    /// True when the plan runs in this process (or, for a dry run, is only planned here).
     pub fn is_embedded(&self) -> bool {
-        self.local.is_some()
+        self.link.as_ref().is_none_or(|l| l.local.is_some())
+    }
+
+    /// The coordinator's client; an error for a dry run planned here, which has none.
+    pub fn client(&mut self) -> Result<&mut PlansClient, RunError> {
+        self.link.as_mut().map(|l| &mut l.client).ok_or_else(|| {
+            RunError::Invalid(
+                "this dry run planned the restore here, with no coordinator to ask".into(),
+            )
+        })
     }
 
     /// Submits (or, with `dry_run`, only plans) the restore.
@@ -199,9 +214,22 @@ impl Session {
             new_run,
         };
         let call = async {
-            match &self.local {
+            let Some(link) = &mut self.link else {
+                if !dry_run {
+                    return Err(tonic::Status::failed_precondition(
+                        "this session opened for a dry run has no coordinator to run the plan",
+                    ));
+                }
+                return kafka_backup_coordinator::plan_service::dry_run_report(spec)
+                    .await
+                    .map(|report| SubmitPlanResponse {
+                        report: Some(report),
+                        ..Default::default()
+                    });
+            };
+            match &link.local {
                 Some(local) => local.submit_plan(req).await,
-                None => self
+                None => link
                     .client
                     .submit_plan(req)
                     .await
@@ -216,11 +244,14 @@ impl Session {
     /// Starts the embedded worker on `plan_id` (nothing for a remote coordinator): one worker
     /// holding up to `--workers` leases at once, as a `worker --max-tasks N` process would.
     pub fn start_workers(&mut self, plan_id: &str) {
-        if self.local.is_none() || self.worker_count == 0 {
+        let Some(link) = self.link.as_ref().filter(|l| l.local.is_some()) else {
+            return;
+        };
+        if self.worker_count == 0 {
             return;
         }
         let cfg = WorkerConfig {
-            coordinator_url: self.url.clone(),
+            coordinator_url: link.url.clone(),
             worker_id: default_worker_id(),
             plan_id: Some(plan_id.to_string()),
             security: ClientSecurity::default(),
@@ -239,7 +270,7 @@ impl Session {
         mut on_status: impl FnMut(&PlanStatus),
     ) -> Result<PlanStatus, RunError> {
         let mut stream = self
-            .client
+            .client()?
             .watch_plan(WatchPlanRequest {
                 plan_id: plan_id.to_string(),
                 interval_ms: 200,
@@ -260,7 +291,7 @@ impl Session {
 
     pub async fn status(&mut self, plan_id: &str) -> Result<PlanStatus, RunError> {
         Ok(self
-            .client
+            .client()?
             .get_plan_status(PlanRef {
                 plan_id: plan_id.to_string(),
                 ..Default::default()
@@ -273,7 +304,7 @@ impl Session {
     /// Every plan the coordinator holds, newest first (totals and counts, no task lists).
     pub async fn plans(&mut self) -> Result<Vec<PlanStatus>, RunError> {
         Ok(self
-            .client
+            .client()?
             .list_plans(ListPlansRequest {})
             .await
             .map_err(rpc)?
@@ -307,7 +338,7 @@ impl Session {
         loop {
             let offset = all.as_ref().map_or(0, |m| m.partitions.len() as u32);
             let page = self
-                .client
+                .client()?
                 .get_offset_mapping(PlanRef {
                     plan_id: plan_id.to_string(),
                     task_offset: offset,
@@ -401,20 +432,13 @@ impl Session {
         Ok(out)
     }
 
-    /// Stops the embedded workers and coordinator. A scratch ledger is never closed:
-    /// closing a sled database flushes it, and its first flush starts sled's I/O thread pool,
-    /// whose threads spin while the pool starts (2-16 ms of a ~20 ms dry run on 2 cores);
-    /// its files go with the scratch directory.
+    /// Stops the embedded workers and coordinator.
     pub async fn close(self) {
         for w in &self.workers {
             w.abort();
         }
-        if let Some(local) = self.local {
-            let ledger = local.stop().await;
-            if self.scratch.is_some() {
-                std::mem::forget(ledger);
-            }
+        if let Some(local) = self.link.and_then(|l| l.local) {
+            local.stop().await;
         }
-        drop(self.scratch);
     }
 }

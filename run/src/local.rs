@@ -10,7 +10,6 @@ use kafka_backup_coordinator::security::ServerSecurity;
 use kafka_backup_coordinator::{Coordinator, CoordinatorSettings, Reflection, ServeError};
 use kafka_backup_proto::restore_plans_server::RestorePlans;
 use kafka_backup_proto::{SubmitPlanRequest, SubmitPlanResponse};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -93,32 +92,5 @@ impl LocalCoordinator {
         self.server.abort();
         let _ = self.server.await;
         self.ledger
-    }
-}
-
-/// A directory for a dry run's scratch ledger, removed when dropped.
-pub struct ScratchDir(pub PathBuf);
-
-impl ScratchDir {
-    pub fn new() -> Result<Self, RunError> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let dir = std::env::temp_dir().join(format!(
-            "kafka-backup-dry-run-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| RunError::Io {
-            what: format!("cannot create scratch dir {}", dir.display()),
-            source: e,
-        })?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -10,7 +10,7 @@
 //! So after sled's flush this `fdatasync`s the log file through a descriptor of our own
 //! (`fsync` acts on the file, not on the descriptor), and first any value sled wrote apart
 //! from its log (values over a quarter of a log segment go to files in `blobs/`, which sled
-//! writes without syncing). A scratch ledger (the dry run's, removed after it) skips both.
+//! writes without syncing).
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -23,7 +23,7 @@ const BLOB_DIR: &str = "blobs";
 
 pub struct DurableFlush {
     db: sled::Db,
-    synced: Option<Synced>,
+    synced: Synced,
 }
 
 /// What a durable flush syncs after sled has written its log.
@@ -48,19 +48,14 @@ impl DurableFlush {
         let log = opened.map_err(|e| format!("cannot sync it to disk: {e}"))?;
         let mut flusher = Self {
             db,
-            synced: Some(Synced {
+            synced: Synced {
                 log,
                 dir: dir.to_path_buf(),
                 blobs: HashSet::new(),
-            }),
+            },
         };
         flusher.flush()?;
         Ok(flusher)
-    }
-
-    /// For a ledger nobody will reopen: sled's flush alone.
-    pub fn scratch(db: sled::Db) -> Self {
-        Self { db, synced: None }
     }
 
     /// Everything written to the ledger so far is on stable storage when this returns `Ok`.
@@ -78,10 +73,7 @@ impl DurableFlush {
     /// Makes what `write_log` wrote durable; changes can be applied meanwhile (`fdatasync`
     /// covers at least what was written before it started).
     pub fn sync(&mut self) -> Result<(), String> {
-        match &mut self.synced {
-            Some(s) => s.sync().map_err(|e| e.to_string()),
-            None => Ok(()),
-        }
+        self.synced.sync().map_err(|e| e.to_string())
     }
 }
 

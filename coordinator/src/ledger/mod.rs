@@ -291,33 +291,19 @@ impl Ledger {
                 e.to_string()
             },
         })?;
-        Self::from_db(db, dir, Some(&existed))
+        Self::from_db(db, dir, &existed)
     }
 
-    /// A throw-away ledger for a dry run, in `dir`, which the caller removes.
-    pub fn scratch(dir: &Path) -> Result<Self, LedgerError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_BYTES)
-            .flush_every_ms(None)
-            .open()?;
-        Self::from_db(db, dir, None)
-    }
-
-    /// `durable`: flushes reach stable storage (see `durable_flush.rs`), and the directories
-    /// from this existing one down to `dir` are synced once; `None` for a scratch ledger,
-    /// which nobody reopens.
-    fn from_db(db: sled::Db, dir: &Path, durable: Option<&Path>) -> Result<Self, LedgerError> {
+    /// Flushes reach stable storage (see `durable_flush.rs`), and the directories from
+    /// `existed` (there before opening) down to `dir` are synced once.
+    fn from_db(db: sled::Db, dir: &Path, existed: &Path) -> Result<Self, LedgerError> {
         let segments = SegmentStore::open(dir.join("segment-lists"))?;
         migrate::from_v1(&db, &segments)?;
-        let flusher = if let Some(existed) = durable {
+        let flusher =
             DurableFlush::new(db.clone(), dir, existed).map_err(|reason| LedgerError::Open {
                 path: dir.display().to_string(),
                 reason,
-            })?
-        } else {
-            DurableFlush::scratch(db.clone())
-        };
+            })?;
         let ledger = Self {
             plans_tree: db.open_tree("plans")?,
             fingerprints: db.open_tree("fingerprints")?,

@@ -20,13 +20,17 @@
 //! Foreign backups have no index file and are read as JSON, as before.
 
 use crate::manifest::{
-    bounds_inside, bounds_may_overlap, segment_key, GroupOffset, Manifest, SegmentFrame,
+    bounds_inside, bounds_may_overlap, segment_key, segment_key_prefix, GroupOffset, Manifest,
+    SegmentFrame,
 };
-use crate::manifest_index::{ManifestIndex, PartitionIndex, SegmentSpan, Sieve, TopicIndex};
+use crate::manifest_index::{
+    ManifestIndex, PartitionIndex, SegmentKey, SegmentSpan, Sieve, TopicIndex,
+};
 use kafka_backup_proto::manifest_index::{
     GroupOffsetRow, ManifestIndexFile, ManifestIndexHead, PartitionIndexColumns, TopicIndexColumns,
 };
 use prost::Message;
+use std::sync::Arc;
 
 /// The first bytes of an index file; then the CRC32 (LE) of the rest, then the message.
 const MAGIC: &[u8; 4] = b"KBMI";
@@ -337,7 +341,7 @@ fn segments(
     let mut bounded = c.min_timestamp_delta.iter().zip(&c.timestamp_span);
     let (mut next_offset, mut last_min, mut frame_at) = (0i64, 0i64, 0usize);
     let mut out = Vec::with_capacity(if windowed { 0 } else { n });
-    let mut key_buf = KeyBuilder::new(backup_id, topic, c.partition_id);
+    let prefix: Arc<str> = segment_key_prefix(backup_id, topic, c.partition_id).into();
     for i in 0..n {
         let start = next_offset
             .checked_add(c.start_offset_gap[i])
@@ -358,7 +362,7 @@ fn segments(
             Some((min, min.wrapping_add(*span)))
         };
         let key = match custom.peek() {
-            Some((&at, _)) if at as usize == i => custom.next().map(|(_, k)| k.into_boxed_str()),
+            Some((&at, _)) if at as usize == i => custom.next().map(|(_, k)| SegmentKey::from(k)),
             _ => None,
         };
         let count = c.frame_count[i] as usize;
@@ -386,7 +390,7 @@ fn segments(
             Box::default()
         };
         out.push(SegmentSpan {
-            key: key.unwrap_or_else(|| key_buf.key(start)),
+            key: key.unwrap_or_else(|| SegmentKey::Standard(prefix.clone())),
             start_offset: start,
             end_offset: end,
             record_count: c.record_count[i],
@@ -399,41 +403,6 @@ fn segments(
         return Err(IndexFileError::Inconsistent("segment indexes out of order"));
     }
     Ok(out)
-}
-
-/// Builds standard segment keys (`manifest::segment_key`) without formatting each one from
-/// scratch: the prefix is shared, only the 20 zero-padded digits differ.
-struct KeyBuilder {
-    buf: String,
-    prefix_len: usize,
-}
-
-impl KeyBuilder {
-    fn new(backup_id: &str, topic: &str, partition: i32) -> Self {
-        let buf = segment_key(backup_id, topic, partition, 0);
-        let prefix_len = buf.len() - "00000000000000000000.bin.zst".len();
-        Self { buf, prefix_len }
-    }
-
-    fn key(&mut self, start_offset: i64) -> Box<str> {
-        if start_offset < 0 {
-            // Not a key a backup writes; formatted the slow way to stay exactly equal.
-            let (prefix, _) = self.buf.split_at(self.prefix_len);
-            return format!("{prefix}{start_offset:020}.bin.zst").into_boxed_str();
-        }
-        // Only the significant digits are computed; the rest stay zeros.
-        let mut digits = [b'0'; 20];
-        let (mut v, mut at) = (start_offset as u64, digits.len());
-        while v > 0 && at > 0 {
-            at -= 1;
-            digits[at] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-        self.buf.truncate(self.prefix_len);
-        self.buf.extend(digits.iter().map(|&d| char::from(d)));
-        self.buf.push_str(".bin.zst");
-        self.buf.as_str().into()
-    }
 }
 
 #[cfg(test)]
@@ -619,13 +588,5 @@ pub(crate) mod tests {
             matches!(err, Some(IndexFileError::Inconsistent(_))),
             "{err:?}"
         );
-    }
-
-    #[test]
-    fn standard_keys_are_built_exactly() {
-        let mut k = KeyBuilder::new("bk", "orders.v1", 12);
-        for offset in [0, 7, 1_234_567_890, i64::MAX, -1] {
-            assert_eq!(&*k.key(offset), segment_key("bk", "orders.v1", 12, offset));
-        }
     }
 }

@@ -191,7 +191,37 @@ pub fn partition_count(recorded: Option<i32>, ids: impl Iterator<Item = i32>) ->
 
 /// The object key of a segment, relative to the storage prefix.
 pub fn segment_key(backup_id: &str, topic: &str, partition: i32, start_offset: i64) -> String {
-    format!("{backup_id}/topics/{topic}/partition={partition}/segment-{start_offset:020}.bin.zst")
+    segment_key_at(
+        &segment_key_prefix(backup_id, topic, partition),
+        start_offset,
+    )
+}
+
+/// What the keys of a partition's segments share: everything before the start offset.
+pub fn segment_key_prefix(backup_id: &str, topic: &str, partition: i32) -> String {
+    format!("{backup_id}/topics/{topic}/partition={partition}/segment-")
+}
+
+/// The key of the segment at `start_offset` under a `segment_key_prefix`. Planning a
+/// million segments builds a million keys, so only the offset's significant digits are
+/// computed; the rest of the 20 stay zeros.
+pub fn segment_key_at(prefix: &str, start_offset: i64) -> String {
+    if start_offset < 0 {
+        // Not a key a backup writes; formatted the slow way to stay exactly equal.
+        return format!("{prefix}{start_offset:020}.bin.zst");
+    }
+    let mut digits = [b'0'; 20];
+    let (mut v, mut at) = (start_offset as u64, digits.len());
+    while v > 0 && at > 0 {
+        at -= 1;
+        digits[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    let mut key = String::with_capacity(prefix.len() + digits.len() + ".bin.zst".len());
+    key.push_str(prefix);
+    key.extend(digits.iter().map(|&d| char::from(d)));
+    key.push_str(".bin.zst");
+    key
 }
 
 pub fn manifest_key(backup_id: &str) -> String {
@@ -201,6 +231,21 @@ pub fn manifest_key(backup_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn standard_keys_are_built_exactly() {
+        let prefix = segment_key_prefix("bk", "orders.v1", 12);
+        for offset in [0, 7, 1_234_567_890, i64::MAX, -1] {
+            assert_eq!(
+                segment_key("bk", "orders.v1", 12, offset),
+                format!("bk/topics/orders.v1/partition=12/segment-{offset:020}.bin.zst")
+            );
+            assert_eq!(
+                segment_key_at(&prefix, offset),
+                segment_key("bk", "orders.v1", 12, offset)
+            );
+        }
+    }
 
     #[test]
     fn hostile_counts_do_not_overflow() {

@@ -12,14 +12,45 @@
 //! skipped, as there.
 
 use crate::json_pull::{JsonPull, PullError};
-use crate::manifest::{bounds_inside, bounds_may_overlap, GroupOffset, SegmentFrame};
+use crate::manifest::{
+    bounds_inside, bounds_may_overlap, segment_key_at, GroupOffset, SegmentFrame,
+};
 use crate::manifest_split::Helper;
+use std::borrow::Cow;
 use std::io::Read;
+use std::sync::Arc;
 
-/// What a plan needs of one segment.
-#[derive(Debug, Clone, PartialEq)]
+/// How a segment's object key is kept. A backup names almost every segment by the standard
+/// key of its backup, topic, partition and start offset (`manifest::segment_key`); the
+/// index file keeps only the partition's shared prefix for those, and the key is spelled
+/// out when it is read (`SegmentSpan::object_key`). A dry run of 10,000 segments reads none,
+/// and building them all took ~1-2 ms of it on 2 cores (10,000 allocations on fresh pages).
+#[derive(Debug, Clone)]
+pub enum SegmentKey {
+    /// `segment_key_at(prefix, start_offset)`: the prefix, shared by the partition's spans.
+    Standard(Arc<str>),
+    /// The key exactly as the manifest names it.
+    Named(Box<str>),
+}
+
+impl From<&str> for SegmentKey {
+    fn from(key: &str) -> Self {
+        SegmentKey::Named(key.into())
+    }
+}
+
+impl From<String> for SegmentKey {
+    fn from(key: String) -> Self {
+        SegmentKey::Named(key.into_boxed_str())
+    }
+}
+
+/// What a plan needs of one segment. Equal spans name the same object, however their keys
+/// are kept.
+#[derive(Debug, Clone)]
 pub struct SegmentSpan {
-    pub key: Box<str>,
+    /// Read through `object_key`.
+    pub key: SegmentKey,
     pub start_offset: i64,
     /// Inclusive.
     pub end_offset: i64,
@@ -32,7 +63,27 @@ pub struct SegmentSpan {
     pub frames: Box<[SegmentFrame]>,
 }
 
+impl PartialEq for SegmentSpan {
+    fn eq(&self, other: &Self) -> bool {
+        self.object_key() == other.object_key()
+            && self.start_offset == other.start_offset
+            && self.end_offset == other.end_offset
+            && self.record_count == other.record_count
+            && self.compressed_size == other.compressed_size
+            && self.bounds == other.bounds
+            && self.frames == other.frames
+    }
+}
+
 impl SegmentSpan {
+    /// The segment's object key in the backup.
+    pub fn object_key(&self) -> Cow<'_, str> {
+        match &self.key {
+            SegmentKey::Named(key) => Cow::Borrowed(key),
+            SegmentKey::Standard(prefix) => Cow::Owned(segment_key_at(prefix, self.start_offset)),
+        }
+    }
+
     pub fn may_overlap(&self, from: Option<i64>, to: Option<i64>) -> bool {
         bounds_may_overlap(self.bounds, from, to)
     }
@@ -399,7 +450,7 @@ pub(crate) fn read_segment<R: Read>(
     }
     let cut = frames_read && !bounds_inside(bounds, sieve.from, sieve.to);
     Ok(Some(SegmentSpan {
-        key: key.into_boxed_str(),
+        key: key.into(),
         start_offset,
         end_offset,
         record_count,
@@ -550,7 +601,10 @@ mod tests {
             assert_eq!(t.partition_count(), 3);
             let segs = &t.partitions[0].segments;
             assert_eq!(segs.len(), 3);
-            assert_eq!(&*segs[0].key, m.topics[0].partitions[0].segments[0].key);
+            assert_eq!(
+                segs[0].object_key(),
+                m.topics[0].partitions[0].segments[0].key
+            );
             assert_eq!(segs[0].bounds, Some((100, 109)));
             assert_eq!(segs[2].bounds, None);
             assert!(

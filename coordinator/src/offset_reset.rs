@@ -386,8 +386,9 @@ async fn by_timestamp(
         .unwrap_or_default();
     let mut ts = None;
     for seg in segments.iter().filter(|s| s.end_offset >= committed) {
-        let bytes = store.get(&seg.key).await?;
-        let decoded = DecodedSegment::decode(&seg.key, &bytes)?;
+        let key = seg.object_key();
+        let bytes = store.get(&key).await?;
+        let decoded = DecodedSegment::decode(&key, &bytes)?;
         for rec in decoded.records() {
             let rec = rec?;
             if rec.offset >= committed {

@@ -57,6 +57,7 @@ pub async fn task_report(
         } else if let Some(frames) = frames::usable(&seg.frames) {
             // Frames wholly inside or outside the window are counted from the seek index;
             // only the frames the window cuts are read.
+            let key = seg.object_key();
             for f in frames {
                 if frames::outside(f, from, to) {
                     continue;
@@ -71,13 +72,14 @@ pub async fn task_report(
                     continue;
                 }
                 let range = f.position..f.position + f.compressed_len;
-                let bytes = store.get_range(&seg.key, range).await?;
-                let decoded = frames::decode_frame(&seg.key, &bytes.bytes, f)?;
+                let bytes = store.get_range(&key, range).await?;
+                let decoded = frames::decode_frame(&key, &bytes.bytes, f)?;
                 counted += count_in_window(&decoded, from, to, &mut r, &mut widen)?;
             }
         } else {
-            let bytes = store.get(&seg.key).await?;
-            let decoded = DecodedSegment::decode(&seg.key, &bytes)?;
+            let key = seg.object_key();
+            let bytes = store.get(&key).await?;
+            let decoded = DecodedSegment::decode(&key, &bytes)?;
             counted += count_in_window(&decoded, from, to, &mut r, &mut widen)?;
         }
         if counted > 0 {

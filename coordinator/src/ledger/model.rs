@@ -245,7 +245,7 @@ pub struct SegmentEntry {
 impl From<kafka_backup_common::manifest_index::SegmentSpan> for SegmentEntry {
     fn from(s: kafka_backup_common::manifest_index::SegmentSpan) -> Self {
         Self {
-            key: s.key.into(),
+            key: s.object_key().into_owned(),
             start_offset: s.start_offset,
             end_offset: s.end_offset,
             record_count: s.record_count,

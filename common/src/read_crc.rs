@@ -117,6 +117,58 @@ pub fn read_file_checked(path: &std::path::Path) -> std::io::Result<CheckedObjec
     }
 }
 
+/// The length and CRC32 of a whole local file: a manifest checked against the index file
+/// made from it. Read where the page cache holds it when it can be mapped (under the rules
+/// of [`map_checked`], and only if the file was not changed while it was hashed), else
+/// copied through a small buffer that stays in the CPU cache.
+///
+/// Why: at 10,000 segments the manifest is 3.3 MB, decoded beside its index file on a
+/// 2-core machine; copying it out of the page cache into a fresh 256 KB buffer made the
+/// checksum, not the decode, the longest step of a dry run (~3.4 ms against ~3.3). Files
+/// over [`MAP_AT_MOST`] are copied: beside the decode of that many segments the copy is
+/// small, and a mapping would count the whole file in the process's resident size.
+pub fn file_len_and_crc(path: &std::path::Path) -> std::io::Result<(u64, u32)> {
+    len_and_crc(path, MAP_AT_MOST)
+}
+
+/// The largest file [`file_len_and_crc`] maps (a manifest of ~200,000 segments).
+pub const MAP_AT_MOST: u64 = 64 << 20;
+
+fn len_and_crc(path: &std::path::Path, map_at_most: u64) -> std::io::Result<(u64, u32)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    #[cfg(target_os = "linux")]
+    {
+        let len = file.metadata()?.len();
+        if let Some((map, from)) = usize::try_from(len)
+            .ok()
+            .filter(|_| len <= map_at_most)
+            .and_then(|l| map_populated(&file, 0, l))
+        {
+            let crc = crc32fast::hash(&map);
+            if from.unchanged() {
+                return Ok((len, crc));
+            }
+        }
+    }
+    let (mut crc, mut len) = (crc32fast::Hasher::new(), 0u64);
+    let mut buf = vec![0u8; SMALL_CHUNK];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok((len, crc.finalize())),
+            Ok(n) => {
+                crc.update(&buf[..n]);
+                len += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A copying read's buffer when nothing keeps the bytes: small enough to stay in L1/L2.
+const SMALL_CHUNK: usize = 64 << 10;
+
 /// The file mapped and every page of it read in up front, or None to read it by copying.
 ///
 /// A mapped page that cannot be read when it is touched is not an error a read call could
@@ -227,6 +279,19 @@ mod tests {
 
     fn object(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 + i / 300) as u8).collect()
+    }
+
+    #[test]
+    fn a_files_length_and_crc_are_the_same_mapped_or_copied() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for len in [0, 1, SMALL_CHUNK - 1, SMALL_CHUNK, 3 * SMALL_CHUNK + 17] {
+            let all = object(len);
+            let path = dir.path().join(format!("f{len}"));
+            std::fs::write(&path, &all).expect("write");
+            let want = (len as u64, crc32fast::hash(&all));
+            assert_eq!(len_and_crc(&path, u64::MAX).expect("mapped"), want);
+            assert_eq!(len_and_crc(&path, 0).expect("copied"), want);
+        }
     }
 
     #[test]

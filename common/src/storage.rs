@@ -471,23 +471,7 @@ impl BackupStore {
         let key = manifest_key(backup_id);
         if let Some(fs) = &self.local {
             return self
-                .on_local_path(fs, &key, |path| {
-                    use std::io::Read;
-                    let mut file = std::fs::File::open(path)?;
-                    let (mut crc, mut len) = (crc32fast::Hasher::new(), 0u64);
-                    let mut buf = vec![0u8; 1 << 18];
-                    loop {
-                        match file.read(&mut buf) {
-                            Ok(0) => return Ok((len, crc.finalize())),
-                            Ok(n) => {
-                                crc.update(&buf[..n]);
-                                len += n as u64;
-                            }
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                })
+                .on_local_path(fs, &key, |path| crate::read_crc::file_len_and_crc(&path))
                 .await;
         }
         let res = self.remote_get(&key).await?;

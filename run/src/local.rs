@@ -10,13 +10,11 @@ use kafka_backup_coordinator::security::ServerSecurity;
 use kafka_backup_coordinator::{Coordinator, CoordinatorSettings, Reflection, ServeError};
 use kafka_backup_proto::restore_plans_server::RestorePlans;
 use kafka_backup_proto::{SubmitPlanRequest, SubmitPlanResponse};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
 pub struct LocalCoordinator {
     pub url: String,
-    ledger: Arc<Ledger>,
     /// The same plan service the server runs, for submitting without the loopback round trip.
     plans: PlanService,
     stop: tokio::sync::oneshot::Sender<()>,
@@ -26,7 +24,6 @@ pub struct LocalCoordinator {
 impl LocalCoordinator {
     pub async fn start(ledger: Ledger, settings: CoordinatorSettings) -> Result<Self, RunError> {
         let coord = Coordinator::new(ledger, settings);
-        let ledger = coord.ledger.clone();
         let plans = PlanService::new(coord.clone());
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -63,7 +60,6 @@ impl LocalCoordinator {
         });
         Ok(Self {
             url,
-            ledger,
             plans,
             stop,
             server,
@@ -87,10 +83,9 @@ impl LocalCoordinator {
     /// Stops serving. The ledger makes every change durable before it is acknowledged, so
     /// nothing waits for the in-process connections to wind down (a graceful close cost
     /// ~45 ms per run).
-    pub async fn stop(self) -> Arc<Ledger> {
+    pub async fn stop(self) {
         let _ = self.stop.send(());
         self.server.abort();
         let _ = self.server.await;
-        self.ledger
     }
 }

@@ -115,6 +115,21 @@ impl Exposition {
     }
 }
 
+/// Reads a request's head into `buf`: until its blank line, the buffer is full or the peer
+/// stops sending. TCP may deliver a request in several pieces (a client writing it piece by
+/// piece, under load): one read answered the first piece alone with a 404 and closed the
+/// connection on the rest (a test's GET failed on a broken pipe).
+async fn read_head(sock: &mut tokio::net::TcpStream, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+        match sock.read(&mut buf[n..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    n
+}
+
 /// Serves `render()` on `GET /metrics` (any other path: 404) until the task is dropped.
 pub async fn serve(listener: TcpListener, render: impl Fn() -> String + Send + Sync + 'static) {
     let render = std::sync::Arc::new(render);
@@ -125,13 +140,15 @@ pub async fn serve(listener: TcpListener, render: impl Fn() -> String + Send + S
         let render = render.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
-            let n =
-                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
-                    .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
+            let n = match tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                read_head(&mut sock, &mut buf),
+            )
+            .await
+            {
+                Ok(n) => n,
+                Err(_) => return,
+            };
             let head = String::from_utf8_lossy(&buf[..n]);
             let (status, body) = if head.starts_with("GET /metrics") {
                 ("200 OK", render())
@@ -144,5 +161,27 @@ pub async fn serve(listener: TcpListener, render: impl Fn() -> String + Send + S
             );
             let _ = sock.write_all(resp.as_bytes()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_arriving_in_pieces_is_answered_whole() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(serve(listener, || "up 1\n".to_string()));
+        let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        for piece in ["GET ", "/metrics", " HTTP/1.0\r\n", "\r\n"] {
+            sock.write_all(piece.as_bytes()).await.expect("write");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let mut out = String::new();
+        sock.read_to_string(&mut out).await.expect("read");
+        server.abort();
+        assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+        assert!(out.ends_with("up 1\n"), "{out}");
     }
 }

@@ -65,6 +65,11 @@ pub struct BackupArgs {
     /// restore that starts mid-segment decompresses at most this much before its first record.
     #[arg(long, allow_hyphen_values = true)]
     pub index_interval_bytes: Option<u64>,
+    /// Most bytes of records held in memory in segments not yet full, over all partitions
+    /// (default 134217728); when reached, the fullest segment is closed early. A backup of
+    /// many partitions cuts smaller segments rather than holding each partition's in memory.
+    #[arg(long, allow_hyphen_values = true)]
+    pub max_buffered_bytes: Option<u64>,
     /// How long the source broker may hold a fetch waiting for more data (ms; default 10).
     #[arg(long, allow_hyphen_values = true)]
     pub fetch_wait_max_ms: Option<u32>,
@@ -152,6 +157,10 @@ pub async fn backup(a: BackupArgs) -> Result<ExitCode> {
             .or(b.min_compression_savings)
             .unwrap_or(kafka_backup_common::compress_probe::DEFAULT_MIN_SAVINGS_PERCENT),
         frame_bytes,
+        max_buffered_bytes: a
+            .max_buffered_bytes
+            .or(b.max_buffered_bytes)
+            .unwrap_or(kafka_backup_common::backup::DEFAULT_MAX_BUFFERED_BYTES),
         fetch: kafka_backup_common::backup::FetchSettings {
             wait_max_ms: a
                 .fetch_wait_max_ms

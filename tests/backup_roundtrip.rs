@@ -197,6 +197,73 @@ async fn a_backup_split_between_several_consumers_keeps_every_partition_whole() 
     assert_eq!(m.total_records(), 400 + 35 + 170 + 260);
 }
 
+/// Eight partitions of ~600 KB each, backed up with the smallest `--max-buffered-bytes`
+/// (1 MiB: 512 KiB for each of the two consumers): no partition's records are held in memory
+/// whole. Its segments are closed early, each within its share's limit (plus the record that
+/// crossed it), the log says so, and every record comes back once, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_of_many_partitions_closes_segments_early_to_stay_within_its_memory_limit() {
+    if skip_without_servers() {
+        return;
+    }
+    let topic = unique("buffered");
+    let partitions = 8;
+    create_topic(&broker(), &topic, partitions).await;
+    let value = vec![b'v'; 1000];
+    let mut produced = Vec::new();
+    for p in 0..partitions {
+        let records: Vec<Record> = (0..600)
+            .map(|i| {
+                rec(
+                    Some(format!("k{p}-{i}").as_bytes()),
+                    Some(&value),
+                    1_700_000_000_000 + i,
+                    &[("n", Some(i.to_string().as_bytes()))],
+                )
+            })
+            .collect();
+        produced.push(produce(&broker(), &topic, p, &records).await);
+    }
+    let dir = temp_dir();
+    let out = run_backup_to(
+        &broker(),
+        &topic,
+        "buffered",
+        dir.path(),
+        &["--max-buffered-bytes", "1048576"],
+    );
+    assert!(out.status.success(), "backup failed: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("segments closed before --segment-max-bytes"),
+        "the log says why segments are small: {}",
+        stderr(&out)
+    );
+    let store = BackupStore::open(dir.path().to_str().expect("path"), &HashMap::new(), false)
+        .expect("store");
+    let m = store.read_manifest("buffered").await.expect("manifest");
+    let segments: Vec<_> = m.segments().collect();
+    // With the default 16 MiB segments and no limit, each partition would be one segment;
+    // each is larger than a share's limit, so each is cut at least once.
+    assert!(
+        segments.len() >= 2 * partitions as usize,
+        "segments closed early: {}",
+        segments.len()
+    );
+    let largest = segments
+        .iter()
+        .map(|s| s.uncompressed_size)
+        .max()
+        .expect("segments");
+    assert!(
+        largest <= (512 << 10) + 2048,
+        "no segment above a share's limit and one record: {largest}"
+    );
+    for (p, want) in produced.iter().enumerate() {
+        let got = decode_all(&store, &m, &topic, p as i32).await;
+        assert_eq!(&got, want, "partition {p} round trip (content and offsets)");
+    }
+}
+
 /// The backup's progress lines reach the operator with the default log filter, and with
 /// trace export on: both hold a target directive (`librdkafka=error`), with which a
 /// per-layer filter used to drop events after rdkafka's own log checks on the same thread

@@ -196,6 +196,8 @@ fn malformed_backup_and_server_flags_are_refused() {
     );
     backup(&["--fetch-connections", "0"], "--fetch-connections");
     backup(&["--fetch-connections", "17"], "--fetch-connections");
+    backup(&["--max-buffered-bytes", "1048575"], "--max-buffered-bytes");
+    backup(&["--max-buffered-bytes", "-1"], "--max-buffered-bytes");
     backup(&["--backup-id", "../escape"], "--backup-id");
     backup(&["--backup-id", ""], "--backup-id");
 

@@ -43,6 +43,8 @@ pub enum BackupError {
     },
     #[error("invalid fetch setting: {0}; leave it out for the default")]
     BadFetchSetting(String),
+    #[error("invalid --max-buffered-bytes {0}: give at least {min} (1 MiB); below that segments would be cut after a few records", min = MIN_BUFFERED_BYTES)]
+    BadBufferedBytes(u64),
     #[error("invalid --min-compression-savings {0}: give a percent from 0 (compress every segment) to 100 (store every segment uncompressed)")]
     BadCompressionSavings(f64),
     #[error("zstd compression failed: {0}")]
@@ -70,8 +72,18 @@ pub struct BackupRequest {
     pub min_compression_savings: f64,
     /// Uncompressed bytes per zstd frame / seek-index entry (see `frames.rs`).
     pub frame_bytes: u64,
+    /// Most bytes of records held in segments not yet full, over all partitions; the
+    /// fullest is closed early when more would be (see `backup_read::Buffered`).
+    pub max_buffered_bytes: u64,
     pub fetch: FetchSettings,
 }
+
+/// Bytes of records held in segments being filled, by default: room for 8 whole segments
+/// of the default `--segment-max-bytes`, so a backup of a few partitions cuts full-sized
+/// segments, while one of hundreds no longer holds all of them in memory at once.
+pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 128 << 20;
+/// The smallest `--max-buffered-bytes` taken.
+pub const MIN_BUFFERED_BYTES: u64 = 1 << 20;
 
 /// How long the broker may hold a fetch for more data, by default. librdkafka's own default
 /// (500 ms) let a broker that waits out `fetch.wait.max.ms` before answering (tansu does)
@@ -134,6 +146,9 @@ impl BackupRequest {
                 "--fetch-wait-max-ms {} is above librdkafka's limit of 300000",
                 self.fetch.wait_max_ms
             )));
+        }
+        if self.max_buffered_bytes < MIN_BUFFERED_BYTES {
+            return Err(BackupError::BadBufferedBytes(self.max_buffered_bytes));
         }
         if !(0.0..=100.0).contains(&self.min_compression_savings) {
             return Err(BackupError::BadCompressionSavings(

@@ -20,7 +20,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedHeaders, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Each topic's partition writers of one share, in partition order. Looked up by the
@@ -139,9 +139,13 @@ pub(crate) fn read_partitions(
         }
     }
     let stop = AtomicBool::new(false);
+    // Each share holds its part of the records the backup may buffer.
+    let limit = req.max_buffered_bytes / readers.len().max(1) as u64;
+    let cut_early = AtomicUsize::new(0);
     let results: Vec<Result<Writers, BackupError>> = std::thread::scope(|s| {
         let read = |consumer: &BaseConsumer, (mut writers, sender): (Writers, SegmentSender)| {
-            let read = read_to_snapshot(consumer, &sender, req, &mut writers, &stop);
+            let mut buffered = Buffered::new(limit, &cut_early);
+            let read = read_to_snapshot(consumer, &sender, req, &mut writers, &mut buffered, &stop);
             if read.is_err() {
                 stop.store(true, Ordering::Relaxed);
             }
@@ -177,6 +181,15 @@ pub(crate) fn read_partitions(
         }
         results
     });
+    let cut_early = cut_early.into_inner();
+    if cut_early > 0 {
+        tracing::info!(
+            segments = cut_early,
+            max_buffered_bytes = req.max_buffered_bytes,
+            "segments closed before --segment-max-bytes: the partitions' unfinished segments \
+             together reached --max-buffered-bytes (raise it for larger segments)"
+        );
+    }
     let mut all = Writers::new();
     for result in results {
         match result {
@@ -194,6 +207,81 @@ pub(crate) fn read_partitions(
     (Ok(all), consumers)
 }
 
+/// The memory one share's partition writers hold in segments not yet full, against its
+/// part of `--max-buffered-bytes`. Every partition fills a segment of its own, and a segment
+/// is written when it is full: with partitions read side by side, a backup held a segment
+/// per partition at once (1,000 partitions of 16 MiB segments: 16 GB). Past the limit the
+/// fullest segment is closed early, as the last one of a partition is: a segment smaller
+/// than `--segment-max-bytes` is an ordinary segment to a restore.
+struct Buffered<'a> {
+    held: u64,
+    limit: u64,
+    /// Segments closed early by every share, for the backup's log.
+    cut_early: &'a AtomicUsize,
+}
+
+impl<'a> Buffered<'a> {
+    fn new(limit: u64, cut_early: &'a AtomicUsize) -> Self {
+        Self {
+            held: 0,
+            limit,
+            cut_early,
+        }
+    }
+
+    /// Runs `change` on `w`, counting what it makes `w` hold.
+    fn track<T>(
+        &mut self,
+        w: &mut PartitionWriter,
+        change: impl FnOnce(&mut PartitionWriter) -> T,
+    ) -> T {
+        let before = w.held();
+        let out = change(w);
+        self.held = (self.held + w.held()).saturating_sub(before);
+        out
+    }
+
+    /// Counts again what `writers` hold (after flushes made elsewhere).
+    fn recount(&mut self, writers: &Writers) {
+        self.held = writers.values().flatten().map(PartitionWriter::held).sum();
+    }
+
+    /// Closes the fullest segments until no more than the limit is held.
+    fn keep_within(
+        &mut self,
+        writers: &mut Writers,
+        uploader: &SegmentSender,
+    ) -> Result<(), BackupError> {
+        while self.held > self.limit {
+            let Some(fullest) = writers
+                .values_mut()
+                .flatten()
+                .max_by_key(|w| w.held())
+                .filter(|w| w.held() > 0)
+            else {
+                return Ok(());
+            };
+            let records = fullest.count;
+            self.track(fullest, |w| w.flush(uploader, NextRegion::Empty))?;
+            if records > 0 {
+                self.cut_early.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a writer fills after handing a segment on.
+#[derive(Clone, Copy, PartialEq)]
+enum NextRegion {
+    /// An uploaded segment's region if one is spare: for a writer that has just filled a
+    /// whole segment and is likely to fill another.
+    Spare,
+    /// A new, empty one: for a partition read to its end, or a segment closed early (its
+    /// partition is slow to fill; a spare region's pages would sit idle with it).
+    Empty,
+}
+
 /// Messages between two readings of the clock while records flow.
 const CLOCK_EVERY: u32 = 256;
 
@@ -204,6 +292,7 @@ fn read_to_snapshot(
     uploader: &SegmentSender,
     req: &BackupRequest,
     writers: &mut Writers,
+    buffered: &mut Buffered<'_>,
     stop: &AtomicBool,
 ) -> Result<(), BackupError> {
     let mut last_progress = Instant::now();
@@ -228,19 +317,24 @@ fn read_to_snapshot(
                     pending -= usize::from(w.finish());
                     continue;
                 }
-                w.push(
-                    msg.offset(),
-                    msg.timestamp().to_millis().unwrap_or(-1),
-                    msg.key(),
-                    msg.payload(),
-                    MessageHeaders::of(msg.headers()),
-                );
+                buffered.track(w, |w| {
+                    w.push(
+                        msg.offset(),
+                        msg.timestamp().to_millis().unwrap_or(-1),
+                        msg.key(),
+                        msg.payload(),
+                        MessageHeaders::of(msg.headers()),
+                    );
+                });
                 if msg.offset() >= w.high - 1 {
                     pending -= usize::from(w.finish());
                 }
-                if w.full(req) || w.done {
-                    w.flush(uploader)?;
+                if w.done {
+                    buffered.track(w, |w| w.flush(uploader, NextRegion::Empty))?;
+                } else if w.full(req) {
+                    buffered.track(w, |w| w.flush(uploader, NextRegion::Spare))?;
                 }
+                buffered.keep_within(writers, uploader)?;
             }
             Some(Err(KafkaError::PartitionEOF(_))) | None => {}
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error during backup; retrying"),
@@ -264,6 +358,7 @@ fn read_to_snapshot(
             if finished > 0 {
                 pending -= finished;
                 last_progress = Instant::now();
+                buffered.recount(writers);
             }
         }
         if last_progress.elapsed() > STALL_LIMIT {
@@ -279,7 +374,7 @@ fn read_to_snapshot(
         }
     }
     for w in writers.values_mut().flatten() {
-        w.flush(uploader)?;
+        w.flush(uploader, NextRegion::Empty)?;
     }
     Ok(())
 }
@@ -300,7 +395,7 @@ fn finish_passed_partitions(
             (e.offset(), writer_mut(writers, e.topic(), e.partition()))
         {
             if o >= w.high && w.finish() {
-                w.flush(uploader)?;
+                w.flush(uploader, NextRegion::Empty)?;
                 finished += 1;
             }
         }
@@ -343,7 +438,6 @@ impl<'m> Iterator for MessageHeaders<'m> {
 pub(crate) struct PartitionWriter {
     backup_id: String,
     frame_bytes: u64,
-    region_capacity: usize,
     pub(crate) topic: String,
     pub(crate) partition: i32,
     high: i64,
@@ -351,6 +445,8 @@ pub(crate) struct PartitionWriter {
     /// The low watermark when the snapshot point was fixed: where reading starts.
     low: i64,
     region: Vec<u8>,
+    /// Whether `region` came from the spare ones (see [`PartitionWriter::held`]).
+    spare: bool,
     cuts: FrameCuts,
     count: u64,
     start_offset: i64,
@@ -368,13 +464,13 @@ impl PartitionWriter {
         Self {
             backup_id: req.backup_id.clone(),
             frame_bytes: req.frame_bytes,
-            region_capacity,
             topic: topic.to_string(),
             partition,
             high,
             done: high <= low,
             low,
             region: Vec::with_capacity(region_capacity),
+            spare: false,
             cuts: FrameCuts::new(req.frame_bytes),
             count: 0,
             start_offset: 0,
@@ -417,9 +513,30 @@ impl PartitionWriter {
         self.region.len() as u64 >= req.segment_max_bytes || self.count >= req.segment_max_records
     }
 
-    /// Hands the segment filled so far to the upload thread and starts the next.
-    fn flush(&mut self, uploader: &SegmentSender) -> Result<(), BackupError> {
+    /// The memory this writer's region holds: the records written to it, or, for a spare
+    /// region, its whole room (its pages stay in memory from the segment it held before).
+    fn held(&self) -> u64 {
+        if self.spare {
+            self.region.capacity().max(self.region.len()) as u64
+        } else {
+            self.region.len() as u64
+        }
+    }
+
+    /// Hands the segment filled so far to the upload thread and starts the next in `next`.
+    /// With no records, only lets go of a spare region that `next` does not want.
+    fn flush(&mut self, uploader: &SegmentSender, next: NextRegion) -> Result<(), BackupError> {
+        let (region, spare) = match next {
+            NextRegion::Spare => uploader
+                .spare_region()
+                .map_or_else(|| (Vec::new(), false), |r| (r, true)),
+            NextRegion::Empty => (Vec::new(), false),
+        };
         if self.count == 0 {
+            if self.spare && next == NextRegion::Empty {
+                self.region = region;
+                self.spare = spare;
+            }
             return Ok(());
         }
         let header = SegmentHeader {
@@ -434,7 +551,8 @@ impl PartitionWriter {
             self.partition,
             self.start_offset,
         );
-        let region = std::mem::replace(&mut self.region, uploader.region(self.region_capacity));
+        let region = std::mem::replace(&mut self.region, region);
+        self.spare = spare;
         let meta = SegmentMeta {
             key: key.clone(),
             start_offset: self.start_offset,
@@ -482,6 +600,7 @@ mod tests {
             zstd_level: 3,
             min_compression_savings: 12.5,
             frame_bytes: 1 << 20,
+            max_buffered_bytes: crate::backup::DEFAULT_MAX_BUFFERED_BYTES,
             fetch: FetchSettings::default(),
         }
     }

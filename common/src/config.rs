@@ -74,6 +74,7 @@ pub struct BackupSection {
     pub zstd_level: Option<i32>,
     pub min_compression_savings: Option<f64>,
     pub index_interval_bytes: Option<u64>,
+    pub max_buffered_bytes: Option<u64>,
     #[serde(default)]
     pub fetch: BackupFetch,
 }
@@ -358,8 +359,9 @@ restore:
 
     #[test]
     fn backup_fetch_settings_parse_and_misspellings_are_named() {
-        let yaml = "backup:\n  fetch:\n    wait_max_ms: 50\n    max_partition_bytes: 1048576\n    connections: 4\n";
+        let yaml = "backup:\n  max_buffered_bytes: 33554432\n  fetch:\n    wait_max_ms: 50\n    max_partition_bytes: 1048576\n    connections: 4\n";
         let b = parse("x.yaml", yaml, &|_| None).unwrap().backup.unwrap();
+        assert_eq!(b.max_buffered_bytes, Some(32 << 20));
         assert_eq!(b.fetch.wait_max_ms, Some(50));
         assert_eq!(b.fetch.max_partition_bytes, Some(1_048_576));
         assert_eq!(b.fetch.connections, Some(4));

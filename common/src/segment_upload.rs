@@ -81,13 +81,10 @@ pub struct SegmentSender {
 }
 
 impl SegmentSender {
-    /// An empty region for the next segment: an uploaded one's, or a new one.
-    pub fn region(&self, capacity: usize) -> Vec<u8> {
-        self.spare
-            .lock()
-            .ok()
-            .and_then(|mut s| s.pop())
-            .unwrap_or_else(|| Vec::with_capacity(capacity))
+    /// An uploaded segment's region, emptied, if one is spare: its pages are in memory
+    /// already, and it has a whole segment's room.
+    pub fn spare_region(&self) -> Option<Vec<u8>> {
+        self.spare.lock().ok().and_then(|mut s| s.pop())
     }
 
     /// Queues a segment; waits while the queue is full. Fails once an upload thread has

@@ -42,21 +42,70 @@ pub(crate) fn writer_mut<'w>(
 
 /// Fixes every partition's snapshot point: its high watermark now, and the low watermark
 /// it is read from. Empty partitions are done at once.
+///
+/// Both watermarks of every partition are asked for in one ListOffsets request per leader
+/// broker and bound (earliest, then latest), not partition by partition: two round trips a
+/// partition took 0.35 s for 500 partitions on loopback, and would take 20 s at a 20 ms
+/// round trip to a remote cluster. The snapshot points are also closer in time.
 pub(crate) fn snapshot_points(
     consumer: &BaseConsumer,
     req: &BackupRequest,
     topics: &BTreeMap<String, i32>,
 ) -> Result<Vec<PartitionWriter>, BackupError> {
-    let mut points = Vec::new();
+    let lows = list_offsets(consumer, req, topics, Offset::Beginning)?;
+    let highs: HashMap<_, _> = list_offsets(consumer, req, topics, Offset::End)?
+        .into_iter()
+        .collect();
+    lows.into_iter()
+        .map(|((topic, p), low)| {
+            let high = highs.get(&(topic.clone(), p)).copied().ok_or_else(|| {
+                BackupError::Internal(format!("no latest offset was answered for {topic}/{p}"))
+            })?;
+            Ok(PartitionWriter::new(req, &topic, p, (low, high)))
+        })
+        .collect()
+}
+
+/// A partition by topic name and number.
+type PartitionKey = (String, i32);
+
+/// Every partition's offset at `bound` (earliest or latest), in `topics` order.
+fn list_offsets(
+    consumer: &BaseConsumer,
+    req: &BackupRequest,
+    topics: &BTreeMap<String, i32>,
+    bound: Offset,
+) -> Result<Vec<(PartitionKey, i64)>, BackupError> {
+    let what = "a watermark request";
+    let mut tpl = TopicPartitionList::new();
     for (topic, count) in topics {
         for p in 0..*count {
-            let watermarks = consumer
-                .fetch_watermarks(topic, p, META_TIMEOUT)
-                .map_err(kafka_error(req, "a watermark request"))?;
-            points.push(PartitionWriter::new(req, topic, p, watermarks));
+            tpl.add_partition_offset(topic, p, bound)
+                .map_err(kafka_error(req, what))?;
         }
     }
-    Ok(points)
+    // librdkafka passes each partition's offset field as ListOffsets' timestamp, where -2
+    // and -1 ask for the earliest and the latest offset (as its watermark query does).
+    let answered = consumer
+        .offsets_for_times(tpl, META_TIMEOUT)
+        .map_err(kafka_error(req, what))?;
+    let mut out = Vec::with_capacity(answered.count());
+    for e in answered.elements() {
+        e.error().map_err(kafka_error(
+            req,
+            &format!("{what} for {}/{}", e.topic(), e.partition()),
+        ))?;
+        let Offset::Offset(offset) = e.offset() else {
+            return Err(BackupError::Internal(format!(
+                "the cluster answered {what} for {}/{} with {:?}, not an offset",
+                e.topic(),
+                e.partition(),
+                e.offset()
+            )));
+        };
+        out.push(((e.topic().to_string(), e.partition()), offset));
+    }
+    Ok(out)
 }
 
 /// Splits the partitions into at most `shares` groups of about equal offset ranges (the

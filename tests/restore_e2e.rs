@@ -634,6 +634,58 @@ async fn bad_inputs_are_refused_before_anything_is_written() {
     );
 }
 
+/// A dry run into an existing topic reports where each target partition ends now, where
+/// its restored records will begin: partitions holding 0, 3, 7 and 12 records. Asked with
+/// every partition (one request for all of them) and with two (asked one by one).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_reports_where_each_existing_target_partition_ends() {
+    if skip_without_servers() {
+        return;
+    }
+    let f = fixture("ends", 4, 20).await;
+    let target = unique("ends-target");
+    create_topic(&broker(), &target, 4).await;
+    let held = [0usize, 3, 7, 12];
+    for (p, n) in held.iter().enumerate() {
+        produce(
+            &broker(),
+            &target,
+            p as i32,
+            &simple_records(*n, BASE_TS, 1),
+        )
+        .await;
+    }
+    let state = f.state.path().join("no-ledger");
+    for partitions in [None, Some("1,3")] {
+        let mut args = vec![
+            "--source-topic",
+            f.topic.as_str(),
+            "--target-topic",
+            target.as_str(),
+            "--bootstrap-servers",
+            broker().leak(),
+            "--dry-run",
+            "--format",
+            "json",
+        ];
+        if let Some(list) = partitions {
+            args.extend_from_slice(&["--source-partitions", list]);
+        }
+        let args = f.restore_args_at(state.to_str().expect("utf8"), &args);
+        let report: serde_json::Value = serde_json::from_str(&kb_ok(&args)).expect("json");
+        let tasks = report["tasks"].as_array().expect("tasks");
+        assert_eq!(tasks.len(), if partitions.is_some() { 2 } else { 4 });
+        for t in tasks {
+            let p = t["target_partition"].as_u64().expect("partition") as usize;
+            assert_eq!(
+                t["target_start_offset"].as_u64(),
+                Some(held[p] as u64),
+                "partition {p} of {partitions:?}: {t}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn corrupt_segment_stops_only_its_task_and_keeps_what_was_restored() {
     if skip_without_servers() {

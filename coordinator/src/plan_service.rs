@@ -387,8 +387,10 @@ async fn plan_against_target(spec: &RestoreSpec) -> Result<Planned, Status> {
     // The oldest record each target topic receives, for the retention check.
     let mut oldest: BTreeMap<String, i64> = BTreeMap::new();
     let mut totals = Vec::with_capacity(tasks.len());
+    // Reported tasks whose target partition exists: (their place in the report, partition).
+    let mut ends_needed = Vec::new();
     for task in &tasks {
-        let (mut tr, range) = task_report(&store, task, from, to)
+        let (tr, range) = task_report(&store, task, from, to)
             .await
             .map_err(|e| match e {
                 ReportError::Storage(s) => storage_status(s),
@@ -411,19 +413,22 @@ async fn plan_against_target(spec: &RestoreSpec) -> Result<Planned, Status> {
             report.tasks_omitted += 1;
             continue;
         }
-        tr.target_start_offset = if view.missing.contains_key(&task.target_topic) {
-            0
-        } else {
-            let (target, topic, p) = (
-                target.clone(),
-                task.target_topic.clone(),
-                task.target_partition,
-            );
-            blocking(move || target.end_offset(&topic, p))
-                .await?
-                .map_err(target_status)?
-        };
+        // A topic to be created starts at 0; an existing one where its partition ends now.
+        if !view.missing.contains_key(&task.target_topic) {
+            ends_needed.push((
+                report.tasks.len(),
+                (task.target_topic.clone(), task.target_partition),
+            ));
+        }
         report.tasks.push(tr);
+    }
+    let (at, partitions): (Vec<usize>, Vec<(String, i32)>) = ends_needed.into_iter().unzip();
+    let target_for_ends = target.clone();
+    let ends = blocking(move || target_for_ends.end_offsets(&partitions))
+        .await?
+        .map_err(target_status)?;
+    for (i, end) in at.into_iter().zip(ends) {
+        report.tasks[i].target_start_offset = end;
     }
     if report.records == 0 {
         report.warnings.push(if from.is_some() || to.is_some() {

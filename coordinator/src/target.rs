@@ -10,12 +10,18 @@ use rdkafka::admin::{
     AdminClient, AdminOptions, ConfigResource, NewTopic, ResourceSpecifier, TopicReplication,
 };
 use rdkafka::client::{Client, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use std::collections::BTreeMap;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use thiserror::Error;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Target partitions whose end offsets are asked for one at a time (see
+/// [`TargetCluster::end_offsets`]).
+const ONE_BY_ONE_AT_MOST: usize = 2;
 
 #[derive(Debug, Error)]
 pub enum TargetError {
@@ -174,6 +180,57 @@ impl TargetCluster {
             .fetch_watermarks(topic, partition, TIMEOUT)
             .map(|(_, high)| high)
             .map_err(self.unreachable())
+    }
+
+    /// Where each of `partitions` ends now (high watermark), in order: one ListOffsets request
+    /// per leader broker for all of them. The admin client cannot send it (rdkafka exposes
+    /// the offsets lookup on consumers only), so a consumer without a group is created for
+    /// it, only when some target partition exists. Asked one partition at a time, through
+    /// the watermark query (two requests each), a dry run of 500 partitions into existing
+    /// topics took ~0.5 s on loopback, asked 16 at a time no less (the broker answers a
+    /// connection's requests in turn), and would take 20 s at a 20 ms round trip.
+    ///
+    /// Up to [`ONE_BY_ONE_AT_MOST`] partitions are still asked one at a time on the admin
+    /// client's open connection: creating the consumer, connecting it and looking up the
+    /// leaders cost a dry run of one partition ~4 ms on loopback (17-19 -> 22 ms), and
+    /// about as many round trips to a remote cluster as two or three watermark queries.
+    pub fn end_offsets(&self, partitions: &[(String, i32)]) -> Result<Vec<i64>, TargetError> {
+        if partitions.len() <= ONE_BY_ONE_AT_MOST {
+            return partitions
+                .iter()
+                .map(|(topic, p)| self.end_offset(topic, *p))
+                .collect();
+        }
+        let consumer: BaseConsumer = client_config(&self.bootstrap, &self.properties)
+            .create()
+            .map_err(self.unreachable())?;
+        let mut tpl = TopicPartitionList::new();
+        for (topic, p) in partitions {
+            tpl.add_partition_offset(topic, *p, Offset::End)
+                .map_err(self.unreachable())?;
+        }
+        // librdkafka sends each partition's offset field as ListOffsets' timestamp: -1 asks
+        // for the latest offset, as its watermark query does.
+        let answered = consumer.offsets_for_times(tpl, TIMEOUT);
+        drop_in_background(consumer);
+        let answered = answered.map_err(self.unreachable())?;
+        let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+        for e in answered.elements() {
+            e.error().map_err(self.unreachable())?;
+            if let Offset::Offset(end) = e.offset() {
+                ends.insert((e.topic().to_string(), e.partition()), end);
+            }
+        }
+        partitions
+            .iter()
+            .map(|(topic, p)| {
+                ends.get(&(topic.clone(), *p)).copied().ok_or_else(|| {
+                    self.unreachable()(KafkaError::MetadataFetch(
+                        rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// The admin client, created on first use. No group.id: nothing here needs a consumer

@@ -2,9 +2,13 @@
 //! and the workers (producers). The YAML files' security settings map to librdkafka properties
 //! here and nowhere else, so every client of one cluster is configured the same way.
 
-use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 /// Security section of the YAML config (`backup.security`, `restore.target.security`).
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -124,6 +128,46 @@ pub fn client_config<'a>(
         c.set(k, v);
     }
     c
+}
+
+/// Every one of `partitions`' offset at `bound` (`Offset::Beginning`: the low watermark,
+/// `Offset::End`: the high one), in the order given, each with its own error: one
+/// ListOffsets request per leader broker for all of them. librdkafka's watermark query asks
+/// two requests per partition, so a backup's snapshot of 500 partitions or a dry run's end
+/// offsets of 500 target partitions took 0.35-0.5 s on loopback, and would take 20 s at a
+/// 20 ms round trip. librdkafka sends each partition's offset field as the request's
+/// timestamp, where -2 and -1 ask for the earliest and the latest offset, as its watermark
+/// query does. A partition missing from the answer, or answered with something other than
+/// an offset, gets `UnknownTopicOrPartition`.
+pub fn offsets_at(
+    consumer: &BaseConsumer,
+    partitions: &[(String, i32)],
+    bound: Offset,
+    timeout: Duration,
+) -> KafkaResult<Vec<KafkaResult<i64>>> {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, p) in partitions {
+        tpl.add_partition_offset(topic, *p, bound)?;
+    }
+    let answered = consumer.offsets_for_times(tpl, timeout)?;
+    let mut found: HashMap<(String, i32), KafkaResult<i64>> = HashMap::new();
+    for e in answered.elements() {
+        let offset = e.error().and_then(|()| match e.offset() {
+            Offset::Offset(o) => Ok(o),
+            _ => Err(KafkaError::OffsetFetch(
+                RDKafkaErrorCode::UnknownTopicOrPartition,
+            )),
+        });
+        found.insert((e.topic().to_string(), e.partition()), offset);
+    }
+    Ok(partitions
+        .iter()
+        .map(|key| {
+            found.remove(key).unwrap_or(Err(KafkaError::OffsetFetch(
+                RDKafkaErrorCode::UnknownTopicOrPartition,
+            )))
+        })
+        .collect())
 }
 
 /// Drops Kafka clients on a thread of their own. librdkafka's destroy joins its threads and,

@@ -4,16 +4,16 @@
 //! before the first write, so a bad restore is refused whole instead of failing half-way.
 
 use crate::planner::PlannedTask;
-use kafka_backup_common::kafka::{client_config, drop_in_background};
+use kafka_backup_common::kafka::{client_config, drop_in_background, offsets_at};
 use kafka_backup_proto::TopicCreation;
 use rdkafka::admin::{
     AdminClient, AdminOptions, ConfigResource, NewTopic, ResourceSpecifier, TopicReplication,
 };
 use rdkafka::client::{Client, DefaultClientContext};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
-use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
+use rdkafka::Offset;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -182,13 +182,12 @@ impl TargetCluster {
             .map_err(self.unreachable())
     }
 
-    /// Where each of `partitions` ends now (high watermark), in order: one ListOffsets request
-    /// per leader broker for all of them. The admin client cannot send it (rdkafka exposes
+    /// Where each of `partitions` ends now (high watermark), in order, asked for all at once
+    /// (`kafka::offsets_at`). The admin client cannot send that request (rdkafka exposes
     /// the offsets lookup on consumers only), so a consumer without a group is created for
-    /// it, only when some target partition exists. Asked one partition at a time, through
-    /// the watermark query (two requests each), a dry run of 500 partitions into existing
-    /// topics took ~0.5 s on loopback, asked 16 at a time no less (the broker answers a
-    /// connection's requests in turn), and would take 20 s at a 20 ms round trip.
+    /// it, only when some target partition exists. A dry run of 500 partitions into existing
+    /// topics took ~0.5 s on loopback asked one partition at a time, and no less asked 16
+    /// at a time (the broker answers a connection's requests in turn).
     ///
     /// Up to [`ONE_BY_ONE_AT_MOST`] partitions are still asked one at a time on the admin
     /// client's open connection: creating the consumer, connecting it and looking up the
@@ -204,32 +203,12 @@ impl TargetCluster {
         let consumer: BaseConsumer = client_config(&self.bootstrap, &self.properties)
             .create()
             .map_err(self.unreachable())?;
-        let mut tpl = TopicPartitionList::new();
-        for (topic, p) in partitions {
-            tpl.add_partition_offset(topic, *p, Offset::End)
-                .map_err(self.unreachable())?;
-        }
-        // librdkafka sends each partition's offset field as ListOffsets' timestamp: -1 asks
-        // for the latest offset, as its watermark query does.
-        let answered = consumer.offsets_for_times(tpl, TIMEOUT);
+        let answered = offsets_at(&consumer, partitions, Offset::End, TIMEOUT);
         drop_in_background(consumer);
-        let answered = answered.map_err(self.unreachable())?;
-        let mut ends: HashMap<(String, i32), i64> = HashMap::new();
-        for e in answered.elements() {
-            e.error().map_err(self.unreachable())?;
-            if let Offset::Offset(end) = e.offset() {
-                ends.insert((e.topic().to_string(), e.partition()), end);
-            }
-        }
-        partitions
-            .iter()
-            .map(|(topic, p)| {
-                ends.get(&(topic.clone(), *p)).copied().ok_or_else(|| {
-                    self.unreachable()(KafkaError::MetadataFetch(
-                        rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
-                    ))
-                })
-            })
+        answered
+            .map_err(self.unreachable())?
+            .into_iter()
+            .map(|end| end.map_err(self.unreachable()))
             .collect()
     }
 

@@ -186,6 +186,12 @@ async fn use_case_2_point_in_time_restore_is_inclusive_to_the_millisecond() {
         report["records"], want_total as u64,
         "dry run counts exactly what will be restored"
     );
+    for t in report["tasks"].as_array().expect("tasks") {
+        assert_eq!(
+            t["target_start_offset"], 0,
+            "a topic the restore creates starts at offset 0: {t}"
+        );
+    }
     assert!(!topic_exists(&broker(), &target), "dry run created nothing");
     assert!(!no_ledger.exists(), "a dry run creates no ledger");
 

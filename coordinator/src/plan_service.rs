@@ -390,7 +390,7 @@ async fn plan_against_target(spec: &RestoreSpec) -> Result<Planned, Status> {
     // Reported tasks whose target partition exists: (their place in the report, partition).
     let mut ends_needed = Vec::new();
     for task in &tasks {
-        let (tr, range) = task_report(&store, task, from, to)
+        let (mut tr, range) = task_report(&store, task, from, to)
             .await
             .map_err(|e| match e {
                 ReportError::Storage(s) => storage_status(s),
@@ -414,7 +414,9 @@ async fn plan_against_target(spec: &RestoreSpec) -> Result<Planned, Status> {
             continue;
         }
         // A topic to be created starts at 0; an existing one where its partition ends now.
-        if !view.missing.contains_key(&task.target_topic) {
+        if view.missing.contains_key(&task.target_topic) {
+            tr.target_start_offset = 0;
+        } else {
             ends_needed.push((
                 report.tasks.len(),
                 (task.target_topic.clone(), task.target_partition),

@@ -161,7 +161,7 @@ restore_procs() { # 4 worker processes of one task each, behind a coordinator on
 }
 # Five rounds, not three: on a 2-core VM one restore of ~1.2 s moves by +-10 % from run to
 # run, and the ratio of two medians of 3 missed 0.9 twice where six alternating hand pairs
-# gave 0.97 (README, Benchmarks).
+# gave 0.97 (bench/HISTORY.md).
 # in_turn ROUND F...: calls each F once, starting from the (ROUND mod count)-th. Rows measured
 # side by side take turns going first, so what drifts within a run (tansu's speed, what a
 # killed process leaves behind) falls on no one side of a ratio.
@@ -194,7 +194,7 @@ MEM_FX_MB=$(mbs "$BIG_BYTES" "$(median "${MEM_FX[@]}")")
 # compressing every one of them at the default level 3 costs. On the
 # SQLite engine a topic a tenth of the 49 MB one: tansu 0.6's SQLite engine serves fetches
 # of the 49 MB topic so slowly that neither a plain consumer nor a backup finished within
-# 120 s (README, Benchmarks); the tenth is read in a few seconds.
+# 120 s (bench/HISTORY.md); the tenth is read in a few seconds.
 SMALL_BYTES=$("$BENCH" gen "$W/backups" small bench 4 $(( PER_PART / 10 )) 1000 20000 | json '["uncompressed_bytes"]')
 declare -A BK CONS SRC_BYTES
 SRC_BYTES[memory]=$BIG_BYTES

@@ -94,7 +94,7 @@ pub const DEFAULT_FETCH_WAIT_MAX_MS: u32 = 10;
 /// batches per round trip instead of librdkafka's 1 MiB.
 pub const DEFAULT_MAX_PARTITION_FETCH_BYTES: u32 = 8 << 20;
 /// Consumers (connections to each broker) the partitions are split between, by default;
-/// see `backup_read.rs` for why more than one, and README, Benchmarks for the measurement.
+/// see `backup_read.rs` for why more than one, and bench/HISTORY.md for the measurement.
 pub const DEFAULT_FETCH_CONNECTIONS: u32 = 2;
 /// Most consumers one backup splits its partitions between: each has its own connections,
 /// thread and prefetch queue.
@@ -105,8 +105,8 @@ const PREFETCH_KBYTES: u32 = 65_536;
 
 /// The consumer's fetch settings: they depend on the source cluster's brokers, so they are
 /// configuration (`backup.fetch`, `--fetch-wait-max-ms`, `--max-partition-fetch-bytes`,
-/// `--fetch-connections`) with defaults measured against the bench's broker (README,
-/// Benchmarks).
+/// `--fetch-connections`) with defaults measured against the bench's broker
+/// (bench/HISTORY.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FetchSettings {
     pub wait_max_ms: u32,
@@ -218,7 +218,7 @@ fn backup_blocking(
     let side_reads = SideReads::start(handle, req, &topics, replication);
     tracing::info!(partitions = points.len(), "backup started");
     // One compression thread per core: 2 threads took a 196 MB backup from ~1.85 s to ~1.35 s
-    // on 2 cores shared with the broker (level 3; README, Benchmarks).
+    // on 2 cores shared with the broker (level 3; bench/HISTORY.md).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let compressing = Compressing {
         zstd_level: req.zstd_level,

@@ -6,7 +6,7 @@
 //! several consumers (`--fetch-connections`), each with its own connection and its own
 //! reading thread, those steps overlap: two plain consumers of two partitions each read a
 //! 196 MB topic from tansu in 0.47–0.50 s where one consumer of all four took 0.74–0.81 s
-//! (README, Benchmarks). Every share feeds the same compress-and-upload threads.
+//! (bench/HISTORY.md). Every share feeds the same compress-and-upload threads.
 
 use crate::backup::{
     kafka_error, snapshot_consumer, BackupError, BackupRequest, META_TIMEOUT, STALL_LIMIT,

@@ -2,7 +2,7 @@
 //!
 //! Values that are already compressed or encrypted by their producers (common where records
 //! carry personal data) do not shrink: zstd at level 3 spends about three times the CPU of
-//! everything else a backup does on them (README, Benchmarks) to save a few percent of
+//! everything else a backup does on them (bench/HISTORY.md) to save a few percent of
 //! storage. As file systems do (ZFS keeps a block uncompressed unless compression saves at
 //! least an eighth of it), a segment whose sample saves less than the backup's
 //! `--min-compression-savings` is stored uncompressed (format compression 0, defined beside

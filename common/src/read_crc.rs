@@ -107,7 +107,7 @@ impl RunningCrc {
 /// Why map it: copying a 12 MB object out of the page cache into a buffer that is not in the
 /// CPU cache was a quarter of the decoding time (`perf` on an Intel Xeon: the kernel's copy
 /// and its cache misses), where `zstd -d` reads into a small buffer that stays in cache. A
-/// mapping is read where the page cache already holds it (README, Benchmarks).
+/// mapping is read where the page cache already holds it (bench/HISTORY.md).
 pub fn read_file_checked(path: &std::path::Path) -> std::io::Result<CheckedObject> {
     let file = std::fs::File::open(path)?;
     let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);

@@ -159,9 +159,11 @@ restore_procs() { # 4 worker processes of one task each, behind a coordinator on
   kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null || true
   echo "$t"
 }
-# Five rounds, not three: on a 2-core VM one restore of ~1.2 s moves by +-10 % from run to
-# run, and the ratio of two medians of 3 missed 0.9 twice where six alternating hand pairs
-# gave 0.97 (bench/HISTORY.md).
+# Seven rounds, not three: on a 2-core VM one restore of ~0.7-1.2 s moves by +-10-20 % from
+# run to run. The ratio of two medians of 3 missed 0.9 twice where six alternating hand pairs
+# gave 0.97; with five, the backup without the index read 0.87-0.88 in two of seven runs of
+# 2026-12-04 where alternating hand pairs right after showed no gap (bench/HISTORY.md).
+MEM_ROUNDS=7
 # in_turn ROUND F...: calls each F once, starting from the (ROUND mod count)-th. Rows measured
 # side by side take turns going first, so what drifts within a run (tansu's speed, what a
 # killed process leaves behind) falls on no one side of a ratio.
@@ -178,7 +180,7 @@ raw_row() { start_broker memory; MEM_RAW+=("$(timed "$BENCH" produce "$W/backups
 tasks_row() { start_broker memory; MEM_ONE+=("$(restore_mem big --workers 4)"); }
 procs_row() { start_broker memory; MEM_PROCS+=("$(restore_procs)"); }
 no_index_row() { start_broker memory; MEM_FX+=("$(restore_mem bigfx --workers 4)"); }
-for round in 0 1 2 3 4; do in_turn "$round" raw_row tasks_row procs_row no_index_row; done
+for round in $(seq 0 $(( MEM_ROUNDS - 1 ))); do in_turn "$round" raw_row tasks_row procs_row no_index_row; done
 echo "memory-engine rounds (s): raw ${MEM_RAW[*]} | 4 tasks ${MEM_ONE[*]} | 4 processes ${MEM_PROCS[*]} | no index ${MEM_FX[*]}" >&2
 mbs() { python3 -c "print($1/1e6/$2)"; }
 MEM_RAW_MB=$(mbs "$BIG_BYTES" "$(median "${MEM_RAW[@]}")")
@@ -253,10 +255,11 @@ for engine in memory sqlite; do
   [ "$engine" = memory ] && CONS_N=$(mbs "$BIG_BYTES" "$(median "${CN_S[@]}")")
 done
 
-# 3. dry-run latency of a 10,000-segment backup (median of 5 runs, whole process).
+# 3. dry-run latency of a 10,000-segment backup (median of 9 runs, whole process; ~10-20 ms each,
+# so more runs cost nothing and a single slow run of a VM pause moves the median less).
 start_broker
 "$BENCH" gen "$W/backups" bk10k wide 4 25000 100 10 >/dev/null
-DRY_MS=$(measured '["ms"]' "$BENCH" median-run 5 "$KB" restore --storage "$W/backups" --backup-id bk10k --source-topic wide \
+DRY_MS=$(measured '["ms"]' "$BENCH" median-run 9 "$KB" restore --storage "$W/backups" --backup-id bk10k --source-topic wide \
   --target-topic wide --bootstrap-servers "$BROKER" --create-topics --dry-run)
 # The broker's share of it: a bare client's first metadata answer from the same broker.
 MD=()
@@ -284,16 +287,16 @@ for n in 1 2 4; do
   echo "| restore, $n worker(s) (MB/s, whole process, median of 3) | $(f1 "${RESTORE[$n]}") | raw rdkafka producer, whole process, median of 3: $(f1 "$RAW") | $(ratio "${RESTORE[$n]}" "$RAW") |"
 done
 MEMNOTE="tansu memory engine, $(python3 -c "print(f'{$BIG_BYTES/1e6:.0f}')") MB"
-echo "| restore, 1 worker process with 4 tasks (MB/s, $MEMNOTE, median of 5) | $(f1 "$MEM_ONE_MB") | raw producer, same broker, median of 5: $(f1 "$MEM_RAW_MB") | $(ratio "$MEM_ONE_MB" "$MEM_RAW_MB") |"
-echo "| restore, 4 worker processes of 1 task (MB/s, $MEMNOTE, median of 5) | $(f1 "$MEM_PROCS_MB") | raw producer: $(f1 "$MEM_RAW_MB") | $(ratio "$MEM_PROCS_MB" "$MEM_RAW_MB") |"
-echo "| restore of a backup without seek index (one streamed frame per partition), 4 tasks (MB/s, $MEMNOTE, median of 5) | $(f1 "$MEM_FX_MB") | same records with the index, median of 5: $(f1 "$MEM_ONE_MB") | $(ratio "$MEM_FX_MB" "$MEM_ONE_MB") |"
+echo "| restore, 1 worker process with 4 tasks (MB/s, $MEMNOTE, median of $MEM_ROUNDS) | $(f1 "$MEM_ONE_MB") | raw producer, same broker, median of $MEM_ROUNDS: $(f1 "$MEM_RAW_MB") | $(ratio "$MEM_ONE_MB" "$MEM_RAW_MB") |"
+echo "| restore, 4 worker processes of 1 task (MB/s, $MEMNOTE, median of $MEM_ROUNDS) | $(f1 "$MEM_PROCS_MB") | raw producer: $(f1 "$MEM_RAW_MB") | $(ratio "$MEM_PROCS_MB" "$MEM_RAW_MB") |"
+echo "| restore of a backup without seek index (one streamed frame per partition), 4 tasks (MB/s, $MEMNOTE, median of $MEM_ROUNDS) | $(f1 "$MEM_FX_MB") | same records with the index, median of $MEM_ROUNDS: $(f1 "$MEM_ONE_MB") | $(ratio "$MEM_FX_MB" "$MEM_ONE_MB") |"
 echo "| backup, 4 partitions (MB/s, $MEMNOTE, median of 5) | $(f1 "${BK[memory]}") | plain rdkafka consumer to the high watermarks, writing nothing: $(f1 "${CONS[memory]}") | $(ratio "${BK[memory]}" "${CONS[memory]}") |"
 echo "| the same backup (it reads with $CONNS consumers, \`--fetch-connections\` default; MB/s, $MEMNOTE, median of 5) | $(f1 "${BK[memory]}") | $CONNS plain consumers on threads, each with 1/$CONNS of the partitions: $(f1 "$CONS_N") | $(ratio "${BK[memory]}" "$CONS_N") |"
 echo "| backup compressing every segment, --min-compression-savings 0 (MB/s, $MEMNOTE, median of 5) | $(f1 "$BK_ALL") | the same consumer: $(f1 "${CONS[memory]}") | $(ratio "$BK_ALL" "${CONS[memory]}") |"
 echo "| backup of JSON-text values, compressed $(python3 -c "print(f'{$TEXT_BYTES/$TXT_STORED:.1f}')")x (MB/s, tansu memory engine, $(python3 -c "print(f'{$TEXT_BYTES/1e6:.0f}')") MB, median of 3) | $(f1 "$TXT_BK") | the same consumer on these records: $(f1 "$TXT_CONS") | $(ratio "$TXT_BK" "$TXT_CONS") |"
 echo "| backup, 4 partitions (MB/s, tansu SQLite engine, $(python3 -c "print(f'{$SMALL_BYTES/1e6:.0f}')") MB, median of 5) | $(f1 "${BK[sqlite]}") | the same consumer, same broker: $(f1 "${CONS[sqlite]}") | $(ratio "${BK[sqlite]}" "${CONS[sqlite]}") |"
 echo "| peak RSS, 4 concurrent partitions (MB, largest of 3) | $RSS_MB | target 200 (PRD 500) | $(ratio "$RSS_MB" 200) |"
-echo "| dry-run, 10,000 segments (ms, whole process, median of 5) | $(f1 "$DRY_MS") | target 20 (PRD 100); a bare client's metadata answer alone: $(f1 "$MD_MS") | $(ratio "$DRY_MS" 20) |"
+echo "| dry-run, 10,000 segments (ms, whole process, median of 9) | $(f1 "$DRY_MS") | target 20 (PRD 100); a bare client's metadata answer alone: $(f1 "$MD_MS") | $(ratio "$DRY_MS" 20) |"
 echo "| first record of a mid-partition --from-timestamp (ms, median of 5) | $(f1 "$SEEK_MS") | target 10 (PRD 100) | $(ratio "$SEEK_MS" 10) |"
 
 echo

@@ -183,7 +183,7 @@ pub async fn backup(a: BackupArgs) -> Result<ExitCode> {
         Format::Json => print_json(&manifest)?,
         Format::Table => {
             let segments = manifest.segments().count();
-            println!(
+            outln!(
                 "backup {} complete: {} topics, {} segments, {} records, {} group offsets",
                 manifest.backup_id,
                 manifest.topics.len(),
@@ -212,12 +212,15 @@ pub async fn list_backups(a: StorageArgs) -> Result<ExitCode> {
     match a.format {
         Format::Json => print_json(&rows)?,
         Format::Table => {
-            println!(
+            outln!(
                 "{:<40} {:<27} {:>7} {:>12}",
-                "BACKUP ID", "CREATED", "TOPICS", "RECORDS"
+                "BACKUP ID",
+                "CREATED",
+                "TOPICS",
+                "RECORDS"
             );
             for r in &rows {
-                println!(
+                outln!(
                     "{:<40} {:<27} {:>7} {:>12}",
                     r["backup_id"].as_str().unwrap_or_default(),
                     format_ms(r["created_at"].as_i64().unwrap_or_default()),
@@ -226,7 +229,7 @@ pub async fn list_backups(a: StorageArgs) -> Result<ExitCode> {
                 );
             }
             if rows.is_empty() {
-                println!("(no backups in {})", store.location());
+                outln!("(no backups in {})", store.location());
             }
         }
     }
@@ -274,14 +277,19 @@ pub async fn describe(a: BackupRefArgs) -> Result<ExitCode> {
     match a.storage.format {
         Format::Json => print_json(&summary)?,
         Format::Table => {
-            println!(
+            outln!(
                 "Backup {} (created {})",
                 m.backup_id,
                 format_ms(m.created_at)
             );
-            println!(
+            outln!(
                 "{:<30} {:>5} {:>8} {:>12} {:>12} {:>12}  TIME RANGE",
-                "TOPIC", "PART", "SEGMENTS", "RECORDS", "FIRST OFF", "LAST OFF"
+                "TOPIC",
+                "PART",
+                "SEGMENTS",
+                "RECORDS",
+                "FIRST OFF",
+                "LAST OFF"
             );
             for t in &topics {
                 for p in t["partitions"].as_array().into_iter().flatten() {
@@ -289,8 +297,12 @@ pub async fn describe(a: BackupRefArgs) -> Result<ExitCode> {
                         (Some(a), Some(b)) => format!("{} .. {}", format_ms(a), format_ms(b)),
                         _ => "-".into(),
                     };
-                    let cell = |k: &str| p[k].to_string();
-                    println!(
+                    // An empty partition has no first or last offset: "-" as in TIME RANGE.
+                    let cell = |k: &str| match &p[k] {
+                        serde_json::Value::Null => "-".to_string(),
+                        v => v.to_string(),
+                    };
+                    outln!(
                         "{:<30} {:>5} {:>8} {:>12} {:>12} {:>12}  {}",
                         t["topic"].as_str().unwrap_or_default(),
                         cell("partition"),
@@ -303,7 +315,7 @@ pub async fn describe(a: BackupRefArgs) -> Result<ExitCode> {
                 }
             }
             for (g, n) in &groups {
-                println!("consumer group {g}: {n} committed partition offsets");
+                outln!("consumer group {g}: {n} committed partition offsets");
             }
         }
     }
@@ -316,20 +328,28 @@ pub async fn show_manifest(a: BackupRefArgs) -> Result<ExitCode> {
     match a.storage.format {
         Format::Json => print_json(&m)?,
         Format::Table => {
-            println!(
+            outln!(
                 "backup_id: {}\ncreated_at: {} ({})",
                 m.backup_id,
                 m.created_at,
                 format_ms(m.created_at)
             );
-            println!(
+            outln!(
                 "{:<70} {:>12} {:>12} {:>9} {:>10}",
-                "SEGMENT KEY", "START", "END", "RECORDS", "BYTES"
+                "SEGMENT KEY",
+                "START",
+                "END",
+                "RECORDS",
+                "BYTES"
             );
             for s in m.segments() {
-                println!(
+                outln!(
                     "{:<70} {:>12} {:>12} {:>9} {:>10}",
-                    s.key, s.start_offset, s.end_offset, s.record_count, s.compressed_size
+                    s.key,
+                    s.start_offset,
+                    s.end_offset,
+                    s.record_count,
+                    s.compressed_size
                 );
             }
         }

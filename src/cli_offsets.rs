@@ -5,6 +5,7 @@ use crate::cli_auth::ClientAuthArgs;
 use crate::cli_output::{print_json, Format};
 use anyhow::{Context, Result};
 use clap::Args;
+use kafka_backup_common::timestamp::format_ms;
 use kafka_backup_proto::OffsetMapping;
 use kafka_backup_run::{offset_report, Coordinated, Session};
 use serde_json::json;
@@ -35,13 +36,18 @@ pub struct OffsetMappingArgs {
 }
 
 fn print_table(m: &OffsetMapping) {
-    println!(
+    outln!(
         "Offset mapping of plan {} (backup {})",
-        m.plan_id, m.backup_id
+        m.plan_id,
+        m.backup_id
     );
-    println!(
+    outln!(
         "{:<36} {:<36} {:>14} {:>14} {:>10}",
-        "SOURCE", "TARGET", "SOURCE START", "TARGET START", "LENGTH"
+        "SOURCE",
+        "TARGET",
+        "SOURCE START",
+        "TARGET START",
+        "LENGTH"
     );
     for p in &m.partitions {
         let (src, dst) = (
@@ -49,22 +55,28 @@ fn print_table(m: &OffsetMapping) {
             format!("{}/{}", p.target_topic, p.target_partition),
         );
         if p.runs.is_empty() {
-            println!("{src:<36} {dst:<36} {:>14} {:>14} {:>10}", "-", "-", 0);
+            outln!("{src:<36} {dst:<36} {:>14} {:>14} {:>10}", "-", "-", 0);
         }
         for r in &p.runs {
-            println!(
+            outln!(
                 "{src:<36} {dst:<36} {:>14} {:>14} {:>10}",
-                r.source_start, r.target_start, r.length
+                r.source_start,
+                r.target_start,
+                r.length
             );
         }
     }
     if !m.groups.is_empty() {
-        println!(
+        outln!(
             "\n{:<24} {:<36} {:>12} {:<36} {:>12}",
-            "GROUP", "SOURCE", "COMMITTED", "TARGET", "TARGET OFF"
+            "GROUP",
+            "SOURCE",
+            "COMMITTED",
+            "TARGET",
+            "TARGET OFF"
         );
         for g in &m.groups {
-            println!(
+            outln!(
                 "{:<24} {:<36} {:>12} {:<36} {:>12} {}",
                 g.group,
                 format!("{}/{}", g.source_topic, g.source_partition),
@@ -136,14 +148,18 @@ pub async fn offset_for_timestamp(a: OffsetForTimestampArgs) -> Result<ExitCode>
     .create()?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&a.topic, partition, Offset::Offset(ts))?;
-    let found = tokio::task::spawn_blocking(move || {
-        consumer.offsets_for_times(tpl, std::time::Duration::from_secs(10))
+    let topic = a.topic.clone();
+    let (found, high) = tokio::task::spawn_blocking(move || {
+        let timeout = std::time::Duration::from_secs(10);
+        let found = consumer.offsets_for_times(tpl, timeout)?;
+        let (_, high) = consumer.fetch_watermarks(&topic, partition, timeout)?;
+        Ok::<_, rdkafka::error::KafkaError>((found, high))
     })
     .await?
     .with_context(|| {
         format!(
-            "cluster {} did not answer the timestamp lookup",
-            a.bootstrap_servers
+            "cluster {} did not answer the timestamp lookup of {}/{partition}",
+            a.bootstrap_servers, a.topic
         )
     })?;
     let offset = found
@@ -154,15 +170,22 @@ pub async fn offset_for_timestamp(a: OffsetForTimestampArgs) -> Result<ExitCode>
             _ => -1,
         })
         .unwrap_or(-1);
+    // An offset at or past the end holds no record: some brokers (tansu) answer 0 for an
+    // empty partition or a timestamp after the last record, where Kafka answers -1.
+    let offset = if offset >= high { -1 } else { offset };
+    let when = format_ms(ts);
     match a.format {
         Format::Json => print_json(
             &json!({"topic": a.topic, "partition": partition, "timestamp": ts, "offset": offset}),
         )?,
         Format::Table if offset < 0 => {
-            println!("no record in {}/{partition} at or after {ts}", a.topic)
+            outln!(
+                "no record in {}/{partition} at or after {when} (the partition ends at offset {high})",
+                a.topic
+            )
         }
-        Format::Table => println!(
-            "offset {offset} in {}/{partition} is the first record at or after {ts}",
+        Format::Table => outln!(
+            "offset {offset} in {}/{partition} is the first record at or after {when}",
             a.topic
         ),
     }

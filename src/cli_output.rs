@@ -13,7 +13,7 @@ pub enum Format {
 }
 
 pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -55,8 +55,15 @@ pub fn report_json(r: &PlanReport) -> Value {
     })
 }
 
-pub fn print_report(r: &PlanReport, dry_run: bool) {
-    println!(
+/// The time window the operator asked for, so a report shows what the flags were read as
+/// (e.g. a time zone taken as UTC) beside the time range of the records it selected.
+pub struct Window {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+}
+
+pub fn print_report(r: &PlanReport, window: &Window, dry_run: bool) {
+    outln!(
         "{} backup: {}",
         if dry_run {
             "Dry run of restore from"
@@ -65,11 +72,19 @@ pub fn print_report(r: &PlanReport, dry_run: bool) {
         },
         r.backup_id
     );
-    println!("├─ Segments selected: {}", r.segments);
-    println!("├─ Total records: {}", r.records);
+    outln!("├─ Segments selected: {}", r.segments);
+    outln!("├─ Total records: {}", r.records);
+    if window.from_ms.is_some() || window.to_ms.is_some() {
+        let bound = |b: Option<i64>, open: &str| b.map_or(open.to_string(), format_ms);
+        outln!(
+            "├─ Requested window: {} to {} (inclusive)",
+            bound(window.from_ms, "the beginning"),
+            bound(window.to_ms, "the end")
+        );
+    }
     match (r.min_timestamp_ms, r.max_timestamp_ms) {
-        (Some(a), Some(b)) => println!("├─ Time range: {} to {}", format_ms(a), format_ms(b)),
-        _ => println!("├─ Time range: (no records)"),
+        (Some(a), Some(b)) => outln!("├─ Time range: {} to {}", format_ms(a), format_ms(b)),
+        _ => outln!("├─ Time range: (no records)"),
     }
     for t in &r.topics_to_create {
         match r.topic_creations.iter().find(|c| &c.topic == t) {
@@ -87,12 +102,12 @@ pub fn print_report(r: &PlanReport, dry_run: bool) {
                 } else {
                     configs.join(", ")
                 };
-                println!(
+                outln!(
                     "├─ Will create topic: {t} ({} partitions, replication factor {rf}, configs: {configs})",
                     c.partitions
                 );
             }
-            None => println!("├─ Will create topic: {t}"),
+            None => outln!("├─ Will create topic: {t}"),
         }
     }
     for t in &r.tasks {
@@ -104,7 +119,7 @@ pub fn print_report(r: &PlanReport, dry_run: bool) {
         } else {
             format!("source offsets {}..={}", t.first_offset, t.last_offset)
         };
-        println!(
+        outln!(
             "├─ {} → {}/{}: {} records in {} segments, {}, target starts at offset {}",
             source_label(
                 &t.source_topic,
@@ -120,28 +135,31 @@ pub fn print_report(r: &PlanReport, dry_run: bool) {
         );
     }
     if r.tasks_omitted > 0 {
-        println!(
+        outln!(
             "├─ … and {} more partitions (counted in the totals above)",
             r.tasks_omitted
         );
     }
     for p in &r.schema_ids {
         if p.target_id >= 0 {
-            println!(
+            outln!(
                 "├─ Schema ID {} → {} ({})",
-                p.source_id, p.target_id, p.origin
+                p.source_id,
+                p.target_id,
+                p.origin
             );
         } else {
-            println!(
+            outln!(
                 "├─ Schema ID {} ({}) → registered in the target registry when first met",
-                p.source_id, p.origin
+                p.source_id,
+                p.origin
             );
         }
     }
     for w in &r.warnings {
-        println!("├─ Warning: {w}");
+        outln!("├─ Warning: {w}");
     }
-    println!(
+    outln!(
         "└─ {}",
         if dry_run {
             "Nothing was written."
@@ -218,9 +236,9 @@ fn pct(done: u64, total: u64) -> u64 {
 }
 
 pub fn print_status(s: &PlanStatus) {
-    println!("Plan {} (backup {}): {}", s.plan_id, s.backup_id, s.state);
+    outln!("Plan {} (backup {}): {}", s.plan_id, s.backup_id, s.state);
     if !s.circuit.is_empty() && s.circuit != "closed" {
-        println!(
+        outln!(
             "├─ CIRCUIT {}: target or object store unreachable, grants paused — {}",
             s.circuit.to_uppercase(),
             s.circuit_error
@@ -232,7 +250,7 @@ pub fn print_status(s: &PlanStatus) {
         } else {
             format!(" — {}", t.error)
         };
-        println!(
+        outln!(
             "├─ {} → {}/{}: {} {}% ({} / {} records){}",
             source_label(
                 &t.source_topic,
@@ -250,15 +268,19 @@ pub fn print_status(s: &PlanStatus) {
     }
     let listed = |id: u32| s.tasks.iter().any(|t| t.task_id == id);
     for t in s.failed_tasks.iter().filter(|t| !listed(t.task_id)) {
-        println!(
+        outln!(
             "├─ {}/{} → {}/{}: failed — {}",
-            t.source_topic, t.source_partition, t.target_topic, t.target_partition, t.error
+            t.source_topic,
+            t.source_partition,
+            t.target_topic,
+            t.target_partition,
+            t.error
         );
     }
     let hidden = (s.tasks_total as usize).saturating_sub(s.tasks.len());
     if hidden > 0 {
         let c = s.task_counts.unwrap_or_default();
-        println!(
+        outln!(
             "├─ {} of {} partitions listed; all: {} completed, {} leased, {} pending, {} failed, {} cancelled",
             s.tasks.len(),
             s.tasks_total,
@@ -271,17 +293,18 @@ pub fn print_status(s: &PlanStatus) {
     }
     for t in &s.tasks {
         for sk in &t.skipped_segments {
-            println!("├─ SKIPPED {}/{}: {sk}", t.source_topic, t.source_partition);
+            outln!("├─ SKIPPED {}/{}: {sk}", t.source_topic, t.source_partition);
         }
         let more = (t.skipped_count as usize).saturating_sub(t.skipped_segments.len());
         if more > 0 {
-            println!(
+            outln!(
                 "├─ SKIPPED {}/{}: … and {more} more",
-                t.source_topic, t.source_partition
+                t.source_topic,
+                t.source_partition
             );
         }
     }
-    println!(
+    outln!(
         "└─ Overall: {}% ({} / {} records, {} / {} bytes)",
         pct(s.records_done, s.records_total),
         s.records_done,

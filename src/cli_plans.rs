@@ -288,12 +288,15 @@ pub async fn list(a: ListPlansArgs) -> Result<ExitCode> {
     match a.format {
         Format::Json => print_json(&plans.iter().map(status_json).collect::<Vec<_>>())?,
         Format::Table => {
-            println!(
+            outln!(
                 "{:<60} {:<30} {:<10} {:>10}",
-                "PLAN", "BACKUP", "STATE", "RECORDS"
+                "PLAN",
+                "BACKUP",
+                "STATE",
+                "RECORDS"
             );
             for p in &plans {
-                println!(
+                outln!(
                     "{:<60} {:<30} {:<10} {:>10}",
                     p.plan_id,
                     p.backup_id,

@@ -2,7 +2,9 @@
 //! with the YAML file (`kafka_backup_common::restore_options`) and to the one that runs the
 //! restore (`kafka_backup_run`); this module only maps arguments and prints.
 
-use crate::cli_output::{print_json, print_report, print_status, report_json, status_json, Format};
+use crate::cli_output::{
+    print_json, print_report, print_status, report_json, status_json, Format, Window,
+};
 use crate::reset_output::{print_resets, resets_json};
 use anyhow::Result;
 use clap::Args;
@@ -46,10 +48,10 @@ pub struct RestoreArgs {
     #[arg(long, allow_hyphen_values = true)]
     pub partition_mapping: Option<String>,
     /// Inclusive start of the time window (RFC 3339 or epoch ms).
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, visible_alias = "from-ts")]
     pub from_timestamp: Option<String>,
     /// Inclusive end of the time window (RFC 3339 or epoch ms).
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, visible_alias = "to-ts")]
     pub to_timestamp: Option<String>,
     /// Validate and report; write nothing.
     #[arg(long)]
@@ -57,6 +59,7 @@ pub struct RestoreArgs {
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Directory of the restore ledger (embedded mode); rerunning with the same directory resumes.
+    /// Not with --coordinator: a coordinator keeps its ledger in its own --state-dir.
     #[arg(long, visible_alias = "state-dir")]
     pub checkpoint_state: Option<PathBuf>,
     /// How often workers checkpoint, e.g. "5s", "500ms", "1m".
@@ -98,7 +101,8 @@ pub struct RestoreArgs {
     /// Submit to a running coordinator instead of running embedded.
     #[arg(long)]
     pub coordinator: Option<String>,
-    /// With --coordinator: submit and return without following progress.
+    /// With --coordinator: submit and return without following progress (an embedded
+    /// restore runs in this process, so it cannot be detached from).
     #[arg(long)]
     pub detach: bool,
     /// Start a new run even if the same restore already completed.
@@ -203,11 +207,15 @@ pub async fn restore(mut a: RestoreArgs, validate_only: bool) -> Result<ExitCode
     if validate_only {
         a.dry_run = true;
     }
+    check_mode_flags(&a)?;
     let file = match &a.config {
         Some(p) => config::load(p)?,
         None => Default::default(),
     };
-    let r = resolve(&a.flags(), file)?;
+    let mut r = resolve(&a.flags(), file)?;
+    if a.coordinator.is_some() {
+        r.spec.storage_url = absolute_storage_path(&r.spec.storage_url)?;
+    }
     let lease_ttl = a
         .lease_ttl
         .as_deref()
@@ -221,6 +229,41 @@ pub async fn restore(mut a: RestoreArgs, validate_only: bool) -> Result<ExitCode
     result
 }
 
+/// Flags of one run mode given in the other would be ignored silently: refused instead.
+fn check_mode_flags(a: &RestoreArgs) -> Result<()> {
+    match (&a.coordinator, &a.checkpoint_state) {
+        (None, _) if a.detach => anyhow::bail!(
+            "--detach needs --coordinator: an embedded restore runs in this process and ends with it; submit to a coordinator to detach, or leave --detach out"
+        ),
+        (Some(_), Some(dir)) => anyhow::bail!(
+            "--checkpoint-state {} cannot be used with --coordinator: the coordinator keeps the ledger in its own --state-dir; leave --checkpoint-state out",
+            dir.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn window_of(r: &ResolvedRestore) -> Window {
+    Window {
+        from_ms: r.spec.from_timestamp_ms,
+        to_ms: r.spec.to_timestamp_ms,
+    }
+}
+
+/// A relative local backup path made absolute from this shell's directory. A plan submitted
+/// to a coordinator is opened there and by its workers, whose working directories are
+/// theirs: `--storage ./bk` must mean the directory the operator is looking at (on a host the
+/// coordinator shares), not a `bk` wherever the coordinator was started.
+fn absolute_storage_path(location: &str) -> Result<String> {
+    let path = std::path::Path::new(location);
+    if location.contains("://") || path.is_absolute() {
+        return Ok(location.to_string());
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| anyhow::anyhow!("--storage {location:?} is a relative path and the current directory cannot be read ({e}); give an absolute path"))?;
+    Ok(cwd.join(path).to_string_lossy().into_owned())
+}
+
 async fn run(session: &mut Session, r: &ResolvedRestore, a: &RestoreArgs) -> Result<ExitCode> {
     if let Some(req) = &r.reset {
         kafka_backup_coordinator::offset_reset::preflight(&r.spec, req).await?;
@@ -232,11 +275,11 @@ async fn run(session: &mut Session, r: &ResolvedRestore, a: &RestoreArgs) -> Res
     }
     let plan_id = resp.plan_id;
     if a.format == Format::Table {
-        print_report(&report, false);
+        print_report(&report, &window_of(r), false);
         if resp.resumed {
-            println!("Resuming plan {plan_id} from its checkpoints.");
+            outln!("Resuming plan {plan_id} from its checkpoints.");
         } else {
-            println!("Plan {plan_id} created.");
+            outln!("Plan {plan_id} created.");
         }
     }
     if a.detach && !session.is_embedded() {
@@ -260,6 +303,15 @@ async fn run(session: &mut Session, r: &ResolvedRestore, a: &RestoreArgs) -> Res
         print_status(&last);
     }
     let state = plan_state(&last);
+    if resp.resumed && state == Some(PlanState::Cancelled) {
+        eprintln!(
+            "plan {plan_id} was cancelled, and rerunning the restore does not undo a cancel; resume it with: kafka-backup restore-resume --plan-id {plan_id}{}",
+            a.coordinator
+                .as_deref()
+                .map(|c| format!(" --coordinator {c}"))
+                .unwrap_or_default()
+        );
+    }
     let mut code = exit_code(state);
     if let Some(req) = &r.reset {
         if state == Some(PlanState::Completed) {
@@ -293,7 +345,15 @@ async fn dry_run(
 ) -> Result<ExitCode> {
     let mut out = report_json(report);
     if a.format == Format::Table {
-        print_report(report, true);
+        print_report(report, &window_of(r), true);
+        // The report counts the whole selection; a recorded plan of the same restore is
+        // resumed, so only what its checkpoints do not cover would be written.
+        if !existing_plan.is_empty() {
+            outln!("Plan {existing_plan} exists for this restore: running it resumes from its checkpoints (restore-status shows how far it got; --new-run starts over once it has ended).");
+        }
+    }
+    if !existing_plan.is_empty() {
+        out["resumes_plan"] = existing_plan.into();
     }
     if let Some(req) = &r.reset {
         let resets = session

@@ -1,6 +1,9 @@
 //! The `kafka-backup` command line: argument parsing and dispatch only. The work lives in
 //! the library crates (common: backup format and backup command; coordinator; worker).
 
+#[macro_use]
+mod stdout;
+
 mod cli_auth;
 mod cli_backup;
 mod cli_offsets;

@@ -19,7 +19,7 @@ pub fn resets_json(strategy: ResetStrategy, written: bool, resets: &[GroupReset]
 }
 
 pub fn print_resets(strategy: ResetStrategy, written: bool, resets: &[GroupReset]) {
-    println!(
+    outln!(
         "\nConsumer offsets ({} strategy): {}",
         strategy.name(),
         if written {
@@ -28,9 +28,13 @@ pub fn print_resets(strategy: ResetStrategy, written: bool, resets: &[GroupReset
             "dry run, nothing written"
         }
     );
-    println!(
+    outln!(
         "{:<24} {:<32} {:>12} {:<32} {:>12}",
-        "GROUP", "SOURCE", "COMMITTED", "TARGET", "NEW OFFSET"
+        "GROUP",
+        "SOURCE",
+        "COMMITTED",
+        "TARGET",
+        "NEW OFFSET"
     );
     for r in resets {
         let target = format!("{}/{}", r.target_topic, r.target_partition);
@@ -39,9 +43,13 @@ pub fn print_resets(strategy: ResetStrategy, written: bool, resets: &[GroupReset
         } else {
             r.target_offset.to_string()
         };
-        println!(
+        outln!(
             "{:<24} {:<32} {:>12} {:<32} {:>12}",
-            r.group, r.source, r.source_offset, target, new
+            r.group,
+            r.source,
+            r.source_offset,
+            target,
+            new
         );
     }
 }

@@ -57,6 +57,19 @@ fn malformed_restore_flags_are_refused_before_connecting() {
         (&["--max-records-per-sec", "fast"], "--max-records-per-sec"),
         (&["--consumer-group", "g1"], "--reset-consumer-offsets"),
         (&["--lease-ttl", "forever"], "--lease-ttl"),
+        (&["--detach"], "--coordinator"),
+        (
+            &["--coordinator", "http://127.0.0.1:1"],
+            "--checkpoint-state",
+        ),
+        (
+            &["--target-topic", "x", "--target-topics-rewrite", "s/^/p-/"],
+            "both given",
+        ),
+        (
+            &["--from-timestamp", "1764255600"],
+            "looks like epoch seconds",
+        ),
     ];
     for (extra, needle) in cases {
         let mut args = base.to_vec();
@@ -246,4 +259,24 @@ fn malformed_backup_and_server_flags_are_refused() {
         "ftp://127.0.0.1:1",
         &worker_state,
     );
+}
+
+/// `kafka-backup list-backups | head -0`: the reader is gone before the first line is
+/// written. The command stops quietly with the status of a tool ended by SIGPIPE (141), as
+/// `ls | head` does; it used to panic with a backtrace hint.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let dir = temp_dir();
+    let storage = dir.path().to_str().expect("utf8");
+    let mut child = std::process::Command::new(bin())
+        .args(["list-backups", "--storage", storage])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kafka-backup");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(141), "{err}");
 }

@@ -204,6 +204,23 @@ async fn committed_offsets_translate_exactly_across_gaps_and_a_time_window() {
     ]))
     .expect("json");
     assert_eq!(out["offset"].as_i64(), Some(target_of(&g_mid)));
+    // After the last record there is none: -1, not an offset that holds an earlier record.
+    let after = (TS + 1_000_000).to_string();
+    let out: serde_json::Value = serde_json::from_str(&kb_ok(&[
+        "offset-for-timestamp",
+        "--bootstrap-servers",
+        &broker(),
+        "--topic",
+        &target,
+        "--partition",
+        "0",
+        "--timestamp",
+        &after,
+        "--format",
+        "json",
+    ]))
+    .expect("json");
+    assert_eq!(out["offset"].as_i64(), Some(-1), "{out}");
 
     // The same restore again with consent: no record is written twice, and a consumer of each
     // group on the target starts at exactly the record after its source commit.

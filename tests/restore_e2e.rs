@@ -561,8 +561,32 @@ async fn bad_inputs_are_refused_before_anything_is_written() {
             "do not exist",
         ),
         (
+            // Named with the count every partition needs (0..=2), not the first one short.
             vec!["--source-topic", &f.topic, "--target-topic", &target],
-            "partition count mismatch",
+            "with at least 3 partitions",
+        ),
+        (
+            // Partition 1 keeps its number by default; 0:1 would quietly merge 0 into it.
+            vec![
+                "--source-topic",
+                &f.topic,
+                "--target-topic",
+                &target,
+                "--partition-mapping",
+                "0:1",
+            ],
+            "would be merged",
+        ),
+        (
+            vec![
+                "--source-topic",
+                &f.topic,
+                "--target-topic",
+                &target,
+                "--from-timestamp",
+                "1700000010",
+            ],
+            "looks like epoch seconds",
         ),
         (
             vec![
@@ -731,6 +755,27 @@ async fn corrupt_segment_stops_only_its_task_and_keeps_what_was_restored() {
     // Partition 0 is complete; partition 1 holds exactly the records before the bad segment.
     assert_same_records(&f.source[0], &consume_all(&broker(), &target, 0));
     assert_same_records(&f.source[1][..50], &consume_all(&broker(), &target, 1));
+    // The operator reruns the same restore, now skipping damaged segments (and slower): the
+    // same plan resumes and retries only the failed partition, which continues after the
+    // bad segment; nothing already written is written again.
+    let out = kb_ok(&f.restore_args(&[
+        "--source-topic",
+        &f.topic,
+        "--target-topic",
+        &target,
+        "--bootstrap-servers",
+        &broker(),
+        "--create-topics",
+        "--skip-corrupt-segments",
+        "--max-records-per-sec",
+        "100000",
+    ]));
+    assert!(out.contains("Resuming plan"), "{out}");
+    assert!(out.contains("completed"), "{out}");
+    assert_same_records(&f.source[0], &consume_all(&broker(), &target, 0));
+    let mut expected = f.source[1][..50].to_vec();
+    expected.extend_from_slice(&f.source[1][100..]);
+    assert_same_records(&expected, &consume_all(&broker(), &target, 1));
 }
 
 #[tokio::test(flavor = "multi_thread")]

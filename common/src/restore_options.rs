@@ -199,6 +199,8 @@ pub fn parse_duration(what: &str, s: &str) -> Result<Duration, OptionsError> {
 fn yaml_timestamp(what: &str, v: &serde_yaml::Value) -> Result<i64, OptionsError> {
     match v {
         serde_yaml::Value::Number(n) => match n.as_i64() {
+            // Checked as the same digits given on the command line (epoch seconds refused).
+            Some(ms) if ms >= 0 => Ok(parse_timestamp_ms(what, &ms.to_string())?),
             Some(ms) => Ok(ms),
             None => invalid(format!("invalid {what} {n}: use epoch milliseconds")),
         },
@@ -363,19 +365,41 @@ fn topics(
             flags
         }
     };
-    let source = or_file(list(&f.source_topics), &r.source.topics);
+    let mut source = or_file(list(&f.source_topics), &r.source.topics);
+    // `restore --backup-id ID --dry-run` (PRD §4.5) previews the whole backup; a restore
+    // that writes must name what it writes.
+    let dry_run = f.dry_run || r.restore_strategy.dry_run.unwrap_or(false);
+    if source.is_empty() && dry_run {
+        source.push(".*".to_string());
+    }
     if source.is_empty() {
         return invalid("no source topics: give --source-topics (names or regexes, e.g. \"orders,payments-.*\") or restore.source.topics");
     }
     for t in &source {
         TopicPattern::parse(t)?;
     }
-    let target = or_file(list(&f.target_topics), &r.target.topics);
-    let rewrite = f
-        .target_topics_rewrite
-        .clone()
-        .or(r.target.topics_rewrite.clone())
+    // Names and a rewrite together would leave the rewrite unused (names win): refused when
+    // one layer gives both; a flag of either kind overrides both keys of the file.
+    let flag_targets = list(&f.target_topics);
+    let flag_rewrite = f.target_topics_rewrite.clone().unwrap_or_default();
+    let file_targets = r
+        .target
+        .topics
+        .as_ref()
+        .map(|t| t.to_vec())
         .unwrap_or_default();
+    let file_rewrite = r.target.topics_rewrite.clone().unwrap_or_default();
+    let (target, rewrite) = match (flag_targets.is_empty(), flag_rewrite.is_empty()) {
+        (false, false) => {
+            return invalid("--target-topics and --target-topics-rewrite were both given: the names would be used and the rewrite ignored; give one of them")
+        }
+        (false, true) => (flag_targets, String::new()),
+        (true, false) => (Vec::new(), flag_rewrite),
+        (true, true) if !file_targets.is_empty() && !file_rewrite.is_empty() => {
+            return invalid("restore.target.topics and restore.target.topics_rewrite were both given: the names would be used and the rewrite ignored; keep one of them")
+        }
+        (true, true) => (file_targets, file_rewrite),
+    };
     if !rewrite.is_empty() {
         TopicRewrite::parse(&rewrite)?;
     }
@@ -559,6 +583,24 @@ mod tests {
         assert_eq!(r.workers, 4);
         assert_eq!(r.state_dir, PathBuf::from("kafka-backup-state"));
         assert!(r.reset.is_none() && !r.dry_run);
+        // A dry run without topics previews every topic of the backup; a restore is refused.
+        let bare = RestoreFlags {
+            source_topics: Vec::new(),
+            dry_run: true,
+            ..flags()
+        };
+        assert_eq!(
+            resolve(&bare, ConfigFile::default())
+                .unwrap()
+                .spec
+                .source_topics,
+            vec![".*"]
+        );
+        let bare = RestoreFlags {
+            dry_run: false,
+            ..bare
+        };
+        refused(&bare, ConfigFile::default(), "no source topics");
     }
 
     #[test]
@@ -592,6 +634,25 @@ mod tests {
             ..flags()
         };
         refused(&bad, ConfigFile::default(), "--replication-factor 0");
+    }
+
+    #[test]
+    fn target_names_and_a_rewrite_are_not_given_together() {
+        let both = RestoreFlags {
+            target_topics: vec!["x,y".into()],
+            target_topics_rewrite: Some("s/^/p-/".into()),
+            ..flags()
+        };
+        refused(&both, ConfigFile::default(), "both given");
+        // A flag of either kind overrides the file's other kind.
+        let file = yaml("restore:\n  target:\n    topics: [a, b]\n", &[]);
+        let rewrite = RestoreFlags {
+            target_topics_rewrite: Some("s/^/p-/".into()),
+            ..flags()
+        };
+        let r = resolve(&rewrite, file).unwrap();
+        assert!(r.spec.target_topics.is_empty());
+        assert_eq!(r.spec.target_topics_rewrite, "s/^/p-/");
     }
 
     #[test]
@@ -906,6 +967,8 @@ restore:
             (format!("{head}{target}{source}  performance:\n    checkpoint_interval_secs: 0\n"), "checkpoint_interval_secs"),
             (format!("{head}{target}{source}  restore_strategy:\n    consumer_group_strategy: psychic\n"), "--consumer-group-strategy"),
             (format!("{head}{target}{source}  restore_strategy:\n    consumer_groups: [g]\n"), "--reset-consumer-offsets"),
+            (format!("{head}{source}  target:\n    bootstrap_servers: [\"k:1\"]\n    topics: [x]\n    topics_rewrite: \"s/^/p-/\"\n"), "both given"),
+            (format!("{head}{target}  source:\n    topics: [orders]\n    from_timestamp: 1700000010\n"), "looks like epoch seconds"),
         ];
         for (text, needle) in resolve_refused {
             refused(&RestoreFlags::default(), yaml(&text, &[]), needle);

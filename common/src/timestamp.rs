@@ -7,21 +7,41 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
-#[error("invalid timestamp {input:?} for {what}: use RFC 3339 like 2025-11-27T15:00:00Z, \"2025-11-27 15:00:00\" (UTC) or epoch milliseconds like 1764255600000")]
-pub struct TimestampError {
-    pub what: String,
-    pub input: String,
+pub enum TimestampError {
+    #[error("invalid timestamp {input:?} for {what}: use RFC 3339 like 2025-11-27T15:00:00Z, \"2025-11-27 15:00:00\" (UTC) or epoch milliseconds like 1764255600000")]
+    Invalid { what: String, input: String },
+    #[error("timestamp {input:?} for {what} looks like epoch seconds ({as_seconds}); as milliseconds it would be {as_millis}. Epoch timestamps are in milliseconds: give {input}000, or RFC 3339 like 2025-11-27T15:00:00Z")]
+    Seconds {
+        what: String,
+        input: String,
+        as_seconds: String,
+        as_millis: String,
+    },
 }
+
+/// Epoch values of ten digits: as seconds, 2001-09-09 to 2286; as milliseconds, days 11 to
+/// 115 of January 1970, which no real record carries. `date +%s` prints these, so such an
+/// input is refused as seconds given by mistake rather than taken as 1970.
+const SECONDS_LIKE: std::ops::Range<i64> = 1_000_000_000..10_000_000_000;
 
 /// Parses `input` into epoch milliseconds; `what` names the flag or key in the error.
 pub fn parse_timestamp_ms(what: &str, input: &str) -> Result<i64, TimestampError> {
-    let err = || TimestampError {
+    let err = || TimestampError::Invalid {
         what: what.to_string(),
         input: input.to_string(),
     };
     let s = input.trim();
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s.parse::<i64>().map_err(|_| err());
+        let n = s.parse::<i64>().map_err(|_| err())?;
+        if SECONDS_LIKE.contains(&n) {
+            return Err(TimestampError::Seconds {
+                what: what.to_string(),
+                input: s.to_string(),
+                as_seconds: format_ms(n.saturating_mul(1000)),
+                as_millis: format_ms(n),
+            });
+        }
+        return Ok(n);
     }
     let dt: DateTime<Utc> = if let Ok(d) = DateTime::parse_from_rfc3339(s) {
         d.with_timezone(&Utc)
@@ -66,6 +86,17 @@ mod tests {
             2000
         );
         assert!(parse_timestamp_ms("t", "yesterday").is_err());
+        let e = parse_timestamp_ms("--from-timestamp", "1700000010").expect_err("seconds");
+        assert!(
+            e.to_string()
+                .contains("looks like epoch seconds (2023-11-14 22:13:30.000 UTC)")
+                && e.to_string().contains("give 1700000010000"),
+            "{e}"
+        );
+        assert_eq!(
+            parse_timestamp_ms("t", "1700000010000").unwrap(),
+            1_700_000_010_000
+        );
         assert!(parse_timestamp_ms("t", "1970-01-01T00:00:00.0000001Z").is_err());
     }
 }

@@ -75,19 +75,46 @@ impl PlanService {
     }
 }
 
-/// A stable FNV-1a fingerprint of a spec, so resubmitting the same restore resumes it.
+/// A stable FNV-1a fingerprint of what a restore writes, so that resubmitting the same
+/// restore resumes it. Settings of how it runs ([`with_run_settings_of`]) are left out: an
+/// operator who reruns a failed restore with `--skip-corrupt-segments`, a rate limit or
+/// rotated credentials means the same restore, and a new plan would write everything again.
 fn fingerprint(spec: &RestoreSpec) -> String {
+    let blank = RestoreSpec::default();
+    fnv1a(&with_run_settings_of(spec.clone(), &blank).encode_to_vec())
+}
+
+/// The fingerprint of plans recorded before the run settings were left out of it (only the
+/// checkpoint interval and the retention consent were): a plan such a version recorded with
+/// a rate limit or credentials is still found, and resumed, after an upgrade.
+fn legacy_fingerprint(spec: &RestoreSpec) -> String {
     let mut s = spec.clone();
     s.checkpoint_interval_ms = 0;
-    // Consent to retention deletes does not make another restore: given on a resubmission,
-    // it must resume the same plan.
     s.allow_retention_deletes = false;
+    fnv1a(&s.encode_to_vec())
+}
+
+fn fnv1a(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
-    for b in s.encode_to_vec() {
-        h ^= u64::from(b);
+    for b in bytes {
+        h ^= u64::from(*b);
         h = h.wrapping_mul(0x100000001b3);
     }
     format!("{h:016x}")
+}
+
+/// `spec` with the settings of how a restore runs taken from `from`: checkpoint interval,
+/// retention consent, rate limit, corrupt-segment policy, and the credentials and client
+/// options of the target cluster and the backup store. None changes which records are
+/// written where; each is read from the plan's spec when a task is leased.
+fn with_run_settings_of(mut spec: RestoreSpec, from: &RestoreSpec) -> RestoreSpec {
+    spec.checkpoint_interval_ms = from.checkpoint_interval_ms;
+    spec.allow_retention_deletes = from.allow_retention_deletes;
+    spec.max_records_per_sec = from.max_records_per_sec;
+    spec.skip_corrupt_segments = from.skip_corrupt_segments;
+    spec.kafka_properties = from.kafka_properties.clone();
+    spec.storage_options = from.storage_options.clone();
+    spec
 }
 
 fn is_terminal(state: &str) -> bool {
@@ -489,11 +516,13 @@ impl PlanService {
         tracing::Span::current().record("backup_id", spec.backup_id.as_str());
         let planned = plan_against_target(&spec).await?;
         let fp = fingerprint(&spec);
-        let existing = self
-            .coord
-            .ledger
-            .plan_for_fingerprint(&fp)
-            .map_err(ledger_status)?;
+        let ledger = &self.coord.ledger;
+        let existing = match ledger.plan_for_fingerprint(&fp).map_err(ledger_status)? {
+            Some(plan) => Some(plan),
+            None => ledger
+                .plan_for_fingerprint(&legacy_fingerprint(&spec))
+                .map_err(ledger_status)?,
+        };
         if r.dry_run {
             return Ok(Response::new(SubmitPlanResponse {
                 plan_id: existing.map(|p| p.plan_id).unwrap_or_default(),
@@ -509,6 +538,16 @@ impl PlanService {
                 .map_err(ledger_status)?;
             if !r.new_run || !state.is_terminal() || state == PlanState::Cancelled {
                 tracing::info!(plan = %existing.plan_id, state = state.as_str(), "resubmitted plan resumes from the ledger");
+                self.update_run_settings(&existing, &spec).await?;
+                if state != PlanState::Cancelled {
+                    let retried = ledger
+                        .retry_failed(&existing.plan_id)
+                        .map_err(ledger_status)?;
+                    ledger.durable(retried.seq).await.map_err(ledger_status)?;
+                    if retried.value > 0 {
+                        tracing::info!(plan = %existing.plan_id, tasks = retried.value, "resubmitted plan retries its failed tasks");
+                    }
+                }
                 return Ok(Response::new(SubmitPlanResponse {
                     plan_id: existing.plan_id,
                     resumed: true,
@@ -541,6 +580,30 @@ impl PlanService {
             resumed: false,
             report: Some(report),
         }))
+    }
+
+    /// Takes a resubmission's run settings (rate limit, corrupt-segment policy, credentials,
+    /// checkpoint interval) into the resumed plan, durably: tasks leased from now on run
+    /// with them; a lease held now keeps the settings it was granted with.
+    async fn update_run_settings(
+        &self,
+        plan: &PlanRecord,
+        submitted: &RestoreSpec,
+    ) -> Result<(), Status> {
+        let stored = RestoreSpec::decode(plan.spec.as_slice()).map_err(|e| {
+            Status::internal(format!("stored spec of {} unreadable: {e}", plan.plan_id))
+        })?;
+        let updated = with_run_settings_of(stored.clone(), submitted);
+        if updated == stored {
+            return Ok(());
+        }
+        let ledger = &self.coord.ledger;
+        let changed = ledger
+            .update_spec(&plan.plan_id, updated.encode_to_vec())
+            .map_err(ledger_status)?;
+        ledger.durable(changed.seq).await.map_err(ledger_status)?;
+        tracing::info!(plan = %plan.plan_id, "resumed plan takes the resubmission's run settings");
+        Ok(())
     }
 
     /// Writes the plan, its tasks and their segment lists to the ledger.
@@ -610,5 +673,47 @@ impl PlanService {
             .map_err(ledger_status)?;
         crate::metrics::METRICS.plans_submitted.inc();
         Ok(plan_id)
+    }
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    use super::*;
+
+    fn spec() -> RestoreSpec {
+        RestoreSpec {
+            backup_id: "b1".into(),
+            storage_url: "/backups".into(),
+            source_topics: vec!["orders".into()],
+            bootstrap_servers: "broker:9092".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn run_settings_do_not_make_another_restore() {
+        let mut rerun = spec();
+        rerun.max_records_per_sec = 500;
+        rerun.skip_corrupt_segments = true;
+        rerun.checkpoint_interval_ms = 1000;
+        rerun
+            .kafka_properties
+            .insert("sasl.password".into(), "rotated".into());
+        assert_eq!(fingerprint(&spec()), fingerprint(&rerun));
+        let mut other = spec();
+        other.target_topics = vec!["orders-copy".into()];
+        assert_ne!(fingerprint(&spec()), fingerprint(&other));
+        // Plans recorded by earlier versions without run settings keep their fingerprint.
+        assert_eq!(fingerprint(&spec()), legacy_fingerprint(&spec()));
+    }
+
+    #[test]
+    fn a_resumed_plan_takes_the_new_run_settings_and_keeps_what_it_writes() {
+        let mut rerun = spec();
+        rerun.max_records_per_sec = 500;
+        rerun.target_topics = vec!["ignored".into()];
+        let merged = with_run_settings_of(spec(), &rerun);
+        assert_eq!(merged.max_records_per_sec, 500);
+        assert!(merged.target_topics.is_empty());
     }
 }

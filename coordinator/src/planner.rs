@@ -45,6 +45,25 @@ pub enum PlanError {
         second: String,
         target: String,
     },
+    #[error("partition_mapping is given for topic {topic:?}, which this restore does not select (selected source topics: {selected:?}); key each mapping by a selected source topic")]
+    MappingForUnselectedTopic {
+        topic: String,
+        selected: Vec<String>,
+    },
+    #[error("the partition mapping of {topic:?} names source partition {partition}, which --source-partitions {wanted:?} leaves out, so it would do nothing; add {partition} to --source-partitions or drop it from the mapping")]
+    MappingOutsideFilter {
+        topic: String,
+        partition: i32,
+        wanted: Vec<i32>,
+    },
+    #[error("{topic}/{unmapped} is not in the partition mapping and keeps its number, but the mapping also sends {topic}/{mapped} to {target}: the two would be merged; map {unmapped} explicitly (to another partition, or to {target_partition} to merge them on purpose)")]
+    ImplicitMerge {
+        topic: String,
+        unmapped: i32,
+        mapped: i32,
+        target: String,
+        target_partition: i32,
+    },
     #[error("{0}")]
     BadTargetName(String),
     #[error("no source topics selected: give --source-topic(s) or restore.source.topics")]
@@ -161,6 +180,14 @@ pub fn plan(
         }
     }
 
+    for topic in topic_mappings.keys() {
+        if !selected.contains_key(topic) {
+            return Err(PlanError::MappingForUnselectedTopic {
+                topic: topic.clone(),
+                selected: selected.keys().cloned().collect(),
+            });
+        }
+    }
     let wanted: BTreeSet<i32> = spec.source_partitions.iter().copied().collect();
     // Target partition → its sources (partition and kept segments), all of one source topic.
     let mut groups: BTreeMap<(String, i32), Group> = BTreeMap::new();
@@ -171,6 +198,17 @@ pub fn plan(
         let source_partition_count = topic.partition_count();
         let present: Vec<i32> = topic.partitions.iter().map(|p| p.partition_id).collect();
         let mapping = topic_mappings.get(source).unwrap_or(&default_mapping);
+        if let Some(p) = mapping
+            .0
+            .keys()
+            .find(|p| !wanted.is_empty() && !wanted.contains(p))
+        {
+            return Err(PlanError::MappingOutsideFilter {
+                topic: source.clone(),
+                partition: *p,
+                wanted: wanted.iter().copied().collect(),
+            });
+        }
         for p in wanted.iter().chain(mapping.0.keys()) {
             // Filters name partitions of every selected topic; only check what this topic lacks
             // when it is the only topic, otherwise a partition filter applies where it exists.
@@ -193,6 +231,7 @@ pub fn plan(
                     source_topic: source.clone(),
                     source_partition_count,
                     sources: Vec::new(),
+                    unmapped: None,
                 });
             if &group.source_topic != source {
                 return Err(PlanError::ManyToOne {
@@ -204,7 +243,29 @@ pub fn plan(
             let mut segments = std::mem::take(&mut part.segments);
             segments.retain(|s| s.may_overlap(spec.from_timestamp_ms, spec.to_timestamp_ms));
             segments.sort_by_key(|s| s.start_offset);
+            if !mapping.0.contains_key(&part.partition_id) {
+                group.unmapped = Some(part.partition_id);
+            }
             group.sources.push((part.partition_id, segments));
+        }
+    }
+    // A merge is only made when the mapping asks for it: a partial mapping (`0:2`) must not
+    // quietly merge partition 0 into partition 2, which kept its number by default.
+    for ((target, target_partition), g) in &groups {
+        if let (Some(unmapped), true) = (g.unmapped, g.sources.len() > 1) {
+            let mapped = g
+                .sources
+                .iter()
+                .map(|(p, _)| *p)
+                .find(|p| *p != unmapped)
+                .unwrap_or(unmapped);
+            return Err(PlanError::ImplicitMerge {
+                topic: g.source_topic.clone(),
+                unmapped,
+                mapped,
+                target: format!("{target}/{target_partition}"),
+                target_partition: *target_partition,
+            });
         }
     }
     let mut tasks: Vec<PlannedTask> = groups
@@ -223,6 +284,8 @@ struct Group {
     source_topic: String,
     source_partition_count: i32,
     sources: Vec<(i32, Vec<SegmentSpan>)>,
+    /// A source partition that the mapping does not name (kept its number), if any.
+    unmapped: Option<i32>,
 }
 
 impl Group {
@@ -348,6 +411,51 @@ mod tests {
         );
         assert_eq!(merge.segments.len(), 4);
         assert!(tasks[1].merged.is_empty(), "a 1:1 task stays one");
+    }
+
+    #[test]
+    fn a_partial_mapping_never_merges_by_default() {
+        let mut s = spec(&["orders"]);
+        s.partition_mapping = "0:2".into();
+        let err = plan(manifest(), &s).expect_err("0 would merge into unmapped 2");
+        assert!(
+            matches!(
+                err,
+                PlanError::ImplicitMerge {
+                    unmapped: 2,
+                    mapped: 0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Named on purpose, the same merge is made; a partial mapping without a
+        // collision (0 -> 3) stays allowed, as does one limited by the partition filter.
+        s.partition_mapping = "0:2,2:2".into();
+        assert_eq!(plan(manifest(), &s).expect("explicit merge").len(), 2);
+        s.partition_mapping = "0:3".into();
+        assert_eq!(plan(manifest(), &s).expect("no collision").len(), 3);
+        s.partition_mapping = "0:2".into();
+        s.source_partitions = vec![0];
+        assert_eq!(plan(manifest(), &s).expect("2 filtered out").len(), 1);
+    }
+
+    #[test]
+    fn a_mapping_that_would_do_nothing_is_refused() {
+        let mut s = spec(&["orders"]);
+        s.source_partitions = vec![0];
+        s.partition_mapping = "1:1".into();
+        assert!(matches!(
+            plan(manifest(), &s),
+            Err(PlanError::MappingOutsideFilter { partition: 1, .. })
+        ));
+        let mut s = spec(&["orders"]);
+        s.topic_partition_mappings
+            .insert("order".into(), "0:1,1:0".into());
+        assert!(matches!(
+            plan(manifest(), &s),
+            Err(PlanError::MappingForUnselectedTopic { .. })
+        ));
     }
 
     #[test]

@@ -152,10 +152,18 @@ impl TargetCluster {
             match existing.get(&task.target_topic) {
                 Some(actual) => {
                     if needed >= *actual {
+                        // Named with the highest partition the restore writes to this
+                        // topic: "at least N" must be enough to fix it in one go.
+                        let highest = tasks
+                            .iter()
+                            .filter(|t| t.target_topic == task.target_topic)
+                            .map(|t| t.target_partition)
+                            .max()
+                            .unwrap_or(needed);
                         return Err(TargetError::PartitionCountMismatch {
                             topic: task.target_topic.clone(),
                             actual: *actual,
-                            needed,
+                            needed: highest,
                         });
                     }
                     view.partitions.insert(task.target_topic.clone(), *actual);
@@ -330,5 +338,35 @@ impl TargetCluster {
             topic: missing.keys().cloned().collect::<Vec<_>>().join(","),
             reason: "the topics did not appear in metadata within 10s".into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(target_partition: i32) -> PlannedTask {
+        PlannedTask {
+            source_topic: "orders".into(),
+            source_partition: target_partition,
+            target_topic: "orders".into(),
+            target_partition,
+            segments: Vec::new(),
+            source_partition_count: 4,
+            merged: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_too_small_topic_is_named_with_the_partition_count_that_fits_every_task() {
+        let tasks: Vec<_> = (0..4).map(task).collect();
+        let existing = BTreeMap::from([("orders".to_string(), 2)]);
+        let err = TargetCluster::check(&tasks, &existing).expect_err("2 partitions < 4");
+        assert!(
+            err.to_string().contains("with at least 4 partitions"),
+            "{err}"
+        );
+        let fits = BTreeMap::from([("orders".to_string(), 4)]);
+        assert!(TargetCluster::check(&tasks, &fits).is_ok());
     }
 }

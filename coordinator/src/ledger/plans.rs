@@ -172,14 +172,46 @@ impl Ledger {
         Ok(self.changed(()))
     }
 
-    /// Clears the cancel flag and re-queues failed tasks with fresh attempts.
-    pub fn resume(&self, plan_id: &str) -> Result<Committed<()>, LedgerError> {
+    /// Replaces a plan's stored spec (a resubmission's run settings; the plan service keeps
+    /// what the plan writes unchanged).
+    pub fn update_spec(&self, plan_id: &str, spec: Vec<u8>) -> Result<Committed<()>, LedgerError> {
         let mut mem = self.lock();
         let e = mem
             .get_mut(plan_id)
             .ok_or_else(|| LedgerError::UnknownPlan(plan_id.to_string()))?;
         let mut record = e.record.clone();
-        record.cancelled = false;
+        record.spec = spec;
+        self.plans_tree
+            .insert(plan_id.as_bytes(), to_json(&record))?;
+        e.record = record;
+        Ok(self.changed(()))
+    }
+
+    /// Clears the cancel flag and re-queues failed tasks with fresh attempts.
+    pub fn resume(&self, plan_id: &str) -> Result<Committed<()>, LedgerError> {
+        let reopened = self.reopen(plan_id, true)?;
+        Ok(Committed {
+            value: (),
+            seq: reopened.seq,
+        })
+    }
+
+    /// Re-queues failed tasks with fresh attempts and leaves the cancel flag as it is: a
+    /// resubmitted restore retries what failed (a segment repaired, or now skipped), but an
+    /// operator's cancel is only undone by an explicit resume. Returns how many.
+    pub fn retry_failed(&self, plan_id: &str) -> Result<Committed<usize>, LedgerError> {
+        self.reopen(plan_id, false)
+    }
+
+    fn reopen(&self, plan_id: &str, uncancel: bool) -> Result<Committed<usize>, LedgerError> {
+        let mut mem = self.lock();
+        let e = mem
+            .get_mut(plan_id)
+            .ok_or_else(|| LedgerError::UnknownPlan(plan_id.to_string()))?;
+        let mut record = e.record.clone();
+        if uncancel {
+            record.cancelled = false;
+        }
         let mut requeued = Vec::new();
         for t in e
             .tasks
@@ -202,11 +234,12 @@ impl Ledger {
             Ok(())
         })?;
         e.record = record;
+        let count = requeued.len();
         for (id, p) in requeued {
             let slot = &mut e.tasks[id as usize];
             e.schedule.update(id, &slot.progress, &p);
             slot.progress = p;
         }
-        Ok(self.changed(()))
+        Ok(self.changed(count))
     }
 }

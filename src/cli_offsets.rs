@@ -145,15 +145,35 @@ pub async fn offset_for_timestamp(a: OffsetForTimestampArgs) -> Result<ExitCode>
         &std::collections::BTreeMap::new(),
     )
     .set("group.id", "kafka-backup-offset-lookup")
+    // Records are read to check the broker's answer: nothing is committed for this group.
+    .set("enable.auto.commit", "false")
     .create()?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&a.topic, partition, Offset::Offset(ts))?;
     let topic = a.topic.clone();
-    let (found, high) = tokio::task::spawn_blocking(move || {
+    let (offset, high) = tokio::task::spawn_blocking(move || -> Result<(i64, i64)> {
         let timeout = std::time::Duration::from_secs(10);
-        let found = consumer.offsets_for_times(tpl, timeout)?;
-        let (_, high) = consumer.fetch_watermarks(&topic, partition, timeout)?;
-        Ok::<_, rdkafka::error::KafkaError>((found, high))
+        let found = consumer
+            .offsets_for_times(tpl, timeout)
+            .context("the timestamp lookup failed")?;
+        let (_, high) = consumer
+            .fetch_watermarks(&topic, partition, timeout)
+            .context("the end offset lookup failed")?;
+        let answered = found
+            .elements()
+            .first()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            })
+            .unwrap_or(-1);
+        let lookup = TimestampLookup {
+            consumer: &consumer,
+            topic: &topic,
+            partition,
+            timeout,
+        };
+        lookup.checked(ts, answered, high).map(|o| (o, high))
     })
     .await?
     .with_context(|| {
@@ -162,17 +182,6 @@ pub async fn offset_for_timestamp(a: OffsetForTimestampArgs) -> Result<ExitCode>
             a.bootstrap_servers, a.topic
         )
     })?;
-    let offset = found
-        .elements()
-        .first()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => o,
-            _ => -1,
-        })
-        .unwrap_or(-1);
-    // An offset at or past the end holds no record: some brokers (tansu) answer 0 for an
-    // empty partition or a timestamp after the last record, where Kafka answers -1.
-    let offset = if offset >= high { -1 } else { offset };
     let when = format_ms(ts);
     match a.format {
         Format::Json => print_json(
@@ -190,4 +199,64 @@ pub async fn offset_for_timestamp(a: OffsetForTimestampArgs) -> Result<ExitCode>
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One partition's timestamp lookup, checked against its records.
+struct TimestampLookup<'a> {
+    consumer: &'a rdkafka::consumer::BaseConsumer,
+    topic: &'a str,
+    partition: i32,
+    timeout: std::time::Duration,
+}
+
+impl TimestampLookup<'_> {
+    /// The broker's answer, checked: Kafka answers -1 when no record is at or after `ts`,
+    /// but some brokers (tansu 0.6) answer 0 for an empty partition or a timestamp after the
+    /// last record, which would send a consumer back to the start. An offset at or past the
+    /// end holds no record; a record found before `ts` is a wrong answer, read as "none"
+    /// when the last record is before `ts` too, and refused otherwise.
+    fn checked(&self, ts: i64, answered: i64, high: i64) -> Result<i64> {
+        if answered < 0 || answered >= high {
+            return Ok(-1);
+        }
+        let at = self.timestamp_at(answered)?;
+        if at >= ts {
+            return Ok(answered);
+        }
+        if self.timestamp_at(high - 1)? < ts {
+            return Ok(-1);
+        }
+        anyhow::bail!(
+            "the broker answered offset {answered} of {}/{}, whose record has timestamp {}, before {}, while a later record is not: its timestamp index disagrees with the records; ask again, or find the offset by consuming",
+            self.topic,
+            self.partition,
+            format_ms(at),
+            format_ms(ts)
+        )
+    }
+
+    /// The timestamp of the first record at or after `offset`.
+    fn timestamp_at(&self, offset: i64) -> Result<i64> {
+        use rdkafka::consumer::Consumer;
+        use rdkafka::Message;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(self.topic, self.partition, rdkafka::Offset::Offset(offset))?;
+        self.consumer.assign(&tpl)?;
+        let deadline = std::time::Instant::now() + self.timeout;
+        while std::time::Instant::now() < deadline {
+            match self.consumer.poll(std::time::Duration::from_millis(200)) {
+                Some(Ok(m)) if m.offset() >= offset => {
+                    return Ok(m.timestamp().to_millis().unwrap_or(-1));
+                }
+                Some(Err(e)) => return Err(e.into()),
+                _ => {}
+            }
+        }
+        anyhow::bail!(
+            "no record of {}/{} at offset {offset} arrived within {:?}",
+            self.topic,
+            self.partition,
+            self.timeout
+        )
+    }
 }

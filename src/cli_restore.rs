@@ -229,6 +229,25 @@ pub async fn restore(mut a: RestoreArgs, validate_only: bool) -> Result<ExitCode
     result
 }
 
+/// On Ctrl-C, says what became of the restore before the process ends (exit 130, as a shell
+/// reports SIGINT). Ending at once is safe: the ledger holds only durable checkpoints, and an
+/// embedded restore killed at any point resumes from them, as after `kill -9`.
+async fn explain_interrupt(plan_id: String, coordinator: Option<String>, state_dir: PathBuf) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    match coordinator {
+        Some(url) => eprintln!(
+            "\ninterrupted: stopped following plan {plan_id}, which keeps running on the coordinator; follow it with: kafka-backup restore-status --coordinator {url} --plan-id {plan_id} --follow (restore-cancel stops it)"
+        ),
+        None => eprintln!(
+            "\ninterrupted: plan {plan_id} stopped at its last checkpoint (ledger in {}); rerun the same command to resume it, nothing is written twice",
+            state_dir.display()
+        ),
+    }
+    std::process::exit(130);
+}
+
 /// Flags of one run mode given in the other would be ignored silently: refused instead.
 fn check_mode_flags(a: &RestoreArgs) -> Result<()> {
     match (&a.coordinator, &a.checkpoint_state) {
@@ -288,6 +307,11 @@ async fn run(session: &mut Session, r: &ResolvedRestore, a: &RestoreArgs) -> Res
         }
         return Ok(ExitCode::SUCCESS);
     }
+    tokio::spawn(explain_interrupt(
+        plan_id.clone(),
+        a.coordinator.clone(),
+        r.state_dir.clone(),
+    ));
     session.start_workers(&plan_id);
     let started = Instant::now();
     let mut view = crate::progress::Progress::new(a.progress);

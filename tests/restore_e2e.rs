@@ -752,6 +752,7 @@ async fn corrupt_segment_stops_only_its_task_and_keeps_what_was_restored() {
         "the error names the object:\n{out}"
     );
     assert!(out.contains("CRC32"), "{out}");
+    assert!(out.contains("--skip-corrupt-segments"), "the way on: {out}");
     // Partition 0 is complete; partition 1 holds exactly the records before the bad segment.
     assert_same_records(&f.source[0], &consume_all(&broker(), &target, 0));
     assert_same_records(&f.source[1][..50], &consume_all(&broker(), &target, 1));

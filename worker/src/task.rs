@@ -37,6 +37,10 @@ pub enum TaskError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// A missing or damaged segment without `--skip-corrupt-segments`: the message says how
+    /// the operator goes on, since rerunning as is would stop at the same object.
+    #[error("{0}; restore the object and rerun the same restore, or rerun it with --skip-corrupt-segments to skip it (its records are then not restored); either resumes from the checkpoints")]
+    BadObject(SourceError),
     #[error(transparent)]
     Produce(#[from] ProduceError),
     #[error(transparent)]
@@ -92,7 +96,7 @@ impl TaskError {
             TaskError::SchemaId(e) | TaskError::Reconcile(ReconcileError::SchemaId(e)) => {
                 e.is_outage()
             }
-            TaskError::SchemaIdConfig(_) => false,
+            TaskError::SchemaIdConfig(_) | TaskError::BadObject(_) => false,
             _ => true,
         }
     }
@@ -554,6 +558,9 @@ async fn stop_at(
     }
     if let Err(c) = cx.checkpoint(&mut out.acked).await {
         return c;
+    }
+    if e.is_bad_object() {
+        return TaskError::BadObject(e);
     }
     e.into()
 }

@@ -188,38 +188,29 @@ async fn committed_offsets_translate_exactly_across_gaps_and_a_time_window() {
 
     // Timestamp lookup on the target (PRD §8.3): the restored record with source offset 140
     // carries timestamp TS + 140.
-    let ts = (TS + 140).to_string();
-    let out: serde_json::Value = serde_json::from_str(&kb_ok(&[
-        "offset-for-timestamp",
-        "--bootstrap-servers",
-        &broker(),
-        "--topic",
-        &target,
-        "--partition",
-        "0",
-        "--timestamp",
-        &ts,
-        "--format",
-        "json",
-    ]))
-    .expect("json");
-    assert_eq!(out["offset"].as_i64(), Some(target_of(&g_mid)));
+    let offset_at = |ts: i64| -> serde_json::Value {
+        let ts = ts.to_string();
+        let out = kb_ok(&[
+            "offset-for-timestamp",
+            "--bootstrap-servers",
+            &broker(),
+            "--topic",
+            &target,
+            "--partition",
+            "0",
+            "--timestamp",
+            &ts,
+            "--format",
+            "json",
+        ]);
+        serde_json::from_str(&out).expect("json")
+    };
+    assert_eq!(
+        offset_at(TS + 140)["offset"].as_i64(),
+        Some(target_of(&g_mid))
+    );
     // After the last record there is none: -1, not an offset that holds an earlier record.
-    let after = (TS + 1_000_000).to_string();
-    let out: serde_json::Value = serde_json::from_str(&kb_ok(&[
-        "offset-for-timestamp",
-        "--bootstrap-servers",
-        &broker(),
-        "--topic",
-        &target,
-        "--partition",
-        "0",
-        "--timestamp",
-        &after,
-        "--format",
-        "json",
-    ]))
-    .expect("json");
+    let out = offset_at(TS + 1_000_000);
     assert_eq!(out["offset"].as_i64(), Some(-1), "{out}");
 
     // The same restore again with consent: no record is written twice, and a consumer of each

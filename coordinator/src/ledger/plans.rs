@@ -160,27 +160,27 @@ impl Ledger {
 
     /// Sets the cancel flag: workers drop the plan's tasks at their next report.
     pub fn cancel(&self, plan_id: &str) -> Result<Committed<()>, LedgerError> {
-        let mut mem = self.lock();
-        let e = mem
-            .get_mut(plan_id)
-            .ok_or_else(|| LedgerError::UnknownPlan(plan_id.to_string()))?;
-        let mut record = e.record.clone();
-        record.cancelled = true;
-        self.plans_tree
-            .insert(plan_id.as_bytes(), to_json(&record))?;
-        e.record = record;
-        Ok(self.changed(()))
+        self.update_record(plan_id, |r| r.cancelled = true)
     }
 
     /// Replaces a plan's stored spec (a resubmission's run settings; the plan service keeps
     /// what the plan writes unchanged).
     pub fn update_spec(&self, plan_id: &str, spec: Vec<u8>) -> Result<Committed<()>, LedgerError> {
+        self.update_record(plan_id, |r| r.spec = spec)
+    }
+
+    /// Changes a plan's record, in the ledger and in memory.
+    fn update_record(
+        &self,
+        plan_id: &str,
+        change: impl FnOnce(&mut PlanRecord),
+    ) -> Result<Committed<()>, LedgerError> {
         let mut mem = self.lock();
         let e = mem
             .get_mut(plan_id)
             .ok_or_else(|| LedgerError::UnknownPlan(plan_id.to_string()))?;
         let mut record = e.record.clone();
-        record.spec = spec;
+        change(&mut record);
         self.plans_tree
             .insert(plan_id.as_bytes(), to_json(&record))?;
         e.record = record;

@@ -222,6 +222,16 @@ pub async fn restore(mut a: RestoreArgs, validate_only: bool) -> Result<ExitCode
         .map(|s| parse_duration("--lease-ttl", s))
         .transpose()?;
     let remote = a.coordinator.clone().map(|url| (url, a.auth.security()));
+    if let Some(req) = &r.reset {
+        kafka_backup_coordinator::offset_reset::preflight(&r.spec, req).await?;
+    }
+    // A first embedded run is checked against the backup and the target before its ledger
+    // directory is made: a refused restore leaves nothing behind to mistake for a plan.
+    if remote.is_none() && !r.dry_run && !r.state_dir.exists() {
+        kafka_backup_coordinator::plan_service::dry_run_report(&r.spec)
+            .await
+            .map_err(kafka_backup_run::rpc)?;
+    }
     let mut session =
         Session::open(Coordinated::for_restore(&r, remote, lease_ttl), r.dry_run).await?;
     let result = run(&mut session, &r, &a).await;
@@ -284,9 +294,6 @@ fn absolute_storage_path(location: &str) -> Result<String> {
 }
 
 async fn run(session: &mut Session, r: &ResolvedRestore, a: &RestoreArgs) -> Result<ExitCode> {
-    if let Some(req) = &r.reset {
-        kafka_backup_coordinator::offset_reset::preflight(&r.spec, req).await?;
-    }
     let resp = session.submit(&r.spec, r.dry_run, a.new_run).await?;
     let report = resp.report.unwrap_or_default();
     if r.dry_run {

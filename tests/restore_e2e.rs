@@ -649,6 +649,27 @@ async fn bad_inputs_are_refused_before_anything_is_written() {
         ],
         "unreachable",
     );
+    // A first run that is refused leaves no ledger directory behind.
+    let fresh = f.state.path().join("never-made");
+    let fresh = fresh.to_str().expect("utf8");
+    kb_err(
+        &f.restore_args_at(
+            fresh,
+            &[
+                "--source-topic",
+                &f.topic,
+                "--target-topic",
+                &target,
+                "--bootstrap-servers",
+                &b,
+            ],
+        ),
+        "partition count mismatch",
+    );
+    assert!(
+        !std::path::Path::new(fresh).exists(),
+        "a refused restore made {fresh}"
+    );
     // Dry run reports a missing topic too.
     kb_err(
         &f.restore_args(&[

@@ -92,6 +92,10 @@ pub struct PlanSelectArgs {
     /// Keep following until the plan ends.
     #[arg(long)]
     pub follow: bool,
+    /// restore-status only: read the ledger of embedded restores (their --checkpoint-state)
+    /// instead of asking a coordinator, e.g. to see how far an interrupted restore got.
+    #[arg(long, visible_alias = "state-dir")]
+    pub checkpoint_state: Option<std::path::PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     #[command(flatten)]
@@ -230,7 +234,15 @@ async fn session(coordinator: &str, auth: &ClientAuthArgs) -> Result<Session> {
 }
 
 pub async fn status(a: PlanSelectArgs) -> Result<ExitCode> {
-    let mut s = session(&a.coordinator, &a.auth).await?;
+    let mut s = match &a.checkpoint_state {
+        // Nothing runs an embedded plan but its own restore process: following one here
+        // would wait forever; the restore shows its progress itself (--progress).
+        Some(_) if a.follow => anyhow::bail!(
+            "--follow needs a coordinator: an embedded restore is followed by its own process (--progress); leave --follow out to read where the ledger stands"
+        ),
+        Some(dir) => Session::on_ledger(dir).await?,
+        None => session(&a.coordinator, &a.auth).await?,
+    };
     let plan_id = s
         .pick_plan(a.plan_id.as_deref(), a.backup_id.as_deref())
         .await?;
@@ -262,6 +274,12 @@ pub enum PlanAction {
 }
 
 pub async fn cancel_or_resume(a: PlanSelectArgs, action: PlanAction) -> Result<ExitCode> {
+    if let Some(dir) = &a.checkpoint_state {
+        anyhow::bail!(
+            "--checkpoint-state {} names the ledger of embedded restores, which only restore-status reads: an embedded restore is stopped with Ctrl-C and resumed by running it again",
+            dir.display()
+        );
+    }
     let mut s = session(&a.coordinator, &a.auth).await?;
     let plan_id = s
         .pick_plan(a.plan_id.as_deref(), a.backup_id.as_deref())

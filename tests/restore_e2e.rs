@@ -774,6 +774,18 @@ async fn corrupt_segment_stops_only_its_task_and_keeps_what_was_restored() {
     );
     assert!(out.contains("CRC32"), "{out}");
     assert!(out.contains("--skip-corrupt-segments"), "the way on: {out}");
+    // The ledger of the embedded restore tells where it stands afterwards.
+    let status: serde_json::Value = serde_json::from_str(&kb_ok(&[
+        "restore-status",
+        "--checkpoint-state",
+        f.state(),
+        "--backup-id",
+        "bk",
+        "--format",
+        "json",
+    ]))
+    .expect("status json");
+    assert_eq!(status["state"], "failed", "{status}");
     // Partition 0 is complete; partition 1 holds exactly the records before the bad segment.
     assert_same_records(&f.source[0], &consume_all(&broker(), &target, 0));
     assert_same_records(&f.source[1][..50], &consume_all(&broker(), &target, 1));

@@ -153,6 +153,7 @@ pub async fn offset_for_timestamp(a: OffsetForTimestampArgs) -> Result<ExitCode>
     let topic = a.topic.clone();
     let (offset, high) = tokio::task::spawn_blocking(move || -> Result<(i64, i64)> {
         let timeout = std::time::Duration::from_secs(10);
+        check_partition_exists(&consumer, &topic, partition, timeout)?;
         let found = consumer
             .offsets_for_times(tpl, timeout)
             .context("the timestamp lookup failed")?;
@@ -176,12 +177,7 @@ pub async fn offset_for_timestamp(a: OffsetForTimestampArgs) -> Result<ExitCode>
         lookup.checked(ts, answered, high).map(|o| (o, high))
     })
     .await?
-    .with_context(|| {
-        format!(
-            "cluster {} did not answer the timestamp lookup of {}/{partition}",
-            a.bootstrap_servers, a.topic
-        )
-    })?;
+    .with_context(|| format!("cluster {}", a.bootstrap_servers))?;
     let when = format_ms(ts);
     match a.format {
         Format::Json => print_json(
@@ -199,6 +195,32 @@ pub async fn offset_for_timestamp(a: OffsetForTimestampArgs) -> Result<ExitCode>
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A topic or partition that is not there is named as such (librdkafka's lookup of one says
+/// "Unknown partition" twice over).
+fn check_partition_exists(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    partition: i32,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    use rdkafka::consumer::Consumer;
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .context("the metadata lookup failed; check the address and that the cluster runs")?;
+    let found = md.topics().iter().find(|t| t.name() == topic);
+    let count = match found {
+        Some(t) if t.error().is_none() => t.partitions().len(),
+        _ => anyhow::bail!("topic {topic:?} does not exist; check its name"),
+    };
+    if partition as usize >= count {
+        anyhow::bail!(
+            "topic {topic:?} has {count} partitions (0..={}): there is no partition {partition}",
+            count.saturating_sub(1)
+        );
+    }
+    Ok(())
 }
 
 /// One partition's timestamp lookup, checked against its records.

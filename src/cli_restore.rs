@@ -208,6 +208,9 @@ pub async fn restore(mut a: RestoreArgs, validate_only: bool) -> Result<ExitCode
         a.dry_run = true;
     }
     check_mode_flags(&a)?;
+    if validate_only && (a.detach || a.new_run) {
+        anyhow::bail!("validate-restore writes nothing and starts no plan: --detach and --new-run apply to restore; leave them out");
+    }
     let file = match &a.config {
         Some(p) => config::load(p)?,
         None => Default::default(),

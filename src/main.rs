@@ -69,6 +69,9 @@ async fn main() -> ExitCode {
         Command::Coordinator(_) => ("kafka-backup-coordinator", "info,librdkafka=error"),
         Command::Worker(_) => ("kafka-backup-worker", "info,librdkafka=error"),
         Command::Backup(_) => ("kafka-backup", "info,librdkafka=error"),
+        // One lookup whose failure is reported whole in its error: librdkafka's global
+        // errors repeat it a hundred times over when the cluster is unreachable.
+        Command::OffsetForTimestamp(_) => ("kafka-backup", "warn,librdkafka=off,rdkafka=off"),
         _ => ("kafka-backup", "warn,librdkafka=error"),
     };
     let telemetry = kafka_backup_common::telemetry::init(service, default_filter);

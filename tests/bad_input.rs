@@ -261,6 +261,33 @@ fn malformed_backup_and_server_flags_are_refused() {
     );
 }
 
+#[test]
+fn validate_restore_refuses_flags_of_a_run() {
+    let dir = temp_dir();
+    let state = dir.path().join("state");
+    let st = state.to_str().expect("p");
+    for flag in ["--detach", "--new-run"] {
+        refused(
+            &[
+                "validate-restore",
+                "--storage",
+                "/nonexistent/kafka-backup-test-storage",
+                "--backup-id",
+                "bk",
+                "--bootstrap-servers",
+                "127.0.0.1:1",
+                "--source-topics",
+                "orders",
+                "--checkpoint-state",
+                st,
+                flag,
+            ],
+            flag,
+            &state,
+        );
+    }
+}
+
 /// `kafka-backup list-backups | head -0`: the reader is gone before the first line is
 /// written. The command stops quietly with the status of a tool ended by SIGPIPE (141), as
 /// `ls | head` does; it used to panic with a backtrace hint.

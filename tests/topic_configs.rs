@@ -112,6 +112,13 @@ async fn create_topics_brings_back_the_recorded_configuration() {
     args.extend(["--create-topics", "--topic-config", "segment.ms=3600000"]);
     let mut dry = args.clone();
     dry.push("--dry-run");
+    // More replicas than the broker count is refused, in the dry run already.
+    let mut too_many = dry.clone();
+    too_many.extend(["--replication-factor", "3"]);
+    kb_err(
+        &too_many,
+        "has 1 broker(s); pass --replication-factor 1 or fewer",
+    );
     let out = kb_ok(&dry);
     assert!(
         out.contains("Will create topic: ")

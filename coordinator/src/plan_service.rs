@@ -411,6 +411,9 @@ async fn plan_against_target(spec: &RestoreSpec) -> Result<Planned, Status> {
         topic_creations: creations(&view.missing, &tasks, &recorded, spec),
         ..Default::default()
     };
+    target
+        .check_replication(&report.topic_creations, spec.replication_factor > 0)
+        .map_err(target_status)?;
     // The oldest record each target topic receives, for the retention check.
     let mut oldest: BTreeMap<String, i64> = BTreeMap::new();
     let mut totals = Vec::with_capacity(tasks.len());

@@ -42,6 +42,14 @@ pub enum TargetError {
         actual: i32,
         needed: i32,
     },
+    #[error("target topic {topic:?} would be created with replication factor {replication_factor} ({origin}), but {bootstrap} has {brokers} broker(s); pass --replication-factor {brokers} or fewer")]
+    ReplicationFactorTooHigh {
+        topic: String,
+        replication_factor: i32,
+        origin: &'static str,
+        bootstrap: String,
+        brokers: usize,
+    },
     #[error("cannot create target topic {topic:?}: {reason}")]
     CreateFailed { topic: String, reason: String },
 }
@@ -74,6 +82,9 @@ pub struct TargetCluster {
     admin: std::sync::OnceLock<AdminClient<DefaultClientContext>>,
     /// A broker of the cluster, seen by `topic_partitions` (asked for its default retention).
     broker_id: std::sync::OnceLock<i32>,
+    /// How many brokers `topic_partitions` saw: the highest replication factor a created
+    /// topic can have.
+    broker_count: std::sync::OnceLock<usize>,
 }
 
 impl Drop for TargetCluster {
@@ -93,6 +104,7 @@ impl TargetCluster {
             properties: properties.clone(),
             admin: std::sync::OnceLock::new(),
             broker_id: std::sync::OnceLock::new(),
+            broker_count: std::sync::OnceLock::new(),
         }
     }
 
@@ -118,6 +130,7 @@ impl TargetCluster {
         if let Some(b) = md.brokers().first() {
             let _ = self.broker_id.set(b.id());
         }
+        let _ = self.broker_count.set(md.brokers().len());
         if md.brokers().is_empty() {
             return Err(TargetError::Unreachable {
                 bootstrap: self.bootstrap.clone(),
@@ -180,6 +193,36 @@ impl TargetCluster {
             }
         }
         Ok(view)
+    }
+
+    /// Refuses a topic to create with more replicas than the cluster has brokers (Kafka
+    /// would refuse the creation; a dry run says so before). `explicit`: the factor came
+    /// from --replication-factor rather than from the backup's record of the source topic.
+    pub fn check_replication(
+        &self,
+        creations: &[TopicCreation],
+        explicit: bool,
+    ) -> Result<(), TargetError> {
+        let Some(&brokers) = self.broker_count.get() else {
+            return Ok(());
+        };
+        match creations
+            .iter()
+            .find(|c| c.replication_factor > 0 && c.replication_factor as usize > brokers)
+        {
+            Some(c) => Err(TargetError::ReplicationFactorTooHigh {
+                topic: c.topic.clone(),
+                replication_factor: c.replication_factor,
+                origin: if explicit {
+                    "--replication-factor"
+                } else {
+                    "the source topic's, recorded in the backup"
+                },
+                bootstrap: self.bootstrap.clone(),
+                brokers,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The current end offset (high watermark) of a target partition.

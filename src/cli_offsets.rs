@@ -121,8 +121,13 @@ pub async fn show_offset_mapping(a: OffsetMappingArgs) -> Result<ExitCode> {
 
 #[derive(Args)]
 pub struct OffsetForTimestampArgs {
+    /// The cluster; default: restore.target.bootstrap_servers of --config.
     #[arg(long = "bootstrap-servers", visible_alias = "bootstrap-server")]
-    pub bootstrap_servers: String,
+    pub bootstrap_servers: Option<String>,
+    /// A restore YAML file whose restore.target (bootstrap servers and security: SASL, TLS)
+    /// says how to reach the cluster, e.g. the one the restore itself ran with.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     #[arg(long)]
     pub topic: String,
     #[arg(long, allow_hyphen_values = true)]
@@ -140,14 +145,29 @@ pub async fn offset_for_timestamp(a: OffsetForTimestampArgs) -> Result<ExitCode>
     use rdkafka::{Offset, TopicPartitionList};
     let partition = kafka_backup_common::filters::parse_partition("--partition", &a.partition)?;
     let ts = kafka_backup_common::timestamp::parse_timestamp_ms("--timestamp", &a.timestamp)?;
-    let consumer: BaseConsumer = kafka_backup_common::kafka::client_config(
-        &a.bootstrap_servers,
-        &std::collections::BTreeMap::new(),
-    )
-    .set("group.id", "kafka-backup-offset-lookup")
-    // Records are read to check the broker's answer: nothing is committed for this group.
-    .set("enable.auto.commit", "false")
-    .create()?;
+    let target = match &a.config {
+        Some(path) => {
+            kafka_backup_common::config::load(path)?
+                .restore
+                .unwrap_or_default()
+                .target
+        }
+        None => Default::default(),
+    };
+    let Some(bootstrap) = a.bootstrap_servers.clone().or_else(|| {
+        target
+            .bootstrap_servers
+            .as_ref()
+            .map(|b| b.to_vec().join(","))
+    }) else {
+        anyhow::bail!("no cluster: give --bootstrap-servers, or --config with restore.target.bootstrap_servers");
+    };
+    let consumer: BaseConsumer =
+        kafka_backup_common::kafka::client_config(&bootstrap, &target.security.to_properties())
+            .set("group.id", "kafka-backup-offset-lookup")
+            // Records are read to check the broker's answer: nothing is committed for this group.
+            .set("enable.auto.commit", "false")
+            .create()?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&a.topic, partition, Offset::Offset(ts))?;
     let topic = a.topic.clone();
@@ -177,7 +197,7 @@ pub async fn offset_for_timestamp(a: OffsetForTimestampArgs) -> Result<ExitCode>
         lookup.checked(ts, answered, high).map(|o| (o, high))
     })
     .await?
-    .with_context(|| format!("cluster {}", a.bootstrap_servers))?;
+    .with_context(|| format!("cluster {bootstrap}"))?;
     let when = format_ms(ts);
     match a.format {
         Format::Json => print_json(

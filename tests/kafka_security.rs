@@ -160,6 +160,28 @@ async fn scram_round_trip_and_no_secret_in_logs_output_or_spans() {
     keep("restore", &real);
     let status: serde_json::Value = serde_json::from_str(&stdout(&real)).expect("json");
     assert_eq!(status["state"], "completed", "{status}");
+    // The timestamp lookup reaches the SASL cluster with the same file's settings.
+    let lookup = kb_with_secret(
+        &[
+            "offset-for-timestamp",
+            "--config",
+            alice.as_str(),
+            "--topic",
+            &topic,
+            "--partition",
+            "0",
+            "--timestamp",
+            "1740000000000",
+            "--format",
+            "json",
+        ],
+        ALICE_PASSWORD,
+        &otlp,
+    );
+    assert!(lookup.status.success(), "lookup: {}", stderr(&lookup));
+    let found: serde_json::Value = serde_json::from_str(&stdout(&lookup)).expect("json");
+    assert_eq!(found["offset"], 0, "{found}");
+    keep("timestamp lookup", &lookup);
 
     // 2. A wrong password is refused before anything is written, with a clear error.
     let wrong_state = dir.path().join("wrong-state");

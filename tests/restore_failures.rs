@@ -552,6 +552,16 @@ async fn status_cancel_and_resume_through_the_grpc_api() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(st.records_done, 6000);
+    kb_err(
+        &[
+            "restore-cancel",
+            "--coordinator",
+            &url,
+            "--plan-id",
+            &plan_id,
+        ],
+        "nothing to cancel",
+    );
     for w in &mut workers {
         let _ = w.kill();
         let _ = w.wait();

@@ -185,6 +185,12 @@ impl RestorePlans for PlanService {
 
     async fn cancel_plan(&self, req: Request<PlanRef>) -> Result<Response<PlanStatus>, Status> {
         let id = req.into_inner().plan_id;
+        let state = self.coord.ledger.plan_state(&id).map_err(ledger_status)?;
+        if state == PlanState::Completed {
+            return Err(Status::failed_precondition(format!(
+                "plan {id} has completed: there is nothing to cancel"
+            )));
+        }
         let plan = id.clone();
         commit(&self.coord.changes, move |l| l.cancel(&plan)).await?;
         tracing::warn!(plan = %id, "plan cancelled");

@@ -266,12 +266,14 @@ pub fn resolve(f: &RestoreFlags, file: ConfigFile) -> Result<ResolvedRestore, Op
         }
         (None, None) => Duration::from_secs(5),
     };
-    let workers = f
-        .workers
-        .or(r.performance.max_concurrent_partitions)
-        .unwrap_or(4);
+    // The error names where the value came from: the flag, or the YAML key under it.
+    let (workers, workers_source) = match (f.workers, r.performance.max_concurrent_partitions) {
+        (Some(n), _) => (n, "--workers"),
+        (None, Some(n)) => (n, "restore.performance.max_concurrent_partitions"),
+        (None, None) => (4, "--workers"),
+    };
     if workers == 0 || workers > 256 {
-        return invalid(format!("invalid --workers {workers}: use 1 to 256"));
+        return invalid(format!("invalid {workers_source} {workers}: use 1 to 256"));
     }
     let spec = RestoreSpec {
         backup_id,
@@ -965,6 +967,7 @@ restore:
             (format!("{head}{source}  target:\n    bootstrap_servers: [\"k:1\"]\n    partition_mapping:\n      orders: \"0:x\"\n"), "invalid partition mapping"),
             (format!("{head}{source}  target:\n    bootstrap_servers: [\"k:1\"]\n    topics_rewrite: \"s/(/x/\"\n"), "invalid topic rewrite"),
             (format!("{head}{target}{source}  performance:\n    checkpoint_interval_secs: 0\n"), "checkpoint_interval_secs"),
+            (format!("{head}{target}{source}  performance:\n    max_concurrent_partitions: 0\n"), "invalid restore.performance.max_concurrent_partitions 0"),
             (format!("{head}{target}{source}  restore_strategy:\n    consumer_group_strategy: psychic\n"), "--consumer-group-strategy"),
             (format!("{head}{target}{source}  restore_strategy:\n    consumer_groups: [g]\n"), "--reset-consumer-offsets"),
             (format!("{head}{source}  target:\n    bootstrap_servers: [\"k:1\"]\n    topics: [x]\n    topics_rewrite: \"s/^/p-/\"\n"), "both given"),

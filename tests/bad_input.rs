@@ -21,13 +21,11 @@ fn refused(args: &[&str], needle: &str, state: &Path) {
     assert!(!state.exists(), "{args:?} created {}", state.display());
 }
 
-#[test]
-fn malformed_restore_flags_are_refused_before_connecting() {
-    let dir = temp_dir();
-    let state = dir.path().join("state");
-    let st = state.to_str().expect("p");
-    let base = [
-        "restore",
+/// `command` (restore or validate-restore) with every required input, against a backup
+/// location that does not exist and an address where nothing listens, ledger in `state`.
+fn restore_args<'a>(command: &'a str, state: &'a str) -> Vec<&'a str> {
+    vec![
+        command,
         "--storage",
         "/nonexistent/kafka-backup-test-storage",
         "--backup-id",
@@ -35,10 +33,18 @@ fn malformed_restore_flags_are_refused_before_connecting() {
         "--bootstrap-servers",
         "127.0.0.1:1",
         "--checkpoint-state",
-        st,
+        state,
         "--source-topics",
         "orders",
-    ];
+    ]
+}
+
+#[test]
+fn malformed_restore_flags_are_refused_before_connecting() {
+    let dir = temp_dir();
+    let state = dir.path().join("state");
+    let st = state.to_str().expect("p");
+    let base = restore_args("restore", st);
     // One case of each kind: the whole matrix is unit-tested where it is resolved
     // (common/src/restore_options.rs); here the binary shows it refuses before it connects
     // or creates the state directory.
@@ -72,7 +78,7 @@ fn malformed_restore_flags_are_refused_before_connecting() {
         ),
     ];
     for (extra, needle) in cases {
-        let mut args = base.to_vec();
+        let mut args = base.clone();
         args.extend_from_slice(extra);
         refused(&args, needle, &state);
     }
@@ -267,24 +273,9 @@ fn validate_restore_refuses_flags_of_a_run() {
     let state = dir.path().join("state");
     let st = state.to_str().expect("p");
     for flag in ["--detach", "--new-run"] {
-        refused(
-            &[
-                "validate-restore",
-                "--storage",
-                "/nonexistent/kafka-backup-test-storage",
-                "--backup-id",
-                "bk",
-                "--bootstrap-servers",
-                "127.0.0.1:1",
-                "--source-topics",
-                "orders",
-                "--checkpoint-state",
-                st,
-                flag,
-            ],
-            flag,
-            &state,
-        );
+        let mut args = restore_args("validate-restore", st);
+        args.push(flag);
+        refused(&args, flag, &state);
     }
 }
 

@@ -29,6 +29,26 @@ impl Fixture {
     fn restore_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
         self.restore_args_at(self.state(), extra)
     }
+    /// `restore` of the fixture's topic into `target` on `bootstrap`, created if missing,
+    /// plus `extra`.
+    fn restore_into_args<'a>(
+        &'a self,
+        target: &'a str,
+        bootstrap: &'a str,
+        extra: &[&'a str],
+    ) -> Vec<&'a str> {
+        let mut v = vec![
+            "--source-topic",
+            &self.topic,
+            "--target-topic",
+            target,
+            "--bootstrap-servers",
+            bootstrap,
+            "--create-topics",
+        ];
+        v.extend_from_slice(extra);
+        self.restore_args(&v)
+    }
     /// The same with the ledger in `state`.
     fn restore_args_at<'a>(&'a self, state: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
         let mut v = vec![
@@ -752,15 +772,8 @@ async fn corrupt_segment_stops_only_its_task_and_keeps_what_was_restored() {
     bytes[40] ^= 0x55;
     std::fs::write(&seg, bytes).expect("write");
     let target = unique("corrupt-target");
-    let o = kb(&f.restore_args(&[
-        "--source-topic",
-        &f.topic,
-        "--target-topic",
-        &target,
-        "--bootstrap-servers",
-        &broker(),
-        "--create-topics",
-    ]));
+    let b = broker();
+    let o = kb(&f.restore_into_args(&target, &b, &[]));
     let out = stdout(&o);
     assert_eq!(
         o.status.code(),
@@ -792,18 +805,11 @@ async fn corrupt_segment_stops_only_its_task_and_keeps_what_was_restored() {
     // The operator reruns the same restore, now skipping damaged segments (and slower): the
     // same plan resumes and retries only the failed partition, which continues after the
     // bad segment; nothing already written is written again.
-    let out = kb_ok(&f.restore_args(&[
-        "--source-topic",
-        &f.topic,
-        "--target-topic",
+    let out = kb_ok(&f.restore_into_args(
         &target,
-        "--bootstrap-servers",
-        &broker(),
-        "--create-topics",
-        "--skip-corrupt-segments",
-        "--max-records-per-sec",
-        "100000",
-    ]));
+        &b,
+        &["--skip-corrupt-segments", "--max-records-per-sec", "100000"],
+    ));
     assert!(out.contains("Resuming plan"), "{out}");
     assert!(out.contains("completed"), "{out}");
     assert_same_records(&f.source[0], &consume_all(&broker(), &target, 0));
@@ -833,18 +839,12 @@ async fn skip_corrupt_segments_restores_the_rest_and_reports_what_was_skipped() 
     );
     std::fs::remove_file(f.backup.path().join(&gone)).expect("remove");
     let target = unique("skip-target");
-    let out = kb_ok(&f.restore_args(&[
-        "--source-topic",
-        &f.topic,
-        "--target-topic",
+    let b = broker();
+    let out = kb_ok(&f.restore_into_args(
         &target,
-        "--bootstrap-servers",
-        &broker(),
-        "--create-topics",
-        "--skip-corrupt-segments",
-        "--format",
-        "json",
-    ]));
+        &b,
+        &["--skip-corrupt-segments", "--format", "json"],
+    ));
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["state"], "completed");
     let skipped: Vec<String> = v["tasks"][0]["skipped_segments"]

@@ -549,12 +549,11 @@ impl PlanService {
                 tracing::info!(plan = %existing.plan_id, state = state.as_str(), "resubmitted plan resumes from the ledger");
                 self.update_run_settings(&existing, &spec).await?;
                 if state != PlanState::Cancelled {
-                    let retried = ledger
-                        .retry_failed(&existing.plan_id)
-                        .map_err(ledger_status)?;
-                    ledger.durable(retried.seq).await.map_err(ledger_status)?;
-                    if retried.value > 0 {
-                        tracing::info!(plan = %existing.plan_id, tasks = retried.value, "resubmitted plan retries its failed tasks");
+                    let plan = existing.plan_id.clone();
+                    let retried =
+                        commit(&self.coord.changes, move |l| l.retry_failed(&plan)).await?;
+                    if retried > 0 {
+                        tracing::info!(plan = %existing.plan_id, tasks = retried, "resubmitted plan retries its failed tasks");
                     }
                 }
                 return Ok(Response::new(SubmitPlanResponse {
@@ -606,11 +605,8 @@ impl PlanService {
         if updated == stored {
             return Ok(());
         }
-        let ledger = &self.coord.ledger;
-        let changed = ledger
-            .update_spec(&plan.plan_id, updated.encode_to_vec())
-            .map_err(ledger_status)?;
-        ledger.durable(changed.seq).await.map_err(ledger_status)?;
+        let (id, encoded) = (plan.plan_id.clone(), updated.encode_to_vec());
+        commit(&self.coord.changes, move |l| l.update_spec(&id, encoded)).await?;
         tracing::info!(plan = %plan.plan_id, "resumed plan takes the resubmission's run settings");
         Ok(())
     }

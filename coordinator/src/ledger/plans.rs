@@ -212,6 +212,14 @@ impl Ledger {
         if uncancel {
             record.cancelled = false;
         }
+        let failed = e
+            .tasks
+            .iter()
+            .any(|t| t.progress.state == TaskState::Failed);
+        // A resubmission of a plan with nothing failed (the usual rerun) writes nothing.
+        if !failed && record.cancelled == e.record.cancelled {
+            return Ok(self.changed(0));
+        }
         let mut requeued = Vec::new();
         for t in e
             .tasks

@@ -183,6 +183,30 @@ async fn a_short_retention_is_refused_before_anything_is_written() {
         "refused before creating the topic"
     );
 
+    // A value Kafka refuses is refused before anything is created, by the dry run too (tansu
+    // takes any value and applies nothing); a key Kafka does not know is warned about.
+    for (bad, key) in [
+        ("retention.ms=abc", "retention.ms"),
+        ("cleanup.policy=compacted", "cleanup.policy"),
+    ] {
+        let mut a = restore(&backup, &topic, &created);
+        a.extend(["--create-topics", "--allow-retention-deletes"]);
+        a.extend(["--topic-config", bad]);
+        let err = kb_err(&a, "is not valid");
+        assert!(err.contains(&format!("{key} takes")), "{err}");
+        a.push("--dry-run");
+        kb_err(&a, "is not valid");
+        assert!(!topic_exists(&broker(), &created), "{bad}: nothing created");
+    }
+    let mut typo = restore(&backup, &topic, &created);
+    typo.extend(["--create-topics", "--allow-retention-deletes", "--dry-run"]);
+    typo.extend(["--topic-config", "retention.mss=-1"]);
+    let out = kb_ok(&typo);
+    assert!(
+        out.contains("retention.mss is not among Kafka's topic configurations"),
+        "{out}"
+    );
+
     // Consent restores it.
     let mut allowed = args.clone();
     allowed.push("--allow-retention-deletes");

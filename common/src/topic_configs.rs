@@ -152,6 +152,132 @@ pub fn broker_retention_ms(broker: &BTreeMap<String, String>) -> Option<i64> {
         .or_else(|| get("log.retention.hours").map(|h| h.saturating_mul(3_600_000)))
 }
 
+/// What values a Kafka topic configuration takes, as Kafka's own validators check them.
+#[derive(Debug, Clone, Copy)]
+enum ValueKind {
+    /// A 64-bit whole number, at least the bound.
+    Long(i64),
+    /// A 32-bit whole number, within the bounds.
+    Int(i32, i32),
+    /// A decimal number from 0 to 1.
+    Ratio,
+    Bool,
+    /// One of these words.
+    OneOf(&'static [&'static str]),
+    /// A comma-separated list of these words, at least one.
+    ListOf(&'static [&'static str]),
+    /// Whatever the broker takes (lists of replica ids, a deprecated version string).
+    Any,
+}
+
+/// Kafka's topic configurations (3.x and 4.0) and what each takes. A restore checks the
+/// values it is given against these before anything is created: a broker refuses a bad one
+/// only at topic creation, after the restore's earlier topics were created, and some
+/// Kafka-protocol brokers take anything (`retention.ms=abc`) and apply nothing.
+const KAFKA_TOPIC_CONFIGS: &[(&str, ValueKind)] = {
+    use ValueKind::*;
+    const COMPRESSION: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
+    &[
+        ("cleanup.policy", ListOf(&["delete", "compact"])),
+        ("compression.gzip.level", Int(-1, 9)),
+        ("compression.lz4.level", Int(1, 17)),
+        ("compression.type", OneOf(COMPRESSION)),
+        ("compression.zstd.level", Int(-131_072, 22)),
+        ("delete.retention.ms", Long(0)),
+        ("file.delete.delay.ms", Long(0)),
+        ("flush.messages", Long(1)),
+        ("flush.ms", Long(0)),
+        ("follower.replication.throttled.replicas", Any),
+        ("index.interval.bytes", Int(0, i32::MAX)),
+        ("leader.replication.throttled.replicas", Any),
+        ("local.retention.bytes", Long(-2)),
+        ("local.retention.ms", Long(-2)),
+        ("max.compaction.lag.ms", Long(1)),
+        ("max.message.bytes", Int(0, i32::MAX)),
+        ("message.downconversion.enable", Bool),
+        ("message.format.version", Any),
+        ("message.timestamp.after.max.ms", Long(0)),
+        ("message.timestamp.before.max.ms", Long(0)),
+        ("message.timestamp.difference.max.ms", Long(0)),
+        (
+            "message.timestamp.type",
+            OneOf(&["CreateTime", "LogAppendTime"]),
+        ),
+        ("min.cleanable.dirty.ratio", Ratio),
+        ("min.compaction.lag.ms", Long(0)),
+        ("min.insync.replicas", Int(1, i32::MAX)),
+        ("preallocate", Bool),
+        ("remote.log.copy.disable", Bool),
+        ("remote.log.delete.on.disable", Bool),
+        ("remote.storage.enable", Bool),
+        ("retention.bytes", Long(i64::MIN)),
+        ("retention.ms", Long(-1)),
+        ("segment.bytes", Int(14, i32::MAX)),
+        ("segment.index.bytes", Int(4, i32::MAX)),
+        ("segment.jitter.ms", Long(0)),
+        ("segment.ms", Long(1)),
+        ("unclean.leader.election.enable", Bool),
+    ]
+};
+
+/// How a restore's topic configuration override stands against Kafka's own.
+#[derive(Debug, PartialEq)]
+pub enum OverrideCheck {
+    /// One of Kafka's topic configurations, with a value it takes (or empty: dropped).
+    Valid,
+    /// Not a Kafka topic configuration: a vendor's (a broker of that vendor may take it) or a
+    /// misspelt one. The broker decides; the dry run says so.
+    Unknown,
+}
+
+/// Checks one topic configuration a restore would create topics with; the error names the
+/// setting, what it takes and an example. An empty value drops a recorded setting and is
+/// always accepted.
+pub fn check_override(key: &str, value: &str) -> Result<OverrideCheck, String> {
+    let Some((_, kind)) = KAFKA_TOPIC_CONFIGS.iter().find(|(k, _)| *k == key) else {
+        return Ok(OverrideCheck::Unknown);
+    };
+    let v = value.trim();
+    if value.is_empty() {
+        return Ok(OverrideCheck::Valid);
+    }
+    let takes = match *kind {
+        ValueKind::Long(min) => match v.parse::<i64>() {
+            Ok(n) if n >= min => None,
+            _ if min == i64::MIN => Some("a whole number".to_string()),
+            _ => Some(format!("a whole number, {min} or more")),
+        },
+        ValueKind::Int(min, max) => match v.parse::<i32>() {
+            Ok(n) if (min..=max).contains(&n) => None,
+            _ if max == i32::MAX => Some(format!("a whole number, {min} or more")),
+            _ => Some(format!("a whole number from {min} to {max}")),
+        },
+        ValueKind::Ratio => match v.parse::<f64>() {
+            Ok(x) if (0.0..=1.0).contains(&x) => None,
+            _ => Some("a decimal number from 0 to 1, e.g. 0.5".to_string()),
+        },
+        ValueKind::Bool => {
+            let word = v.to_ascii_lowercase();
+            (word != "true" && word != "false").then(|| "true or false".to_string())
+        }
+        ValueKind::OneOf(words) => {
+            (!words.contains(&v)).then(|| format!("one of {}", words.join(", ")))
+        }
+        ValueKind::ListOf(words) => {
+            let ok = v.split(',').all(|w| words.contains(&w.trim()));
+            (!ok).then(|| format!("{}, or several joined by commas", words.join(" or ")))
+        }
+        ValueKind::Any => None,
+    };
+    match takes {
+        None => Ok(OverrideCheck::Valid),
+        Some(takes) => Err(format!(
+            "topic configuration {key}={value:?} is not valid: {key} takes {takes} \
+             (--topic-config {key}=VALUE or restore.target.topic_configs; {key}= drops it)"
+        )),
+    }
+}
+
 /// Parses one `--topic-config KEY=VALUE`; an empty value (`KEY=`) drops a configuration the
 /// backup recorded.
 pub fn parse_override(s: &str) -> Result<(String, String), String> {
@@ -262,5 +388,47 @@ mod tests {
         );
         assert!(parse_override("retention.ms").is_err());
         assert!(parse_override("=1").is_err());
+    }
+
+    #[test]
+    fn overrides_are_checked_as_kafka_checks_them() {
+        use OverrideCheck::*;
+        for (k, v) in [
+            ("retention.ms", "-1"),
+            ("retention.ms", " 3600000 "),
+            ("retention.ms", ""),
+            ("retention.bytes", "-7"),
+            ("cleanup.policy", "compact,delete"),
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0.25"),
+            ("unclean.leader.election.enable", "TRUE"),
+            ("compression.type", "zstd"),
+            ("min.insync.replicas", "2"),
+            ("compression.zstd.level", "-5"),
+            ("leader.replication.throttled.replicas", "0:1,1:2"),
+        ] {
+            assert_eq!(check_override(k, v), Ok(Valid), "{k}={v}");
+        }
+        for (k, v, says) in [
+            ("retention.ms", "abc", "a whole number, -1 or more"),
+            ("retention.ms", "-5", "-1 or more"),
+            ("retention.bytes", "1.5", "a whole number"),
+            ("cleanup.policy", "compacted", "delete or compact"),
+            ("min.insync.replicas", "0", "1 or more"),
+            ("segment.bytes", "4294967296", "14 or more"),
+            ("min.cleanable.dirty.ratio", "2", "from 0 to 1"),
+            ("preallocate", "yes", "true or false"),
+            ("compression.type", "ZSTD", "one of uncompressed, zstd"),
+            ("compression.gzip.level", "10", "from -1 to 9"),
+        ] {
+            let e = check_override(k, v).expect_err(k);
+            assert!(e.contains(k) && e.contains(says), "{k}={v}: {e}");
+            assert!(e.contains("--topic-config"), "{e}");
+        }
+        assert_eq!(
+            check_override("confluent.placement.constraints", "{}"),
+            Ok(Unknown)
+        );
+        assert_eq!(check_override("retention.mss", "1"), Ok(Unknown));
     }
 }

@@ -16,6 +16,7 @@ use crate::{now_ms, Coordinator};
 use kafka_backup_common::manifest_index::Sieve;
 use kafka_backup_common::storage::BackupStore;
 use kafka_backup_common::telemetry::{current_traceparent, set_remote_parent};
+use kafka_backup_common::topic_configs::{check_override, OverrideCheck};
 use kafka_backup_proto::restore_plans_server::RestorePlans;
 use kafka_backup_proto::*;
 use prost::Message;
@@ -352,6 +353,9 @@ fn check_required(spec: &RestoreSpec) -> Result<(), Status> {
             "target cluster is required: give --bootstrap-servers/--target-cluster or restore.target.bootstrap_servers",
         ));
     }
+    for (key, value) in &spec.topic_configs {
+        check_override(key, value).map_err(Status::invalid_argument)?;
+    }
     Ok(())
 }
 
@@ -507,6 +511,23 @@ async fn check_retention(
         .keys()
         .filter(|t| !report.topics_to_create.contains(t))
         .collect();
+    if !report.topics_to_create.is_empty() {
+        let unknown: Vec<&str> = spec
+            .topic_configs
+            .iter()
+            .filter(|(k, v)| check_override(k, v) == Ok(OverrideCheck::Unknown))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        if !unknown.is_empty() {
+            report.warnings.push(format!(
+                "{} {} not among Kafka's topic configurations: a broker of the vendor that defines {} may take {}, others refuse the topic creation (check the spelling)",
+                unknown.join(", "),
+                if unknown.len() == 1 { "is" } else { "are" },
+                if unknown.len() == 1 { "it" } else { "them" },
+                if unknown.len() == 1 { "it" } else { "them" },
+            ));
+        }
+    }
     if !spec.topic_configs.is_empty() && !existing.is_empty() {
         report.warnings.push(format!(
             "--topic-config applies only to topics the restore creates; {} exist and keep their configuration",

@@ -47,14 +47,15 @@ pub enum ConsumerGroupStrategy {
 }
 
 impl ConsumerGroupStrategy {
-    pub fn parse(s: &str) -> Result<Self, OptionsError> {
+    /// `source` names where the value came from (the flag or the YAML key), for the error.
+    pub fn parse(s: &str, source: &str) -> Result<Self, OptionsError> {
         Ok(match s {
             "skip" => Self::Skip,
             "header-based" => Self::HeaderBased,
             "timestamp-based" => Self::TimestampBased,
             "cluster-scan" => Self::ClusterScan,
             "manual" => Self::Manual,
-            other => return invalid(format!("invalid --consumer-group-strategy {other:?}: use skip, header-based, timestamp-based, cluster-scan or manual")),
+            other => return invalid(format!("invalid {source} {other:?}: use skip, header-based, timestamp-based, cluster-scan or manual")),
         })
     }
 
@@ -239,12 +240,16 @@ pub fn resolve(f: &RestoreFlags, file: ConfigFile) -> Result<ResolvedRestore, Op
     }) else {
         return invalid("no target cluster: give --bootstrap-servers/--target-cluster or restore.target.bootstrap_servers");
     };
-    let group_strategy = ConsumerGroupStrategy::parse(
-        f.consumer_group_strategy
-            .as_deref()
-            .or(r.restore_strategy.consumer_group_strategy.as_deref())
-            .unwrap_or("skip"),
-    )?;
+    let group_strategy = match (
+        f.consumer_group_strategy.as_deref(),
+        r.restore_strategy.consumer_group_strategy.as_deref(),
+    ) {
+        (Some(s), _) => ConsumerGroupStrategy::parse(s, "--consumer-group-strategy")?,
+        (None, Some(s)) => {
+            ConsumerGroupStrategy::parse(s, "restore.restore_strategy.consumer_group_strategy")?
+        }
+        (None, None) => ConsumerGroupStrategy::Skip,
+    };
     let add_headers = f.add_original_offset_headers
         || group_strategy.writes_headers()
         || r.restore_strategy
@@ -968,7 +973,7 @@ restore:
             (format!("{head}{source}  target:\n    bootstrap_servers: [\"k:1\"]\n    topics_rewrite: \"s/(/x/\"\n"), "invalid topic rewrite"),
             (format!("{head}{target}{source}  performance:\n    checkpoint_interval_secs: 0\n"), "checkpoint_interval_secs"),
             (format!("{head}{target}{source}  performance:\n    max_concurrent_partitions: 0\n"), "invalid restore.performance.max_concurrent_partitions 0"),
-            (format!("{head}{target}{source}  restore_strategy:\n    consumer_group_strategy: psychic\n"), "--consumer-group-strategy"),
+            (format!("{head}{target}{source}  restore_strategy:\n    consumer_group_strategy: psychic\n"), "invalid restore.restore_strategy.consumer_group_strategy \"psychic\""),
             (format!("{head}{target}{source}  restore_strategy:\n    consumer_groups: [g]\n"), "--reset-consumer-offsets"),
             (format!("{head}{source}  target:\n    bootstrap_servers: [\"k:1\"]\n    topics: [x]\n    topics_rewrite: \"s/^/p-/\"\n"), "both given"),
             (format!("{head}{target}  source:\n    topics: [orders]\n    from_timestamp: 1700000010\n"), "looks like epoch seconds"),

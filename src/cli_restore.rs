@@ -112,6 +112,11 @@ pub struct RestoreArgs {
     /// object is listed in the status and the offset report. Skipping loses those records.
     #[arg(long)]
     pub skip_corrupt_segments: bool,
+    /// Before anything is written, read back every segment the plan needs (CRC32, every
+    /// frame decompressed, every record walked) and refuse if any is missing or damaged; with
+    /// --dry-run or validate-restore, a check of the backup that writes nothing.
+    #[arg(long)]
+    pub verify_segments: bool,
     /// Throttle each partition task to this many records per second (0 = unlimited).
     #[arg(long, allow_hyphen_values = true)]
     pub max_records_per_sec: Option<u32>,
@@ -227,6 +232,9 @@ pub async fn restore(mut a: RestoreArgs, validate_only: bool) -> Result<ExitCode
     let remote = a.coordinator.clone().map(|url| (url, a.auth.security()));
     if let Some(req) = &r.reset {
         kafka_backup_coordinator::offset_reset::preflight(&r.spec, req).await?;
+    }
+    if a.verify_segments {
+        crate::cli_verify::verify_before_writing(&r.spec).await?;
     }
     // A first embedded run is checked against the backup and the target before its ledger
     // directory is made: a refused restore leaves nothing behind to mistake for a plan.

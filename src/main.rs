@@ -10,6 +10,7 @@ mod cli_offsets;
 mod cli_output;
 mod cli_plans;
 mod cli_restore;
+mod cli_verify;
 mod progress;
 mod reset_output;
 mod signals;

@@ -818,6 +818,64 @@ async fn corrupt_segment_stops_only_its_task_and_keeps_what_was_restored() {
     assert_same_records(&expected, &consume_all(&broker(), &target, 1));
 }
 
+/// `--verify-segments` reads back every segment of the plan before anything is written: an
+/// intact backup is said to be so; a damaged and a missing object refuse the restore (and
+/// its dry run) with nothing written, each named; with `--skip-corrupt-segments` the restore
+/// goes on without them.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_segments_reads_the_plan_back_before_anything_is_written() {
+    if skip_without_servers() {
+        return;
+    }
+    let f = fixture("verify", 1, 150).await;
+    let target = unique("verify-target");
+    let b = broker();
+    let mut dry = f.restore_into_args(&target, &b, &["--verify-segments", "--dry-run"]);
+    let o = kb(&dry);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Verified 3 segments of 1 partitions")
+            && stderr(&o).contains("150 records")
+            && stderr(&o).contains("every one reads back intact"),
+        "{}",
+        stderr(&o)
+    );
+    let key = |offset: i64| {
+        format!(
+            "bk/topics/{}/partition=0/segment-{offset:020}.bin.zst",
+            f.topic
+        )
+    };
+    let (bad, gone) = (key(50), key(100));
+    let path = f.backup.path().join(&bad);
+    let mut bytes = std::fs::read(&path).expect("segment");
+    bytes[40] ^= 0x55;
+    std::fs::write(&path, bytes).expect("write");
+    std::fs::remove_file(f.backup.path().join(&gone)).expect("remove");
+    let real = f.restore_into_args(&target, &b, &["--verify-segments"]);
+    for args in [&real, &dry] {
+        let err = kb_err(args, "2 of 3 segments of backup bk are missing or damaged");
+        assert!(err.contains(&format!("{bad} is corrupt: CRC32")), "{err}");
+        assert!(err.contains(&format!("{gone} not found")), "{err}");
+        assert!(err.contains("--skip-corrupt-segments"), "the way on: {err}");
+        assert!(!topic_exists(&b, &target), "nothing created: {args:?}");
+    }
+    dry.push("--skip-corrupt-segments");
+    kb_ok(&dry);
+    let o = kb(&f.restore_into_args(
+        &target,
+        &b,
+        &["--verify-segments", "--skip-corrupt-segments"],
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("skips these 2 segments"),
+        "{}",
+        stderr(&o)
+    );
+    assert_same_records(&f.source[0][..50], &consume_all(&broker(), &target, 0));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn skip_corrupt_segments_restores_the_rest_and_reports_what_was_skipped() {
     if skip_without_servers() {

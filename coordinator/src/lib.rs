@@ -18,6 +18,7 @@ pub mod security;
 pub mod status;
 pub mod target;
 pub mod topic_setup;
+pub mod verify;
 pub mod worker_service;
 
 use kafka_backup_proto::restore_plans_server::RestorePlansServer;

@@ -198,9 +198,9 @@ pub async fn backup(a: BackupArgs) -> Result<ExitCode> {
 
 pub async fn list_backups(a: StorageArgs) -> Result<ExitCode> {
     let store = open_store(&a, false)?;
-    let ids = store.list_backups().await?;
+    let ids = store.list_backup_ids().await?;
     let mut rows = Vec::new();
-    for id in &ids {
+    for id in &ids.complete {
         let m = store.read_manifest(id).await?;
         rows.push(serde_json::json!({
             "backup_id": id,
@@ -232,6 +232,13 @@ pub async fn list_backups(a: StorageArgs) -> Result<ExitCode> {
                 outln!("(no backups in {})", store.location());
             }
         }
+    }
+    // Not a row of the list (a restore cannot use them), but named where an operator looks.
+    if !ids.incomplete.is_empty() {
+        eprintln!(
+            "incomplete (objects but no manifest: a backup that stopped before it finished; restores cannot use them, and they take space): {}. Rerun the backup with that --backup-id (it removes what it does not write again), or delete its prefix.",
+            ids.incomplete.join(", ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -506,7 +506,7 @@ async fn a_segment_that_cannot_be_written_fails_the_backup_without_a_manifest() 
         return;
     }
     let topic = unique("rt-unwritable");
-    produce_fixture(&topic).await;
+    let produced = produce_fixture(&topic).await;
     let dir = temp_dir();
     // A file where partition 1's directory must go: its segments cannot be created.
     let blocked = dir.path().join(format!("rt4/topics/{topic}"));
@@ -527,6 +527,52 @@ async fn a_segment_that_cannot_be_written_fails_the_backup_without_a_manifest() 
         !dir.path().join("rt4/manifest.json").exists(),
         "no manifest for a failed backup"
     );
+    // What it left is named as incomplete, not listed as a backup. An earlier attempt may
+    // also have written segments under keys a rerun does not write again (the partition's
+    // start moved with retention, other segment limits): one such is put there.
+    let orphan = format!("rt4/topics/{topic}/partition=0/segment-{:020}.bin.zst", 999);
+    std::fs::create_dir_all(dir.path().join(format!("rt4/topics/{topic}/partition=0")))
+        .expect("mkdir");
+    std::fs::write(dir.path().join(&orphan), b"an earlier attempt's segment").expect("write");
+    let storage = dir.path().to_str().expect("path");
+    let o = kb(&["list-backups", "--storage", storage]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("rt4"), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("incomplete") && stderr(&o).contains("rt4"),
+        "{}",
+        stderr(&o)
+    );
+    // Rerun once the cause is gone: the segments the rerun does not write are removed once
+    // its manifest is written; only the manifest's segments remain, and they restore.
+    std::fs::remove_file(blocked.join("partition=1")).expect("unblock");
+    let out = run_backup_to(
+        &broker(),
+        &topic,
+        "rt4",
+        dir.path(),
+        &["--segment-max-records", "10"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let store = BackupStore::open(storage, &HashMap::new(), false).expect("store");
+    let m = store.read_manifest("rt4").await.expect("manifest");
+    let mut listed: Vec<String> = m
+        .topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .flat_map(|p| &p.segments)
+        .map(|s| s.key.clone())
+        .collect();
+    listed.sort();
+    let mut segments = store.list_keys("rt4").await.expect("keys");
+    segments.retain(|k| k.contains("/topics/"));
+    assert_eq!(segments, listed, "only the manifest's segments remain");
+    assert!(!segments.contains(&orphan));
+    for (p, want) in &produced {
+        let got = decode_all(&store, &m, &topic, *p).await;
+        assert_eq!(&got, want, "partition {p} after the rerun");
+    }
+    assert!(kb_ok(&["list-backups", "--storage", storage]).contains("rt4"));
 }
 
 /// The compression code in the header of each of a partition's segment objects.

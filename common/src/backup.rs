@@ -185,12 +185,29 @@ pub async fn run_backup(store: &BackupStore, req: &BackupRequest) -> Result<Mani
         }
         .into());
     }
-    let store = store.clone();
-    let req = req.clone();
-    let handle = Handle::current();
-    tokio::task::spawn_blocking(move || backup_blocking(&handle, &store, &req, &patterns))
-        .await
-        .unwrap_or_else(|e| Err(BackupError::Internal(e.to_string())))
+    // Objects but no manifest: an earlier backup with this id stopped before it finished.
+    let leftovers = store.has_objects(&req.backup_id).await?;
+    if leftovers {
+        tracing::info!(
+            backup_id = %req.backup_id,
+            "objects of an earlier, unfinished backup with this id are here: they are written over, and those not written again are removed once the manifest is written"
+        );
+    }
+    let manifest = {
+        let (store, req) = (store.clone(), req.clone());
+        let handle = Handle::current();
+        tokio::task::spawn_blocking(move || backup_blocking(&handle, &store, &req, &patterns))
+            .await
+            .unwrap_or_else(|e| Err(BackupError::Internal(e.to_string())))?
+    };
+    if leftovers {
+        let removed = crate::leftovers::remove_unlisted_segments(store, &manifest).await?;
+        tracing::info!(
+            segments = removed,
+            "removed the earlier attempt's segments that this backup did not write again"
+        );
+    }
+    Ok(manifest)
 }
 
 /// A Kafka error of this backup, naming the cluster and what was being done.

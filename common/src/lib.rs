@@ -14,6 +14,7 @@ pub mod groups;
 pub mod index_file;
 pub mod json_pull;
 pub mod kafka;
+pub mod leftovers;
 pub mod local_durable;
 pub mod local_range;
 pub mod manifest;

@@ -51,6 +51,15 @@ pub enum StorageError {
     },
 }
 
+/// The backup ids at a location (see [`BackupStore::list_backup_ids`]).
+#[derive(Debug, Default)]
+pub struct BackupIds {
+    pub complete: Vec<String>,
+    /// Objects without a manifest: restores cannot use them, and they take space until the
+    /// backup is rerun with that id (which removes what it does not rewrite) or deleted.
+    pub incomplete: Vec<String>,
+}
+
 /// A backup location: an object store plus the prefix all backup keys live under.
 #[derive(Clone, Debug)]
 pub struct BackupStore {
@@ -546,21 +555,48 @@ impl BackupStore {
 
     /// Ids of the complete backups (those with a manifest) at this location, sorted.
     pub async fn list_backups(&self) -> Result<Vec<String>, StorageError> {
+        Ok(self.list_backup_ids().await?.complete)
+    }
+
+    /// Ids at this location, complete (with a manifest) and incomplete (objects but no
+    /// manifest: a backup that stopped before it finished), each sorted.
+    pub async fn list_backup_ids(&self) -> Result<BackupIds, StorageError> {
         let listing = self
             .store
             .list_with_delimiter(Some(&self.prefix))
             .await
             .map_err(|e| self.io("", e))?;
-        let mut ids = Vec::new();
+        let mut ids = BackupIds::default();
         for dir in listing.common_prefixes {
             if let Some(id) = dir.filename() {
                 if self.exists(&manifest_key(id)).await? {
-                    ids.push(id.to_string());
+                    ids.complete.push(id.to_string());
+                } else {
+                    ids.incomplete.push(id.to_string());
                 }
             }
         }
-        ids.sort();
+        ids.complete.sort();
+        ids.incomplete.sort();
         Ok(ids)
+    }
+
+    /// Whether any object exists under `backup_id` (one listing page at most).
+    pub async fn has_objects(&self, backup_id: &str) -> Result<bool, StorageError> {
+        let base = self.path(backup_id);
+        let mut listing = self.store.list(Some(&base));
+        match listing.try_next().await {
+            Ok(first) => Ok(first.is_some()),
+            Err(e) => Err(self.io(backup_id, e)),
+        }
+    }
+
+    /// Deletes one object; one already gone is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.io(key, e)),
+        }
     }
 
     /// Keys under a backup, for tests and diagnostics.

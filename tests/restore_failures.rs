@@ -514,6 +514,37 @@ async fn status_cancel_and_resume_through_the_grpc_api() {
         "cancel came too late to observe"
     );
     eprintln!("cancel took effect within {:?}", cancelled_at.elapsed());
+    // Each worker checkpointed what it wrote and handed its task back: the status counts
+    // every record in the target, and no task waits for a lease to expire.
+    let st = client
+        .get_plan_status(PlanRef {
+            plan_id: plan_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(
+        st.records_done as i64,
+        frozen.iter().sum::<i64>(),
+        "the status counts what was written: {st:?}"
+    );
+    for t in &st.tasks {
+        assert!(
+            t.worker_id.is_empty(),
+            "task {} still leased: {t:?}",
+            t.task_id
+        );
+    }
+    // (A worker holds up to two tasks: which worker held which is not fixed.)
+    let logs: String = (0..2)
+        .map(|i| std::fs::read_to_string(log(&format!("c{i}"))).unwrap_or_default())
+        .collect();
+    assert_eq!(
+        logs.matches("plan cancelled: task handed back").count(),
+        2,
+        "both tasks handed back:\n{logs}"
+    );
     let json = kb_ok(&[
         "restore-status",
         "--coordinator",
@@ -524,7 +555,8 @@ async fn status_cancel_and_resume_through_the_grpc_api() {
         "json",
     ]);
     assert!(json.contains("\"cancelled\""), "{json}");
-    // Resume explicitly; the plan finishes from its checkpoints with exact contents.
+    // Resume explicitly; the plan finishes from its checkpoints with exact contents (its
+    // tasks, handed back, are granted at the workers' next request).
     kb_ok(&[
         "restore-resume",
         "--coordinator",
@@ -532,6 +564,19 @@ async fn status_cancel_and_resume_through_the_grpc_api() {
         "--plan-id",
         &plan_id,
     ]);
+    let resumed_at = Instant::now();
+    let resumed_from = frozen.iter().sum::<i64>();
+    while target_broker.end_offset(&target, 0) + target_broker.end_offset(&target, 1)
+        <= resumed_from
+    {
+        assert!(
+            resumed_at.elapsed() < Duration::from_secs(20),
+            "nothing written within 20 s of the resume"
+        );
+        target_broker.keep_up();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("writing again {:?} after the resume", resumed_at.elapsed());
     let st = loop {
         target_broker.keep_up();
         let st = client

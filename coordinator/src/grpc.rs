@@ -20,6 +20,14 @@ pub fn remote_parent<T>(req: &Request<T>) -> String {
 pub fn ledger_status(e: LedgerError) -> Status {
     match e {
         LedgerError::Fenced { .. } => Status::failed_precondition(e.to_string()),
+        LedgerError::PlanCancelled { .. } => {
+            let mut s = Status::failed_precondition(e.to_string());
+            s.metadata_mut().insert(
+                kafka_backup_proto::PLAN_CANCELLED_METADATA,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+            s
+        }
         LedgerError::UnknownPlan(_) | LedgerError::UnknownTask { .. } => {
             Status::not_found(e.to_string())
         }

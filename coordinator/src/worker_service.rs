@@ -281,7 +281,10 @@ impl RestoreWorkers for WorkerService {
         })
         .await
         .map_err(counted)?;
-        Ok(Response::new(HeartbeatResponse { ttl_ms: ttl }))
+        Ok(Response::new(HeartbeatResponse {
+            ttl_ms: ttl,
+            plan_cancelled: false,
+        }))
     }
 
     async fn report_checkpoint(
@@ -293,11 +296,13 @@ impl RestoreWorkers for WorkerService {
             task = req.get_ref().lease.as_ref().map_or(0, |l| l.task_id)
         );
         set_remote_parent(&span, &remote_parent(&req));
-        self.store_checkpoint(req.into_inner(), Completion::InProgress)
+        let plan_cancelled = self
+            .store_checkpoint(req.into_inner(), Completion::InProgress)
             .instrument(span)
             .await?;
         Ok(Response::new(HeartbeatResponse {
             ttl_ms: self.coord.settings.lease_ttl_ms,
+            plan_cancelled,
         }))
     }
 
@@ -331,7 +336,7 @@ impl RestoreWorkers for WorkerService {
         };
         if kind == FailureKind::HandedBack {
             METRICS.tasks_handed_back.inc();
-            tracing::info!(plan = %l.plan_id, task = l.task_id, worker = %l.worker_id, "task handed back by a worker shutting down");
+            tracing::info!(plan = %l.plan_id, task = l.task_id, worker = %l.worker_id, "task handed back (worker shutting down, or plan cancelled)");
         } else {
             METRICS.task_failures.inc();
             tracing::warn!(plan = %l.plan_id, task = l.task_id, ?kind, error = %r.error, "task failed");
@@ -437,11 +442,12 @@ impl WorkerService {
         Ok(None)
     }
 
+    /// Stores a checkpoint (or completion); whether the plan was cancelled.
     async fn store_checkpoint(
         &self,
         r: CheckpointRequest,
         completion: Completion,
-    ) -> Result<(), Status> {
+    ) -> Result<bool, Status> {
         let l = lease_ref(r.lease)?;
         let cp = Checkpoint {
             source_next_offset: r.source_next_offset,
@@ -475,6 +481,6 @@ impl WorkerService {
         if out.completed {
             tracing::info!(plan = %l.plan_id, task = l.task_id, records = r.records_done, "task completed");
         }
-        Ok(())
+        Ok(out.plan_cancelled)
     }
 }

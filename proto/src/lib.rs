@@ -24,6 +24,12 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// of 1,000 tasks (~200 KB).
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Metadata key on a heartbeat refused because the plan was cancelled (FAILED_PRECONDITION,
+/// as for a stale lease, so a worker that does not know it stops as it always did). A worker
+/// that does know stops the task and hands it back instead of dropping it: the lease is still
+/// its own.
+pub const PLAN_CANCELLED_METADATA: &str = "kb-plan-cancelled";
+
 /// Segment refs per lease or `GetTaskSegments` page.
 pub const SEGMENT_PAGE: usize = 1_000;
 

@@ -7,7 +7,8 @@
 //! before the coordinator can consider the lease expired and re-grant it (after TTL + grace).
 
 use crate::connect::WorkersClient;
-use kafka_backup_proto::LeaseRef;
+use crate::shutdown::{Shutdown, ShutdownTrigger};
+use kafka_backup_proto::{LeaseRef, PLAN_CANCELLED_METADATA};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,16 +20,44 @@ pub struct LeaseState {
     base: Instant,
     deadline_ns: AtomicU64,
     fenced: AtomicBool,
+    /// The plan was cancelled: the task stops as on shutdown (nothing new, what is in flight
+    /// awaited, a last checkpoint) and is handed back, its lease being still its own.
+    cancelled: AtomicBool,
+    /// Asks this task to stop that way: on the plan's cancel or the worker's shutdown.
+    stop: ShutdownTrigger,
 }
 
 impl LeaseState {
     /// `granted_at` is when the AcquireLease request was sent.
     pub fn new(granted_at: Instant, ttl: Duration) -> Arc<Self> {
+        let (stop, _) = Shutdown::channel();
         Arc::new(Self {
             base: granted_at,
             deadline_ns: AtomicU64::new(ttl.as_nanos() as u64),
             fenced: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
+            stop,
         })
+    }
+
+    /// The signal that stops this task and hands it back (see [`LeaseState::stop_task`]).
+    pub fn task_stop(&self) -> Shutdown {
+        self.stop.subscribe()
+    }
+
+    /// Stops the task the way a shutdown does, so it is handed back.
+    pub fn stop_task(&self) {
+        self.stop.request();
+    }
+
+    /// The coordinator said the plan was cancelled.
+    pub fn plan_cancelled(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.stop_task();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
     }
 
     fn extend(&self, sent_at: Instant, ttl: Duration) {
@@ -82,6 +111,15 @@ pub fn spawn_heartbeats(
             let sent = Instant::now();
             match client.heartbeat(lease.clone()).await {
                 Ok(resp) => state.extend(sent, Duration::from_millis(resp.into_inner().ttl_ms)),
+                Err(s) if s.metadata().contains_key(PLAN_CANCELLED_METADATA) => {
+                    tracing::info!(
+                        task = lease.task_id,
+                        epoch = lease.epoch,
+                        "plan cancelled; stopping the task to hand it back"
+                    );
+                    state.plan_cancelled();
+                    return;
+                }
                 Err(s) if matches!(s.code(), Code::FailedPrecondition | Code::NotFound) => {
                     tracing::warn!(task = lease.task_id, epoch = lease.epoch, reason = %s.message(), "lease rejected; stopping task");
                     state.fence();

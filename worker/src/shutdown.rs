@@ -19,6 +19,11 @@ impl ShutdownTrigger {
     pub fn request(&self) {
         self.0.send_replace(true);
     }
+
+    /// The signal this trigger drives.
+    pub fn subscribe(&self) -> Shutdown {
+        Shutdown(self.0.subscribe())
+    }
 }
 
 impl Shutdown {

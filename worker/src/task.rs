@@ -140,6 +140,15 @@ pub async fn run_task(
     let m = &crate::metrics::METRICS;
     m.tasks_started.inc();
     m.active_tasks.inc();
+    // The task stops to be handed back on the worker's shutdown or on the plan's cancel.
+    let task_stop = state.task_stop();
+    let forward_shutdown = {
+        let (shutdown, state) = (shutdown.clone(), state.clone());
+        tokio::spawn(async move {
+            shutdown.requested().await;
+            state.stop_task();
+        })
+    };
     let result = match unsupported_capability(&lease) {
         Some(cap) => Err(TaskError::Unsupported(cap)),
         // Granted while the worker began shutting down: nothing written, hand it back.
@@ -151,12 +160,13 @@ pub async fn run_task(
                 &lease,
                 &state,
                 producers,
-                shutdown,
+                &task_stop,
             )
             .instrument(span)
             .await
         }
     };
+    forward_shutdown.abort();
     m.active_tasks.dec();
     drop(heartbeats);
     let mut client = client;
@@ -178,6 +188,10 @@ pub async fn run_task(
                 handed_back: true,
             };
             match client.fail_task(req).await {
+                Ok(_) if state.is_cancelled() => {
+                    m.tasks_handed_back.inc();
+                    tracing::info!(task = %label, "plan cancelled: task handed back after its last checkpoint");
+                }
                 Ok(_) => {
                     m.tasks_handed_back.inc();
                     tracing::info!(task = %label, "shutting down: task handed back");
@@ -251,11 +265,15 @@ struct TaskContext<'a> {
 
 impl TaskContext<'_> {
     async fn checkpoint(&mut self, acked: &mut Acked) -> Result<(), TaskError> {
-        self.client
+        let resp = self
+            .client
             .report_checkpoint(checkpoint_request(self.lease_ref, acked))
             .await
-            .map(|_| ())
-            .map_err(report_error)
+            .map_err(report_error)?;
+        if resp.into_inner().plan_cancelled {
+            self.state.plan_cancelled();
+        }
+        Ok(())
     }
 
     /// Shutdown requested: nothing new is produced; what is in flight is awaited and

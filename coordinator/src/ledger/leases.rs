@@ -92,7 +92,10 @@ impl Ledger {
     }
 
     /// Checks that `holder` holds the task's current lease (and, with `unexpired_at`, that
-    /// it has not expired), and returns the plan entry for a change.
+    /// it has not expired), and returns the plan entry for a change. A cancelled plan's
+    /// holder is still its holder: its checkpoints, completion and hand-back are taken (a
+    /// cancel counts every record written, and leaves nothing to wait out on resume); only
+    /// its renewal is refused (`renew`), which is how it learns to stop.
     fn holder_entry<'m>(
         mem: &'m mut HashMap<String, PlanEntry>,
         holder: Holder<'_>,
@@ -108,9 +111,6 @@ impl Ledger {
             .get_mut(plan_id)
             .ok_or_else(|| LedgerError::UnknownPlan(plan_id.to_string()))?;
         let t = e.slot(plan_id, task_id)?;
-        if e.record.cancelled {
-            return Err(fenced(plan_id, task_id, "the plan was cancelled".into()));
-        }
         let Some(lease) = &t.progress.lease else {
             return Err(fenced(plan_id, task_id, "the task holds no lease".into()));
         };
@@ -143,6 +143,14 @@ impl Ledger {
         let mut mem = self.lock();
         let e = Self::holder_entry(&mut mem, holder, Some(now_ms))?;
         let id = holder.task_id;
+        // A cancelled plan's lease is not renewed: its holder stops. Its final checkpoint and
+        // hand-back are still taken (see `holder_entry`), so nothing waits for it to expire.
+        if e.record.cancelled {
+            return Err(LedgerError::PlanCancelled {
+                plan: holder.plan_id.to_string(),
+                task: id,
+            });
+        }
         let old = e.tasks[id as usize].progress.clone();
         let mut new = old.clone();
         if let Some(l) = new.lease.as_mut() {
@@ -260,6 +268,7 @@ impl Ledger {
             bytes_added: cp.bytes_done.saturating_sub(prev.bytes_done),
             progressed,
             completed: completion == Completion::Done,
+            plan_cancelled: e.record.cancelled,
         }))
     }
 

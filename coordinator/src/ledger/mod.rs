@@ -66,6 +66,10 @@ pub enum LedgerError {
         task: u32,
         reason: String,
     },
+    /// A heartbeat of a cancelled plan's lease: the holder is still the holder (its final
+    /// checkpoint and hand-back are taken), but the lease is not renewed.
+    #[error("task {task} of plan {plan}: the plan was cancelled; stop and hand the task back")]
+    PlanCancelled { plan: String, task: u32 },
 }
 
 impl From<sled::Error> for LedgerError {
@@ -134,6 +138,8 @@ pub struct CheckpointOutcome {
     /// Records were acknowledged or the source offset moved on.
     pub progressed: bool,
     pub completed: bool,
+    /// The plan was cancelled: the holder is told to stop (see `PlanCancelled`).
+    pub plan_cancelled: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

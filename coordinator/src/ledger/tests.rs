@@ -337,16 +337,62 @@ fn a_task_granted_again_and_again_without_progress_fails_visibly() {
 }
 
 #[test]
-fn cancel_stops_grants_and_fences_reports_resume_undoes_it() {
+fn cancel_stops_grants_and_renewals_resume_undoes_it() {
     let (_d, l) = ledger_with(2, 1);
     let (t, e) = granted(&l, "w", 0);
     settle(&l, l.cancel("p"));
     assert_eq!(l.plan_state("p").unwrap(), PlanState::Cancelled);
     assert!(grant(&l, "w", 0).granted.is_none());
-    assert!(is_fenced(report(&l, holder("w", t, e), &cp(1, 1), &[])).contains("cancelled"));
+    // The holder is told by its renewal; its checkpoints are still taken, and say so.
+    assert!(matches!(
+        l.renew(holder("w", t, e), 0, 1000),
+        Err(LedgerError::PlanCancelled { .. })
+    ));
+    assert!(
+        report(&l, holder("w", t, e), &cp(1, 1), &[])
+            .unwrap()
+            .plan_cancelled
+    );
     settle(&l, l.resume("p"));
-    report(&l, holder("w", t, e), &cp(1, 1), &[]).unwrap();
+    assert!(
+        !report(&l, holder("w", t, e), &cp(2, 2), &[])
+            .unwrap()
+            .plan_cancelled
+    );
     assert!(grant(&l, "w2", 0).granted.is_some());
+}
+
+/// A cancelled plan's holder checkpoints what it wrote and hands the task back: the status
+/// counts every record, and on resume the task is granted at once, not after the lease TTL.
+#[test]
+fn a_cancelled_plans_holder_hands_back_and_resume_grants_at_once() {
+    let (_d, l) = ledger_with(1, 1);
+    let (t, e) = granted(&l, "w", 0);
+    settle(&l, l.cancel("p"));
+    settle(
+        &l,
+        l.checkpoint(
+            holder("w", t, e),
+            &cp(7, 7),
+            &[],
+            &[],
+            Completion::InProgress,
+        ),
+    );
+    settle(
+        &l,
+        l.fail(holder("w", t, e), "", FailureKind::HandedBack, 10, 3),
+    );
+    assert!(grant(&l, "w2", 20).granted.is_none(), "still cancelled");
+    settle(&l, l.resume("p"));
+    let g = grant(&l, "w2", 20)
+        .granted
+        .expect("granted at once after resume");
+    assert_eq!(
+        g.task.progress.checkpoint.expect("checkpoint").records_done,
+        7
+    );
+    assert_eq!(g.task.progress.epoch, e + 1);
 }
 
 #[test]

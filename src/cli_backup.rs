@@ -236,7 +236,7 @@ pub async fn list_backups(a: StorageArgs) -> Result<ExitCode> {
     // Not a row of the list (a restore cannot use them), but named where an operator looks.
     if !ids.incomplete.is_empty() {
         eprintln!(
-            "incomplete (objects but no manifest: a backup that stopped before it finished; restores cannot use them, and they take space): {}. Rerun the backup with that --backup-id (it removes what it does not write again), or delete its prefix.",
+            "without a manifest (a backup still running, or one that stopped before it finished; a restore cannot use them): {}. Once no backup is running with that id, rerun it (a finished rerun removes what it does not write again) or delete its prefix.",
             ids.incomplete.join(", ")
         );
     }

@@ -233,15 +233,17 @@ pub async fn restore(mut a: RestoreArgs, validate_only: bool) -> Result<ExitCode
     if let Some(req) = &r.reset {
         kafka_backup_coordinator::offset_reset::preflight(&r.spec, req).await?;
     }
-    if a.verify_segments {
-        crate::cli_verify::verify_before_writing(&r.spec).await?;
-    }
     // A first embedded run is checked against the backup and the target before its ledger
-    // directory is made: a refused restore leaves nothing behind to mistake for a plan.
-    if remote.is_none() && !r.dry_run && !r.state_dir.exists() {
+    // directory is made: a refused restore leaves nothing behind to mistake for a plan. So is
+    // one that reads its segments back first, before the (long) read.
+    let first_run = !r.dry_run && !r.state_dir.exists();
+    if remote.is_none() && (first_run || a.verify_segments) {
         kafka_backup_coordinator::plan_service::dry_run_report(&r.spec)
             .await
             .map_err(kafka_backup_run::rpc)?;
+    }
+    if a.verify_segments {
+        crate::cli_verify::verify_before_writing(&r.spec).await?;
     }
     let mut session =
         Session::open(Coordinated::for_restore(&r, remote, lease_ttl), r.dry_run).await?;

@@ -54,7 +54,7 @@ pub async fn verify_before_writing(spec: &RestoreSpec) -> Result<()> {
     }
     if spec.skip_corrupt_segments {
         eprintln!(
-            "--skip-corrupt-segments: the restore skips these {} segments and loses their records; everything else is restored.",
+            "--skip-corrupt-segments: the restore skips these {} segments and loses their records.",
             verified.bad.len()
         );
         return Ok(());

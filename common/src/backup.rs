@@ -186,6 +186,7 @@ pub async fn run_backup(store: &BackupStore, req: &BackupRequest) -> Result<Mani
         .into());
     }
     // Objects but no manifest: an earlier backup with this id stopped before it finished.
+    let started = chrono::Utc::now();
     let leftovers = store.has_objects(&req.backup_id).await?;
     if leftovers {
         tracing::info!(
@@ -200,12 +201,19 @@ pub async fn run_backup(store: &BackupStore, req: &BackupRequest) -> Result<Mani
             .await
             .unwrap_or_else(|e| Err(BackupError::Internal(e.to_string())))?
     };
+    // The backup is complete once its manifest is written: a failed clean-up (a store that
+    // refuses deletes) is said, not made the backup's failure.
     if leftovers {
-        let removed = crate::leftovers::remove_unlisted_segments(store, &manifest).await?;
-        tracing::info!(
-            segments = removed,
-            "removed the earlier attempt's segments that this backup did not write again"
-        );
+        match crate::leftovers::remove_unlisted_segments(store, &manifest, started).await {
+            Ok(removed) => tracing::info!(
+                segments = removed,
+                "removed the earlier attempt's segments that this backup did not write again"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "the backup is complete, but the earlier attempt's segments it did not write again could not be removed; they take space and no restore reads them"
+            ),
+        }
     }
     Ok(manifest)
 }

@@ -54,9 +54,11 @@ pub enum StorageError {
 /// The backup ids at a location (see [`BackupStore::list_backup_ids`]).
 #[derive(Debug, Default)]
 pub struct BackupIds {
+    /// Ids with a manifest: backups a restore can read.
     pub complete: Vec<String>,
-    /// Objects without a manifest: restores cannot use them, and they take space until the
-    /// backup is rerun with that id (which removes what it does not rewrite) or deleted.
+    /// Objects without a manifest: a backup still running, or one that stopped before it
+    /// finished. Restores cannot use them; a finished rerun with that id removes what it does
+    /// not write again.
     pub incomplete: Vec<String>,
 }
 
@@ -601,6 +603,22 @@ impl BackupStore {
 
     /// Keys under a backup, for tests and diagnostics.
     pub async fn list_keys(&self, backup_id: &str) -> Result<Vec<String>, StorageError> {
+        let mut keys: Vec<String> = self
+            .list_objects(backup_id)
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Keys under a backup with the time each object was last written (by the store's
+    /// clock), in no particular order.
+    pub async fn list_objects(
+        &self,
+        backup_id: &str,
+    ) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>)>, StorageError> {
         let base = self.path(backup_id);
         let metas: Vec<_> = self
             .store
@@ -609,15 +627,14 @@ impl BackupStore {
             .await
             .map_err(|e| self.io(backup_id, e))?;
         let prefix_len = self.prefix.as_ref().len();
-        let mut keys: Vec<String> = metas
+        Ok(metas
             .into_iter()
             .map(|m| {
-                let s = m.location.as_ref().to_string();
-                s[prefix_len..].trim_start_matches('/').to_string()
+                let s = m.location.as_ref();
+                let key = s[prefix_len..].trim_start_matches('/').to_string();
+                (key, m.last_modified)
             })
-            .collect();
-        keys.sort();
-        Ok(keys)
+            .collect())
     }
 }
 

@@ -159,6 +159,8 @@ enum ValueKind {
     Long(i64),
     /// A 32-bit whole number, within the bounds.
     Int(i32, i32),
+    /// -1 (the codec's default) or 1 to 9.
+    GzipLevel,
     /// A decimal number from 0 to 1.
     Ratio,
     Bool,
@@ -170,16 +172,19 @@ enum ValueKind {
     Any,
 }
 
-/// Kafka's topic configurations (3.x and 4.0) and what each takes. A restore checks the
-/// values it is given against these before anything is created: a broker refuses a bad one
-/// only at topic creation, after the restore's earlier topics were created, and some
-/// Kafka-protocol brokers take anything (`retention.ms=abc`) and apply nothing.
+/// Kafka's topic configurations and what each takes, as Kafka 3.x's validators check them. A
+/// restore checks the values it is given against these before anything is created: a broker
+/// refuses a bad one only at topic creation, after the restore's earlier topics were created,
+/// and some Kafka-protocol brokers take anything (`retention.ms=abc`) and apply nothing. A
+/// newer broker may be stricter (Kafka 4.0 wants `segment.bytes` of 1 MiB or more, and
+/// dropped `message.format.version`, `message.downconversion.enable` and
+/// `message.timestamp.difference.max.ms`); it refuses those itself.
 const KAFKA_TOPIC_CONFIGS: &[(&str, ValueKind)] = {
     use ValueKind::*;
     const COMPRESSION: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
     &[
         ("cleanup.policy", ListOf(&["delete", "compact"])),
-        ("compression.gzip.level", Int(-1, 9)),
+        ("compression.gzip.level", GzipLevel),
         ("compression.lz4.level", Int(1, 17)),
         ("compression.type", OneOf(COMPRESSION)),
         ("compression.zstd.level", Int(-131_072, 22)),
@@ -251,6 +256,10 @@ pub fn check_override(key: &str, value: &str) -> Result<OverrideCheck, String> {
             Ok(n) if (min..=max).contains(&n) => None,
             _ if max == i32::MAX => Some(format!("a whole number, {min} or more")),
             _ => Some(format!("a whole number from {min} to {max}")),
+        },
+        ValueKind::GzipLevel => match v.parse::<i32>() {
+            Ok(-1 | 1..=9) => None,
+            _ => Some("-1 (the default) or a whole number from 1 to 9".to_string()),
         },
         ValueKind::Ratio => match v.parse::<f64>() {
             Ok(x) if (0.0..=1.0).contains(&x) => None,
@@ -419,7 +428,8 @@ mod tests {
             ("min.cleanable.dirty.ratio", "2", "from 0 to 1"),
             ("preallocate", "yes", "true or false"),
             ("compression.type", "ZSTD", "one of uncompressed, zstd"),
-            ("compression.gzip.level", "10", "from -1 to 9"),
+            ("compression.gzip.level", "10", "from 1 to 9"),
+            ("compression.gzip.level", "0", "-1 (the default)"),
         ] {
             let e = check_override(k, v).expect_err(k);
             assert!(e.contains(k) && e.contains(says), "{k}={v}: {e}");

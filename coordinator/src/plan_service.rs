@@ -519,12 +519,14 @@ async fn check_retention(
             .map(|(k, _)| k.as_str())
             .collect();
         if !unknown.is_empty() {
+            let (is, it) = if unknown.len() == 1 {
+                ("is", "it")
+            } else {
+                ("are", "them")
+            };
             report.warnings.push(format!(
-                "{} {} not among Kafka's topic configurations: a broker of the vendor that defines {} may take {}, others refuse the topic creation (check the spelling)",
+                "{} {is} not among Kafka's topic configurations: a broker of the vendor that defines {it} may take {it}, others refuse the topic creation (check the spelling)",
                 unknown.join(", "),
-                if unknown.len() == 1 { "is" } else { "are" },
-                if unknown.len() == 1 { "it" } else { "them" },
-                if unknown.len() == 1 { "it" } else { "them" },
             ));
         }
     }

@@ -11,6 +11,7 @@ use crate::planner::{plan, PlanError};
 use futures::stream::{self, StreamExt};
 use kafka_backup_common::manifest_index::Sieve;
 use kafka_backup_common::pieces::Pieces;
+use kafka_backup_common::segment::SegmentError;
 use kafka_backup_common::storage::{BackupStore, StorageError};
 use kafka_backup_proto::RestoreSpec;
 use std::collections::{BTreeSet, HashMap};
@@ -19,6 +20,7 @@ use std::collections::{BTreeSet, HashMap};
 /// that memory stays at a few segments.
 const READS_IN_FLIGHT: usize = 4;
 
+/// Why verification could not judge the backup (as opposed to what it found damaged).
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     /// The store could not be opened or read (not damage to a segment: nothing is judged).
@@ -26,6 +28,10 @@ pub enum VerifyError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// A local segment file was written to while it was read: not damage, and nothing to
+    /// judge until the writer stops.
+    #[error(transparent)]
+    Unstable(SegmentError),
     #[error("segment verification stopped: {0}")]
     Internal(String),
 }
@@ -33,17 +39,22 @@ pub enum VerifyError {
 /// A segment the restore could not read, and why.
 #[derive(Debug, Clone)]
 pub struct BadSegment {
+    /// The object's key in the store.
     pub key: String,
+    /// The read's error, which names the key and what was wrong.
     pub reason: String,
 }
 
 /// What verification found.
 #[derive(Debug, Default)]
 pub struct Verified {
+    /// Segment objects read (intact or not).
     pub segments: u64,
-    /// Bytes of the objects read.
+    /// Bytes of the intact objects read.
     pub bytes: u64,
+    /// Records in the intact objects.
     pub records: u64,
+    /// Source partitions the plan reads.
     pub partitions: usize,
     /// Missing or damaged objects, in key order.
     pub bad: Vec<BadSegment>,
@@ -52,8 +63,11 @@ pub struct Verified {
 /// How far verification has come, for a progress line.
 #[derive(Debug, Clone, Copy)]
 pub struct VerifyProgress {
+    /// Objects read so far.
     pub done: u64,
+    /// Objects the plan reads.
     pub total: u64,
+    /// Bytes of the intact objects read so far.
     pub bytes: u64,
 }
 
@@ -131,17 +145,27 @@ async fn read_back(store: &BackupStore, key: String) -> Result<Outcome, VerifyEr
     };
     let bytes = object.bytes.len() as u64;
     let walked = tokio::task::spawn_blocking(move || {
-        let mut records = 0u64;
-        for piece in Pieces::of_checked(&key, object).map_err(|e| (key.clone(), e))? {
-            records += piece.map_err(|e| (key.clone(), e))?.header.record_count;
-        }
-        Ok::<_, (String, kafka_backup_common::segment::SegmentError)>(records)
+        let walk = || -> Result<u64, SegmentError> {
+            let mut records = 0u64;
+            for piece in Pieces::of_checked(&key, object)? {
+                // Each record parsed as a worker parses it before producing it.
+                for record in piece?.records() {
+                    record?;
+                    records += 1;
+                }
+            }
+            Ok(records)
+        };
+        (walk(), key)
     })
     .await
     .map_err(|e| VerifyError::Internal(e.to_string()))?;
     Ok(match walked {
-        Ok(records) => Outcome::Intact { bytes, records },
-        Err((key, e)) => Outcome::Bad(BadSegment {
+        (Ok(records), _) => Outcome::Intact { bytes, records },
+        (Err(e @ SegmentError::ChangedWhileRead { .. }), _) => {
+            return Err(VerifyError::Unstable(e))
+        }
+        (Err(e), key) => Outcome::Bad(BadSegment {
             key,
             reason: e.to_string(),
         }),

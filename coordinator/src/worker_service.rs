@@ -1,6 +1,8 @@
 //! The worker-facing gRPC service. Every call after AcquireLease names (plan, task, epoch,
-//! worker) and is checked against the ledger: a stale epoch, a cancelled plan or an expired
-//! lease answers FAILED_PRECONDITION, which tells the worker to stop that task now.
+//! worker) and is checked against the ledger: a stale epoch (and, for a heartbeat, an expired
+//! lease) answers FAILED_PRECONDITION, which tells the worker to stop that task now. A
+//! cancelled plan's heartbeat is refused too, marked as a cancel: its holder then stops,
+//! checkpoints and hands the task back, calls that are still taken.
 //!
 //! A lease carries the first page of its task's segment list; the worker asks for the rest
 //! with GetTaskSegments while it restores, so no message grows with a partition's size.

@@ -25,6 +25,8 @@ pub struct LeaseState {
     cancelled: AtomicBool,
     /// Asks this task to stop that way: on the plan's cancel or the worker's shutdown.
     stop: ShutdownTrigger,
+    /// Whether `stop` was triggered, read for every record (cheaper than the channel).
+    stopping: AtomicBool,
 }
 
 impl LeaseState {
@@ -37,6 +39,7 @@ impl LeaseState {
             fenced: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
             stop,
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -47,6 +50,7 @@ impl LeaseState {
 
     /// Stops the task the way a shutdown does, so it is handed back.
     pub fn stop_task(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         self.stop.request();
     }
 
@@ -56,8 +60,14 @@ impl LeaseState {
         self.stop_task();
     }
 
+    /// Whether the task stopped for the plan's cancel (rather than the worker's shutdown).
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Whether the task was asked to stop and be handed back (see [`LeaseState::stop_task`]).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 
     fn extend(&self, sent_at: Instant, ttl: Duration) {
@@ -69,7 +79,7 @@ impl LeaseState {
         self.base + Duration::from_nanos(self.deadline_ns.load(Ordering::SeqCst))
     }
 
-    /// The coordinator rejected this lease (superseded epoch, cancelled plan).
+    /// The coordinator rejected this lease (superseded epoch, expired): stop writing now.
     pub fn fence(&self) {
         self.fenced.store(true, Ordering::SeqCst);
     }

@@ -13,7 +13,7 @@ pub struct WorkerMetrics {
     pub tasks_completed: Counter,
     pub tasks_failed: Counter,
     pub tasks_fenced: Counter,
-    /// Tasks handed back to the coordinator on shutdown.
+    /// Tasks handed back to the coordinator on shutdown or on the plan's cancel.
     pub tasks_handed_back: Counter,
     /// Tasks that started on the previous task's idle producer instead of a new one.
     pub producers_reused: Counter,

@@ -55,6 +55,10 @@ pub enum TaskError {
     Unsupported(String),
     #[error("the worker is shutting down; handed the task back after its last checkpoint")]
     ShuttingDown,
+    /// Asked to stop while waiting for a write window (the heartbeats ended with the plan's
+    /// cancel, so the window would never open): `execute` drains, checkpoints and hands back.
+    #[error("asked to stop while waiting for the lease to allow a write")]
+    StopRequested,
     #[error(transparent)]
     SchemaId(#[from] RemapError),
     #[error("the lease's schema ID remapping is invalid: {0}")]
@@ -142,13 +146,13 @@ pub async fn run_task(
     m.active_tasks.inc();
     // The task stops to be handed back on the worker's shutdown or on the plan's cancel.
     let task_stop = state.task_stop();
-    let forward_shutdown = {
+    let forward_shutdown = AbortOnDrop({
         let (shutdown, state) = (shutdown.clone(), state.clone());
         tokio::spawn(async move {
             shutdown.requested().await;
             state.stop_task();
         })
-    };
+    });
     let result = match unsupported_capability(&lease) {
         Some(cap) => Err(TaskError::Unsupported(cap)),
         // Granted while the worker began shutting down: nothing written, hand it back.
@@ -166,7 +170,7 @@ pub async fn run_task(
             .await
         }
     };
-    forward_shutdown.abort();
+    drop(forward_shutdown);
     m.active_tasks.dec();
     drop(heartbeats);
     let mut client = client;
@@ -216,6 +220,15 @@ pub async fn run_task(
                 tracing::warn!(task = %label, error = %s.message(), "could not report failure; the lease will expire");
             }
         }
+    }
+}
+
+/// A helper task that ends with the task it serves, however that ends (even dropped).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -340,17 +353,21 @@ async fn execute(
         lease.add_original_offset_headers,
         acked,
     );
-    if lease.merge_sources.is_empty() {
+    let produced = if lease.merge_sources.is_empty() {
         let filter = RecordFilter {
             from_offset: out.acked.source_next,
             ..filter
         };
         let segments = prefetch(store, pages, filter, lease.skip_corrupt_segments);
-        produce_all(&mut cx, segments, filter, &mut out).await?;
+        produce_all(&mut cx, segments, filter, &mut out).await
     } else {
         let positions = out.acked.source_nexts.clone();
         let mut merged = open_merge(&cx, &store, &positions);
-        produce_merged(&mut cx, &mut merged, &mut out).await?;
+        produce_merged(&mut cx, &mut merged, &mut out).await
+    };
+    match produced {
+        Err(TaskError::StopRequested) => return Err(cx.stop_for_shutdown(&mut out).await),
+        other => other?,
     }
     out.drain().await?;
     let records = out.acked.records;
@@ -690,6 +707,9 @@ async fn wait_for_lease(
         if state.is_fenced() {
             out.abandon().await;
             return Err(TaskError::Fenced);
+        }
+        if state.is_stopping() {
+            return Err(TaskError::StopRequested);
         }
         if state.may_write(window) {
             return Ok(());

@@ -158,7 +158,8 @@ impl Ledger {
         })
     }
 
-    /// Sets the cancel flag: workers drop the plan's tasks at their next report.
+    /// Sets the cancel flag: no more grants or renewals; holders stop, checkpoint and hand
+    /// their tasks back (see `renew`).
     pub fn cancel(&self, plan_id: &str) -> Result<Committed<()>, LedgerError> {
         self.update_record(plan_id, |r| r.cancelled = true)
     }

@@ -512,13 +512,16 @@ async fn a_segment_that_cannot_be_written_fails_the_backup_without_a_manifest() 
     let blocked = dir.path().join(format!("rt4/topics/{topic}"));
     std::fs::create_dir_all(&blocked).expect("mkdir");
     std::fs::write(blocked.join("partition=1"), b"not a directory").expect("write");
-    let out = run_backup_to(
-        &broker(),
-        &topic,
-        "rt4",
-        dir.path(),
-        &["--segment-max-records", "10"],
-    );
+    let back_up = || {
+        run_backup_to(
+            &broker(),
+            &topic,
+            "rt4",
+            dir.path(),
+            &["--segment-max-records", "10"],
+        )
+    };
+    let out = back_up();
     assert!(!out.status.success(), "the backup must fail");
     let err = stderr(&out);
     assert!(err.contains("partition=1"), "{err}");
@@ -554,13 +557,7 @@ async fn a_segment_that_cannot_be_written_fails_the_backup_without_a_manifest() 
     // Rerun once the cause is gone: the segments the rerun does not write are removed once
     // its manifest is written; only the manifest's segments remain, and they restore.
     std::fs::remove_file(blocked.join("partition=1")).expect("unblock");
-    let out = run_backup_to(
-        &broker(),
-        &topic,
-        "rt4",
-        dir.path(),
-        &["--segment-max-records", "10"],
-    );
+    let out = back_up();
     assert!(out.status.success(), "{}", stderr(&out));
     let store = BackupStore::open(storage, &HashMap::new(), false).expect("store");
     let m = store.read_manifest("rt4").await.expect("manifest");

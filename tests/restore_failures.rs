@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use kafka_backup_common::segment::Record;
 use kafka_backup_proto::restore_plans_client::RestorePlansClient;
-use kafka_backup_proto::PlanRef;
+use kafka_backup_proto::{PlanRef, PlanStatus};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -433,6 +433,21 @@ async fn paused_worker_is_fenced_and_never_writes_after_takeover() {
     );
 }
 
+/// One plan's status through the gRPC API.
+async fn grpc_status(
+    client: &mut RestorePlansClient<tonic::transport::Channel>,
+    plan_id: &str,
+) -> PlanStatus {
+    client
+        .get_plan_status(PlanRef {
+            plan_id: plan_id.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("status")
+        .into_inner()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn status_cancel_and_resume_through_the_grpc_api() {
     if skip_without_servers() {
@@ -458,14 +473,7 @@ async fn status_cancel_and_resume_through_the_grpc_api() {
         &["--max-records-per-sec", "500"],
     );
     // No worker yet: the plan is pending, visible to any client.
-    let st = client
-        .get_plan_status(PlanRef {
-            plan_id: plan_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("status")
-        .into_inner();
+    let st = grpc_status(&mut client, &plan_id).await;
     assert_eq!(st.state, "pending");
     assert_eq!(st.records_total, 6000);
     let listed = kb_ok(&["list-plans", "--coordinator", &url, "--format", "json"]);
@@ -516,14 +524,7 @@ async fn status_cancel_and_resume_through_the_grpc_api() {
     eprintln!("cancel took effect within {:?}", cancelled_at.elapsed());
     // Each worker checkpointed what it wrote and handed its task back: the status counts
     // every record in the target, and no task waits for a lease to expire.
-    let st = client
-        .get_plan_status(PlanRef {
-            plan_id: plan_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("status")
-        .into_inner();
+    let st = grpc_status(&mut client, &plan_id).await;
     assert_eq!(
         st.records_done as i64,
         frozen.iter().sum::<i64>(),
@@ -579,14 +580,7 @@ async fn status_cancel_and_resume_through_the_grpc_api() {
     eprintln!("writing again {:?} after the resume", resumed_at.elapsed());
     let st = loop {
         target_broker.keep_up();
-        let st = client
-            .get_plan_status(PlanRef {
-                plan_id: plan_id.clone(),
-                ..Default::default()
-            })
-            .await
-            .expect("status")
-            .into_inner();
+        let st = grpc_status(&mut client, &plan_id).await;
         if st.state == "completed" {
             break st;
         }

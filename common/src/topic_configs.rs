@@ -11,41 +11,97 @@ use rdkafka::error::KafkaError;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Kafka's documented defaults of the topic-level configurations (Kafka 3.x). A value the
-/// broker reports that differs from these is the topic's own, whatever source the broker
-/// names (some brokers report every stored config as a default).
-const KAFKA_DEFAULTS: &[(&str, &str)] = &[
-    ("cleanup.policy", "delete"),
-    ("compression.type", "producer"),
-    ("delete.retention.ms", "86400000"),
-    ("file.delete.delay.ms", "60000"),
-    ("flush.messages", "9223372036854775807"),
-    ("flush.ms", "9223372036854775807"),
-    ("follower.replication.throttled.replicas", ""),
-    ("index.interval.bytes", "4096"),
-    ("leader.replication.throttled.replicas", ""),
-    ("local.retention.bytes", "-2"),
-    ("local.retention.ms", "-2"),
-    ("max.compaction.lag.ms", "9223372036854775807"),
-    ("max.message.bytes", "1048588"),
-    ("message.downconversion.enable", "true"),
-    ("message.timestamp.after.max.ms", "9223372036854775807"),
-    ("message.timestamp.before.max.ms", "9223372036854775807"),
-    ("message.timestamp.difference.max.ms", "9223372036854775807"),
-    ("message.timestamp.type", "CreateTime"),
-    ("min.cleanable.dirty.ratio", "0.5"),
-    ("min.compaction.lag.ms", "0"),
-    ("min.insync.replicas", "1"),
-    ("preallocate", "false"),
-    ("remote.storage.enable", "false"),
-    ("retention.bytes", "-1"),
-    ("retention.ms", "604800000"),
-    ("segment.bytes", "1073741824"),
-    ("segment.index.bytes", "10485760"),
-    ("segment.jitter.ms", "0"),
-    ("segment.ms", "604800000"),
-    ("unclean.leader.election.enable", "false"),
-];
+/// What values a Kafka topic configuration takes, as Kafka's own validators check them.
+#[derive(Debug, Clone, Copy)]
+enum ValueKind {
+    /// A 64-bit whole number, at least the bound.
+    Long(i64),
+    /// A 32-bit whole number, within the bounds.
+    Int(i32, i32),
+    /// -1 (the codec's default) or 1 to 9.
+    GzipLevel,
+    /// A decimal number from 0 to 1.
+    Ratio,
+    Bool,
+    /// One of these words.
+    OneOf(&'static [&'static str]),
+    /// A comma-separated list of these words, at least one.
+    ListOf(&'static [&'static str]),
+    /// Whatever the broker takes (lists of replica ids, a deprecated version string).
+    Any,
+}
+
+/// Kafka's topic configurations: Kafka's documented default (3.x) and what values each takes,
+/// as Kafka 3.x's validators check them.
+///
+/// The default decides what a backup records: a value the broker reports that differs from it
+/// is the topic's own, whatever source the broker names (some brokers report every stored
+/// config as a default). Configurations without one here are never recorded.
+///
+/// What each takes is checked for the values a restore is given, before anything is created:
+/// a broker refuses a bad one only at topic creation, after the restore's earlier topics were
+/// created, and some Kafka-protocol brokers take anything (`retention.ms=abc`) and apply
+/// nothing. A newer broker may be stricter (Kafka 4.0 wants `segment.bytes` of 1 MiB or
+/// more, and dropped `message.format.version`, `message.downconversion.enable` and
+/// `message.timestamp.difference.max.ms`); it refuses those itself.
+const KAFKA_TOPIC_CONFIGS: &[(&str, Option<&str>, ValueKind)] = {
+    use ValueKind::*;
+    const COMPRESSION: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
+    const NEVER: Option<&str> = Some("9223372036854775807");
+    &[
+        (
+            "cleanup.policy",
+            Some("delete"),
+            ListOf(&["delete", "compact"]),
+        ),
+        ("compression.gzip.level", None, GzipLevel),
+        ("compression.lz4.level", None, Int(1, 17)),
+        ("compression.type", Some("producer"), OneOf(COMPRESSION)),
+        ("compression.zstd.level", None, Int(-131_072, 22)),
+        ("delete.retention.ms", Some("86400000"), Long(0)),
+        ("file.delete.delay.ms", Some("60000"), Long(0)),
+        ("flush.messages", NEVER, Long(1)),
+        ("flush.ms", NEVER, Long(0)),
+        ("follower.replication.throttled.replicas", Some(""), Any),
+        ("index.interval.bytes", Some("4096"), Int(0, i32::MAX)),
+        ("leader.replication.throttled.replicas", Some(""), Any),
+        ("local.retention.bytes", Some("-2"), Long(-2)),
+        ("local.retention.ms", Some("-2"), Long(-2)),
+        ("max.compaction.lag.ms", NEVER, Long(1)),
+        ("max.message.bytes", Some("1048588"), Int(0, i32::MAX)),
+        ("message.downconversion.enable", Some("true"), Bool),
+        ("message.format.version", None, Any),
+        ("message.timestamp.after.max.ms", NEVER, Long(0)),
+        ("message.timestamp.before.max.ms", NEVER, Long(0)),
+        ("message.timestamp.difference.max.ms", NEVER, Long(0)),
+        (
+            "message.timestamp.type",
+            Some("CreateTime"),
+            OneOf(&["CreateTime", "LogAppendTime"]),
+        ),
+        ("min.cleanable.dirty.ratio", Some("0.5"), Ratio),
+        ("min.compaction.lag.ms", Some("0"), Long(0)),
+        ("min.insync.replicas", Some("1"), Int(1, i32::MAX)),
+        ("preallocate", Some("false"), Bool),
+        ("remote.log.copy.disable", None, Bool),
+        ("remote.log.delete.on.disable", None, Bool),
+        ("remote.storage.enable", Some("false"), Bool),
+        ("retention.bytes", Some("-1"), Long(i64::MIN)),
+        ("retention.ms", Some("604800000"), Long(-1)),
+        ("segment.bytes", Some("1073741824"), Int(14, i32::MAX)),
+        ("segment.index.bytes", Some("10485760"), Int(4, i32::MAX)),
+        ("segment.jitter.ms", Some("0"), Long(0)),
+        ("segment.ms", Some("604800000"), Long(1)),
+        ("unclean.leader.election.enable", Some("false"), Bool),
+    ]
+};
+
+/// Kafka's topic configuration of this name.
+fn kafka_topic_config(
+    name: &str,
+) -> Option<&'static (&'static str, Option<&'static str>, ValueKind)> {
+    KAFKA_TOPIC_CONFIGS.iter().find(|(k, _, _)| *k == name)
+}
 
 /// Broker-level retention when neither the topic nor the restore sets one.
 pub const KAFKA_DEFAULT_RETENTION_MS: i64 = 604_800_000;
@@ -69,7 +125,7 @@ pub fn worth_keeping(
     }
     // Only Kafka's own topic configs: a vendor's keys (confluent.*) are refused as unknown
     // by other brokers, and would make --create-topics fail on the target.
-    let Some((_, default)) = KAFKA_DEFAULTS.iter().find(|(k, _)| *k == name) else {
+    let Some((_, Some(default), _)) = kafka_topic_config(name) else {
         return false;
     };
     matches!(source, ConfigSource::DynamicTopic) || *default != value
@@ -152,79 +208,6 @@ pub fn broker_retention_ms(broker: &BTreeMap<String, String>) -> Option<i64> {
         .or_else(|| get("log.retention.hours").map(|h| h.saturating_mul(3_600_000)))
 }
 
-/// What values a Kafka topic configuration takes, as Kafka's own validators check them.
-#[derive(Debug, Clone, Copy)]
-enum ValueKind {
-    /// A 64-bit whole number, at least the bound.
-    Long(i64),
-    /// A 32-bit whole number, within the bounds.
-    Int(i32, i32),
-    /// -1 (the codec's default) or 1 to 9.
-    GzipLevel,
-    /// A decimal number from 0 to 1.
-    Ratio,
-    Bool,
-    /// One of these words.
-    OneOf(&'static [&'static str]),
-    /// A comma-separated list of these words, at least one.
-    ListOf(&'static [&'static str]),
-    /// Whatever the broker takes (lists of replica ids, a deprecated version string).
-    Any,
-}
-
-/// Kafka's topic configurations and what each takes, as Kafka 3.x's validators check them. A
-/// restore checks the values it is given against these before anything is created: a broker
-/// refuses a bad one only at topic creation, after the restore's earlier topics were created,
-/// and some Kafka-protocol brokers take anything (`retention.ms=abc`) and apply nothing. A
-/// newer broker may be stricter (Kafka 4.0 wants `segment.bytes` of 1 MiB or more, and
-/// dropped `message.format.version`, `message.downconversion.enable` and
-/// `message.timestamp.difference.max.ms`); it refuses those itself.
-const KAFKA_TOPIC_CONFIGS: &[(&str, ValueKind)] = {
-    use ValueKind::*;
-    const COMPRESSION: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
-    &[
-        ("cleanup.policy", ListOf(&["delete", "compact"])),
-        ("compression.gzip.level", GzipLevel),
-        ("compression.lz4.level", Int(1, 17)),
-        ("compression.type", OneOf(COMPRESSION)),
-        ("compression.zstd.level", Int(-131_072, 22)),
-        ("delete.retention.ms", Long(0)),
-        ("file.delete.delay.ms", Long(0)),
-        ("flush.messages", Long(1)),
-        ("flush.ms", Long(0)),
-        ("follower.replication.throttled.replicas", Any),
-        ("index.interval.bytes", Int(0, i32::MAX)),
-        ("leader.replication.throttled.replicas", Any),
-        ("local.retention.bytes", Long(-2)),
-        ("local.retention.ms", Long(-2)),
-        ("max.compaction.lag.ms", Long(1)),
-        ("max.message.bytes", Int(0, i32::MAX)),
-        ("message.downconversion.enable", Bool),
-        ("message.format.version", Any),
-        ("message.timestamp.after.max.ms", Long(0)),
-        ("message.timestamp.before.max.ms", Long(0)),
-        ("message.timestamp.difference.max.ms", Long(0)),
-        (
-            "message.timestamp.type",
-            OneOf(&["CreateTime", "LogAppendTime"]),
-        ),
-        ("min.cleanable.dirty.ratio", Ratio),
-        ("min.compaction.lag.ms", Long(0)),
-        ("min.insync.replicas", Int(1, i32::MAX)),
-        ("preallocate", Bool),
-        ("remote.log.copy.disable", Bool),
-        ("remote.log.delete.on.disable", Bool),
-        ("remote.storage.enable", Bool),
-        ("retention.bytes", Long(i64::MIN)),
-        ("retention.ms", Long(-1)),
-        ("segment.bytes", Int(14, i32::MAX)),
-        ("segment.index.bytes", Int(4, i32::MAX)),
-        ("segment.jitter.ms", Long(0)),
-        ("segment.ms", Long(1)),
-        ("unclean.leader.election.enable", Bool),
-    ]
-};
-
 /// How a restore's topic configuration override stands against Kafka's own.
 #[derive(Debug, PartialEq)]
 pub enum OverrideCheck {
@@ -239,7 +222,7 @@ pub enum OverrideCheck {
 /// setting, what it takes and an example. An empty value drops a recorded setting and is
 /// always accepted.
 pub fn check_override(key: &str, value: &str) -> Result<OverrideCheck, String> {
-    let Some((_, kind)) = KAFKA_TOPIC_CONFIGS.iter().find(|(k, _)| *k == key) else {
+    let Some((_, _, kind)) = kafka_topic_config(key) else {
         return Ok(OverrideCheck::Unknown);
     };
     let v = value.trim();

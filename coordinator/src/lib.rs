@@ -21,9 +21,12 @@ pub mod topic_setup;
 pub mod verify;
 pub mod worker_service;
 
+use kafka_backup_common::storage::{BackupStore, StorageError};
 use kafka_backup_proto::restore_plans_server::RestorePlansServer;
 use kafka_backup_proto::restore_workers_server::RestoreWorkersServer;
+use kafka_backup_proto::RestoreSpec;
 use ledger::Ledger;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,4 +199,12 @@ impl Coordinator {
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// The backup location a plan's spec names, opened with the spec's storage options (an
+/// object store's endpoint and credentials), as planning, verification and offset resets
+/// read it.
+pub fn spec_store(spec: &RestoreSpec) -> Result<BackupStore, StorageError> {
+    let options: HashMap<String, String> = spec.storage_options.clone().into_iter().collect();
+    BackupStore::open(&spec.storage_url, &options, false)
 }

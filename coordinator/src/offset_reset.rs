@@ -25,7 +25,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -91,14 +91,9 @@ pub struct GroupReset {
     pub target_offset: i64,
 }
 
-fn open_store(spec: &RestoreSpec) -> Result<(BackupStore, ())> {
-    let options: HashMap<String, String> = spec.storage_options.clone().into_iter().collect();
-    Ok((BackupStore::open(&spec.storage_url, &options, false)?, ()))
-}
-
 /// The plan's backup location and manifest, read once per reset.
 pub async fn open_backup(spec: &RestoreSpec) -> Result<(BackupStore, Manifest)> {
-    let (store, _) = open_store(spec)?;
+    let store = crate::spec_store(spec)?;
     // Streamed: memory grows with the segments kept, not with the manifest's text.
     let manifest = store
         .read_manifest_index(&spec.backup_id, Sieve::default())
@@ -109,7 +104,7 @@ pub async fn open_backup(spec: &RestoreSpec) -> Result<(BackupStore, Manifest)> 
 /// Refuses groups that are active on the target or have nothing committed in the backup,
 /// before anything is written.
 pub async fn preflight(spec: &RestoreSpec, req: &ResetRequest) -> Result<()> {
-    let (store, _) = open_store(spec)?;
+    let store = crate::spec_store(spec)?;
     let manifest = store
         .read_manifest_index(&spec.backup_id, Sieve::no_segments())
         .await?;

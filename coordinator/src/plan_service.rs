@@ -14,13 +14,12 @@ use crate::target::{TargetCluster, TargetError};
 use crate::topic_setup::{creations, recorded_topics, retention_risks};
 use crate::{now_ms, Coordinator};
 use kafka_backup_common::manifest_index::Sieve;
-use kafka_backup_common::storage::BackupStore;
 use kafka_backup_common::telemetry::{current_traceparent, set_remote_parent};
 use kafka_backup_common::topic_configs::{check_override, OverrideCheck};
 use kafka_backup_proto::restore_plans_server::RestorePlans;
 use kafka_backup_proto::*;
 use prost::Message;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -219,9 +218,7 @@ impl RestorePlans for PlanService {
         let spec = RestoreSpec::decode(plan.spec.as_slice()).map_err(|e| {
             Status::internal(format!("stored spec of {} unreadable: {e}", plan.plan_id))
         })?;
-        let options: HashMap<String, String> = spec.storage_options.clone().into_iter().collect();
-        let store =
-            BackupStore::open(&spec.storage_url, &options, false).map_err(storage_status)?;
+        let store = crate::spec_store(&spec).map_err(storage_status)?;
         let groups = store
             .read_manifest_index(&spec.backup_id, Sieve::no_segments())
             .await
@@ -377,8 +374,7 @@ pub async fn dry_run_report(spec: &RestoreSpec) -> Result<PlanReport, Status> {
 /// the target's topics and builds the report. Asks the target for its layout while the
 /// manifest is read and planned, so the two round trips overlap.
 async fn plan_against_target(spec: &RestoreSpec) -> Result<Planned, Status> {
-    let options: HashMap<String, String> = spec.storage_options.clone().into_iter().collect();
-    let store = BackupStore::open(&spec.storage_url, &options, false).map_err(storage_status)?;
+    let store = crate::spec_store(spec).map_err(storage_status)?;
     let target = Arc::new(TargetCluster::new(
         &spec.bootstrap_servers,
         &spec.kafka_properties,

@@ -14,7 +14,7 @@ use kafka_backup_common::pieces::Pieces;
 use kafka_backup_common::segment::SegmentError;
 use kafka_backup_common::storage::{BackupStore, StorageError};
 use kafka_backup_proto::RestoreSpec;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 /// Objects read at once: enough to keep a remote store's round trips overlapped, few enough
 /// that memory stays at a few segments.
@@ -83,8 +83,7 @@ pub async fn verify_segments(
     spec: &RestoreSpec,
     mut on_progress: impl FnMut(VerifyProgress),
 ) -> Result<Verified, VerifyError> {
-    let options: HashMap<String, String> = spec.storage_options.clone().into_iter().collect();
-    let store = BackupStore::open(&spec.storage_url, &options, false)?;
+    let store = crate::spec_store(spec)?;
     let manifest = store
         .read_manifest_index(
             &spec.backup_id,

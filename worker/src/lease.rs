@@ -98,14 +98,23 @@ impl LeaseState {
     }
 }
 
-/// The heartbeat loop of one task. It stops when dropped, so it ends with the task whichever
-/// way the task ends (completed, failed, fenced, handed back, or its future dropped).
-pub struct Heartbeats(JoinHandle<()>);
+/// A helper of one task (its heartbeat loop, its shutdown forwarder). It stops when dropped,
+/// so it ends with the task whichever way the task ends (completed, failed, fenced, handed
+/// back, or its future dropped).
+pub struct LeaseHelper(JoinHandle<()>);
 
-impl Drop for Heartbeats {
+impl Drop for LeaseHelper {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Stops the task (to hand it back) when the worker is asked to shut down.
+pub fn stop_on_shutdown(state: Arc<LeaseState>, shutdown: Shutdown) -> LeaseHelper {
+    LeaseHelper(tokio::spawn(async move {
+        shutdown.requested().await;
+        state.stop_task();
+    }))
 }
 
 /// Spawns the heartbeat loop; it ends when fenced or when the returned guard is dropped.
@@ -114,8 +123,8 @@ pub fn spawn_heartbeats(
     lease: LeaseRef,
     state: Arc<LeaseState>,
     interval: Duration,
-) -> Heartbeats {
-    Heartbeats(tokio::spawn(async move {
+) -> LeaseHelper {
+    LeaseHelper(tokio::spawn(async move {
         loop {
             tokio::time::sleep(interval).await;
             let sent = Instant::now();

@@ -14,7 +14,7 @@
 //! Together: each source record is in the target exactly once, in source order.
 
 use crate::connect::WorkersClient;
-use crate::lease::{spawn_heartbeats, LeaseState};
+use crate::lease::{spawn_heartbeats, stop_on_shutdown, LeaseState};
 use crate::merge::{MergeStream, SourceSpec};
 use crate::pages::{PageError, SegmentPages};
 use crate::produce::{Acked, PartitionProducer, ProduceError, ProducerCache, ProducerKey};
@@ -146,13 +146,7 @@ pub async fn run_task(
     m.active_tasks.inc();
     // The task stops to be handed back on the worker's shutdown or on the plan's cancel.
     let task_stop = state.task_stop();
-    let forward_shutdown = AbortOnDrop({
-        let (shutdown, state) = (shutdown.clone(), state.clone());
-        tokio::spawn(async move {
-            shutdown.requested().await;
-            state.stop_task();
-        })
-    });
+    let forward_shutdown = stop_on_shutdown(state.clone(), shutdown.clone());
     let result = match unsupported_capability(&lease) {
         Some(cap) => Err(TaskError::Unsupported(cap)),
         // Granted while the worker began shutting down: nothing written, hand it back.
@@ -220,15 +214,6 @@ pub async fn run_task(
                 tracing::warn!(task = %label, error = %s.message(), "could not report failure; the lease will expire");
             }
         }
-    }
-}
-
-/// A helper task that ends with the task it serves, however that ends (even dropped).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

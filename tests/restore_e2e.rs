@@ -49,6 +49,24 @@ impl Fixture {
         v.extend_from_slice(extra);
         self.restore_args(&v)
     }
+    /// The key of the fixture's segment of `partition` starting at `offset`.
+    fn segment_key(&self, partition: i32, offset: i64) -> String {
+        format!(
+            "bk/topics/{}/partition={partition}/segment-{offset:020}.bin.zst",
+            self.topic
+        )
+    }
+    /// Damages a segment object in place: one body byte flipped (its CRC32 no longer holds).
+    fn damage(&self, key: &str) {
+        let path = self.backup.path().join(key);
+        let mut bytes = std::fs::read(&path).expect("segment file");
+        bytes[40] ^= 0x55;
+        std::fs::write(&path, bytes).expect("write");
+    }
+    /// Deletes a segment object.
+    fn remove(&self, key: &str) {
+        std::fs::remove_file(self.backup.path().join(key)).expect("remove");
+    }
     /// The same with the ledger in `state`.
     fn restore_args_at<'a>(&'a self, state: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
         let mut v = vec![
@@ -764,13 +782,7 @@ async fn corrupt_segment_stops_only_its_task_and_keeps_what_was_restored() {
     }
     let f = fixture("corrupt", 2, 120).await;
     // Damage the second segment of partition 1 (offsets 50..99): flip one body byte.
-    let seg = f.backup.path().join(format!(
-        "bk/topics/{}/partition=1/segment-{:020}.bin.zst",
-        f.topic, 50
-    ));
-    let mut bytes = std::fs::read(&seg).expect("segment file");
-    bytes[40] ^= 0x55;
-    std::fs::write(&seg, bytes).expect("write");
+    f.damage(&f.segment_key(1, 50));
     let target = unique("corrupt-target");
     let b = broker();
     let o = kb(&f.restore_into_args(&target, &b, &[]));
@@ -840,18 +852,9 @@ async fn verify_segments_reads_the_plan_back_before_anything_is_written() {
         "{}",
         stderr(&o)
     );
-    let key = |offset: i64| {
-        format!(
-            "bk/topics/{}/partition=0/segment-{offset:020}.bin.zst",
-            f.topic
-        )
-    };
-    let (bad, gone) = (key(50), key(100));
-    let path = f.backup.path().join(&bad);
-    let mut bytes = std::fs::read(&path).expect("segment");
-    bytes[40] ^= 0x55;
-    std::fs::write(&path, bytes).expect("write");
-    std::fs::remove_file(f.backup.path().join(&gone)).expect("remove");
+    let (bad, gone) = (f.segment_key(0, 50), f.segment_key(0, 100));
+    f.damage(&bad);
+    f.remove(&gone);
     let real = f.restore_into_args(&target, &b, &["--verify-segments"]);
     for args in [&real, &dry] {
         let err = kb_err(args, "2 of 3 segments of backup bk are missing or damaged");
@@ -882,20 +885,11 @@ async fn skip_corrupt_segments_restores_the_rest_and_reports_what_was_skipped() 
         return;
     }
     let f = fixture("skip-corrupt", 1, 150).await;
-    let bad = format!(
-        "bk/topics/{}/partition=0/segment-{:020}.bin.zst",
-        f.topic, 50
-    );
-    let path = f.backup.path().join(&bad);
-    let mut bytes = std::fs::read(&path).expect("segment");
-    bytes[40] ^= 0x55;
-    std::fs::write(&path, bytes).expect("write");
+    let bad = f.segment_key(0, 50);
+    f.damage(&bad);
     // A second object is missing altogether.
-    let gone = format!(
-        "bk/topics/{}/partition=0/segment-{:020}.bin.zst",
-        f.topic, 100
-    );
-    std::fs::remove_file(f.backup.path().join(&gone)).expect("remove");
+    let gone = f.segment_key(0, 100);
+    f.remove(&gone);
     let target = unique("skip-target");
     let b = broker();
     let out = kb_ok(&f.restore_into_args(
